@@ -1,0 +1,12 @@
+//! deviceauth: device identities, auth sets, admission, device tokens and limits (SPEC §3,
+//! §10.1-10.3, §10.6).
+//!
+//! `model` holds the device and its auth sets with the status rules as plain Rust; `store` is
+//! the DynamoDB table; `service` runs the operations and starts the workflows.
+
+pub mod model;
+pub mod service;
+pub mod store;
+
+pub use model::{AuthSet, Device};
+pub use service::{AuthRequestOutcome, Deviceauth, Error};

@@ -1,0 +1,569 @@
+//! deviceauth operations: the device's auth request, operator decisions, preauthorization,
+//! decommissioning, tokens and limits, and the device-token check every device endpoint runs.
+//! State changes are stored first (conditional writes, retried on conflict), then workflows
+//! are published.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use device_keys::{identity_from_json_text, identity_from_value, PublicKey};
+use mender_aws::dynamo::DynamoError;
+use mender_http::{ApiError, DeviceTokenCheck};
+use mender_tokens::{DeviceClaims, Keys};
+use serde::Deserialize;
+use serde_json::Value;
+use workflows::{Attribute, DeviceRef, Job, Publisher};
+
+use crate::model::{AuthSet, Device, TransitionError, ACCEPTED, PENDING, PREAUTHORIZED, STATUSES};
+use crate::store::{Store, TokenRecord};
+
+/// Attempts of a read-modify-write before giving up on a hot device.
+const MAX_ATTEMPTS: usize = 8;
+/// Inventory learns the check-in time at most this often (upstream: daily).
+const INVENTORY_CHECK_IN_SECS: i64 = 24 * 3600;
+pub const MAX_DEVICES: &str = "max_devices";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 404 with Mender's body.
+    #[error("{0}")]
+    NotFound(String),
+    /// 404 with no body (upstream does this on several deviceauth routes).
+    #[error("not found")]
+    NotFoundBare,
+    #[error("{0}")]
+    Unprocessable(String),
+    /// Preauthorization of a known identity: 409 with the existing device as body.
+    #[error("device already exists")]
+    Exists(Value),
+    #[error("storage: {0}")]
+    Storage(#[from] DynamoError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        use mender_http::error::StatusCode;
+        match e {
+            Error::BadRequest(m) => ApiError::bad_request(m),
+            Error::Unauthorized(m) => ApiError::unauthorized(m),
+            Error::NotFound(m) => ApiError::not_found(m),
+            Error::NotFoundBare => ApiError::bare(StatusCode::NOT_FOUND),
+            Error::Unprocessable(m) => ApiError::unprocessable(m),
+            Error::Exists(_) => ApiError::conflict("device already exists"),
+            Error::Storage(e) => ApiError::internal(e),
+            Error::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
+/// `POST /auth_requests` body.
+#[derive(Debug, Deserialize)]
+pub struct AuthRequest {
+    #[serde(default)]
+    pub id_data: String,
+    #[serde(default)]
+    pub pubkey: String,
+    #[serde(default)]
+    pub tenant_token: String,
+}
+
+/// What the device gets back.
+#[derive(Debug, PartialEq)]
+pub enum AuthRequestOutcome {
+    Token(String),
+    Unauthorized,
+}
+
+/// Filter of the device list and search.
+#[derive(Debug, Default)]
+pub struct DeviceFilter {
+    pub statuses: Vec<String>,
+    pub ids: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct Deviceauth {
+    pub store: Store,
+    pub keys: Keys,
+    pub workflows: Arc<dyn Publisher>,
+    pub token_lifetime_secs: i64,
+    pub check_in_interval_secs: i64,
+}
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
+    mender_http::time::format(t)
+}
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+fn request_id() -> String {
+    mender_http::request_id::current().unwrap_or_default()
+}
+
+/// Validates a status filter value.
+pub fn check_status(status: &str) -> Result<(), Error> {
+    if STATUSES.contains(&status) {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!("filter status must be one of: {}", STATUSES.join(", "))))
+    }
+}
+
+impl Deviceauth {
+    async fn publish(&self, job: Job) -> Result<(), Error> {
+        self.workflows.publish(job).await.map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// The workflow for a device whose status just changed (SPEC §10.5).
+    async fn publish_status_change(&self, tenant: &str, device: &Device) -> Result<(), Error> {
+        let device_ref = DeviceRef { id: device.id.clone(), revision: device.revision };
+        let job = if device.status == ACCEPTED && !device.provisioned {
+            Job::ProvisionDevice {
+                request_id: request_id(),
+                tenant_id: tenant.into(),
+                device: device_ref,
+                status: device.status.clone(),
+            }
+        } else {
+            Job::UpdateDeviceStatus {
+                request_id: request_id(),
+                tenant_id: tenant.into(),
+                devices: vec![device_ref],
+                device_status: device.status.clone(),
+            }
+        };
+        self.publish(job).await
+    }
+
+    async fn publish_identity(&self, tenant: &str, device: &Device) -> Result<(), Error> {
+        let attributes = device
+            .identity_data()
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter(|(k, _)| k.as_str() != "status")
+                    .map(|(k, v)| Attribute { name: k.clone(), value: v.clone(), scope: "identity".into() })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.publish(Job::UpdateDeviceInventory {
+            request_id: request_id(),
+            tenant_id: tenant.into(),
+            device_id: device.id.clone(),
+            scope: "identity".into(),
+            attributes,
+        })
+        .await
+    }
+
+    async fn publish_check_in(&self, tenant: &str, device_id: &str, when: &str) -> Result<(), Error> {
+        self.publish(Job::UpdateDeviceInventory {
+            request_id: request_id(),
+            tenant_id: tenant.into(),
+            device_id: device_id.into(),
+            scope: "system".into(),
+            attributes: vec![Attribute { name: "check_in_time".into(), value: Value::String(when.into()), scope: "system".into() }],
+        })
+        .await
+    }
+
+    /// Whether accepting one more device keeps the tenant within `max_devices`.
+    async fn may_accept_another(&self, tenant: &str) -> Result<bool, Error> {
+        let Some(limit) = self.store.get_limit(tenant, MAX_DEVICES).await? else {
+            return Ok(true);
+        };
+        let accepted = self.store.list_devices(tenant).await?.iter().filter(|d| d.status == ACCEPTED).count();
+        Ok(i64::try_from(accepted).unwrap_or(i64::MAX) < limit)
+    }
+
+    /// `POST /api/devices/v1/authentication/auth_requests` (SPEC §10.1-10.2): `body` is the raw
+    /// request body, `signature` the `X-MEN-Signature` header.
+    pub async fn auth_request(&self, tenant: &str, body: &[u8], signature: Option<&str>) -> Result<AuthRequestOutcome, Error> {
+        let request: AuthRequest = serde_json::from_slice(body)
+            .map_err(|e| Error::BadRequest(format!("failed to decode auth request: {e}")))?;
+        if request.id_data.is_empty() {
+            return Err(Error::BadRequest("invalid auth request: id_data must be provided".into()));
+        }
+        if request.pubkey.is_empty() {
+            return Err(Error::BadRequest("invalid auth request: pubkey must be provided".into()));
+        }
+        let key = PublicKey::from_pem(&request.pubkey)
+            .map_err(|e| Error::BadRequest(format!("invalid auth request: {e}")))?;
+        let identity = identity_from_json_text(&request.id_data)
+            .map_err(|e| Error::BadRequest(format!("invalid auth request: {e}")))?;
+        let signature = signature
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::BadRequest("missing request signature header".into()))?;
+        key.verify(body, signature)
+            .map_err(|_| Error::Unauthorized("signature verification failed".into()))?;
+        let pubkey = key.canonical_pem().to_owned();
+
+        for _ in 0..MAX_ATTEMPTS {
+            let now_ts = ts(now());
+            // The device: found by identity, or created with this key as a pending auth set.
+            let Some(device_id) = self.store.device_id_by_identity(tenant, &identity.hash).await? else {
+                let mut device = Device::new(new_id(), identity.canonical.clone(), identity.hash.clone(), &now_ts);
+                device.auth_sets.push(AuthSet { id: new_id(), pubkey: pubkey.clone(), status: PENDING.into(), ts: now_ts.clone() });
+                device.recompute_status(&now_ts);
+                match self.store.create_device(tenant, &device).await {
+                    Ok(()) => {
+                        self.publish_identity(tenant, &device).await?;
+                        self.publish_status_change(tenant, &device).await?;
+                        return Ok(AuthRequestOutcome::Unauthorized);
+                    }
+                    Err(DynamoError::ConditionFailed) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            let Some(mut device) = self.store.get_device(tenant, &device_id).await? else {
+                continue;
+            };
+            if device.decommissioning {
+                return Ok(AuthRequestOutcome::Unauthorized);
+            }
+            let existing = device.auth_set_by_key(&pubkey).cloned();
+            let auth_set = match existing {
+                Some(set) if set.status == ACCEPTED => set,
+                Some(set) if set.status == PREAUTHORIZED => {
+                    if device.status != ACCEPTED && !self.may_accept_another(tenant).await? {
+                        return Err(Error::Unauthorized("unauthorized".into()));
+                    }
+                    device.accept_preauthorized(&set.id);
+                    let changed = device.recompute_status(&now_ts);
+                    match self.store.update_device(tenant, &mut device).await {
+                        Ok(()) => {}
+                        Err(DynamoError::ConditionFailed) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                    self.revoke_tokens(tenant, &device).await?;
+                    if changed {
+                        self.publish_status_change(tenant, &device).await?;
+                    }
+                    match device.auth_set(&set.id) {
+                        Some(s) => s.clone(),
+                        None => continue,
+                    }
+                }
+                Some(_) => return Ok(AuthRequestOutcome::Unauthorized),
+                None => {
+                    device.auth_sets.push(AuthSet { id: new_id(), pubkey: pubkey.clone(), status: PENDING.into(), ts: now_ts.clone() });
+                    let changed = device.recompute_status(&now_ts);
+                    match self.store.update_device(tenant, &mut device).await {
+                        Ok(()) => {}
+                        Err(DynamoError::ConditionFailed) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                    if changed {
+                        self.publish_status_change(tenant, &device).await?;
+                    }
+                    return Ok(AuthRequestOutcome::Unauthorized);
+                }
+            };
+            // Accepted: issue a token bound to the device version we saw.
+            let now = now();
+            let claims = DeviceClaims::new(&auth_set.id, &device.id, tenant, now.timestamp(), self.token_lifetime_secs);
+            let token = self.keys.issue(&claims).map_err(|e| Error::Internal(e.to_string()))?;
+            let record = TokenRecord {
+                jti: auth_set.id.clone(),
+                device_id: device.id.clone(),
+                expires_at: claims.exp,
+                check_in: now.timestamp(),
+            };
+            match self.store.put_token(tenant, &record, &device).await {
+                Ok(()) => {}
+                Err(DynamoError::ConditionFailed) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let when = ts(now);
+            self.store.set_check_in_time(tenant, &device.id, &when).await?;
+            self.publish_check_in(tenant, &device.id, &when).await?;
+            return Ok(AuthRequestOutcome::Token(token));
+        }
+        Err(Error::Internal("too many concurrent changes to the device".into()))
+    }
+
+    /// Deletes the tokens of every auth set that is not accepted.
+    async fn revoke_tokens(&self, tenant: &str, device: &Device) -> Result<(), Error> {
+        for jti in device.revoked_auth_sets() {
+            self.store.delete_token(tenant, &jti).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn get_device(&self, tenant: &str, id: &str) -> Result<Device, Error> {
+        self.store.get_device(tenant, id).await?.ok_or_else(|| Error::NotFound("device not found".into()))
+    }
+
+    /// Devices matching `filter`, sorted as upstream: by status, then id.
+    pub async fn list_devices(&self, tenant: &str, filter: &DeviceFilter) -> Result<Vec<Device>, Error> {
+        for status in &filter.statuses {
+            check_status(status)?;
+        }
+        let mut devices: Vec<Device> = self
+            .store
+            .list_devices(tenant)
+            .await?
+            .into_iter()
+            .filter(|d| filter.statuses.is_empty() || filter.statuses.contains(&d.status))
+            .filter(|d| filter.ids.is_empty() || filter.ids.contains(&d.id))
+            .collect();
+        devices.sort_by(|a, b| a.status.cmp(&b.status).then_with(|| a.id.cmp(&b.id)));
+        Ok(devices)
+    }
+
+    pub async fn count_devices(&self, tenant: &str, status: Option<&str>) -> Result<usize, Error> {
+        if let Some(status) = status {
+            if !STATUSES.contains(&status) {
+                return Err(Error::BadRequest(format!("status must be one of: {}", STATUSES.join(", "))));
+            }
+        }
+        let devices = self.store.list_devices(tenant).await?;
+        Ok(devices.iter().filter(|d| status.is_none_or(|s| d.status == s)).count())
+    }
+
+    /// An operator's decision on an auth set (SPEC §10.2 table).
+    pub async fn set_auth_status(&self, tenant: &str, device_id: &str, aid: &str, target: &str) -> Result<(), Error> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut device = self.store.get_device(tenant, device_id).await?;
+            let Some(device) = device.as_mut() else {
+                // Upstream looks the auth set up first: unknown ids are a 404.
+                return Err(Error::NotFound("authorization set not found".into()));
+            };
+            if device.auth_set(aid).is_none() {
+                return Err(Error::NotFound("authorization set not found".into()));
+            }
+            if target == ACCEPTED && device.status != ACCEPTED && !self.may_accept_another(tenant).await? {
+                return Err(Error::Unprocessable("maximum number of accepted devices reached".into()));
+            }
+            let before = device.clone();
+            device.decide(aid, target).map_err(|e| match e {
+                TransitionError::InvalidTarget => Error::BadRequest("incorrect device status".into()),
+                TransitionError::NotAllowed => Error::BadRequest("dev auth: bad request".into()),
+            })?;
+            if before.auth_sets == device.auth_sets {
+                return Ok(());
+            }
+            let now_ts = ts(now());
+            let changed = device.recompute_status(&now_ts);
+            match self.store.update_device(tenant, device).await {
+                Ok(()) => {}
+                Err(DynamoError::ConditionFailed) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            self.revoke_tokens(tenant, device).await?;
+            if changed {
+                self.publish_status_change(tenant, device).await?;
+            }
+            return Ok(());
+        }
+        Err(Error::Internal("too many concurrent changes to the device".into()))
+    }
+
+    /// Auth set status by id (`GET .../auth/{aid}/status`).
+    pub async fn auth_status(&self, tenant: &str, device_id: &str, aid: &str) -> Result<String, Error> {
+        let device = self.store.get_device(tenant, device_id).await?;
+        device
+            .and_then(|d| d.auth_set(aid).map(|a| a.status.clone()))
+            .ok_or_else(|| Error::NotFound("authorization set not found".into()))
+    }
+
+    /// `POST /devices`: preauthorize an identity with a key. Returns the device id.
+    pub async fn preauthorize(&self, tenant: &str, identity_data: &Value, pubkey: &str, force: bool) -> Result<String, Error> {
+        let identity = identity_from_value(identity_data)
+            .map_err(|_| Error::BadRequest("identity_data: must be a JSON object".into()))?;
+        let key = PublicKey::from_pem(pubkey).map_err(|e| Error::BadRequest(format!("pubkey: {e}")))?;
+        let pubkey = key.canonical_pem().to_owned();
+        for _ in 0..MAX_ATTEMPTS {
+            let now_ts = ts(now());
+            let new_set = AuthSet { id: new_id(), pubkey: pubkey.clone(), status: PREAUTHORIZED.into(), ts: now_ts.clone() };
+            let Some(device_id) = self.store.device_id_by_identity(tenant, &identity.hash).await? else {
+                let mut device = Device::new(new_id(), identity.canonical.clone(), identity.hash.clone(), &now_ts);
+                device.auth_sets.push(new_set);
+                device.recompute_status(&now_ts);
+                match self.store.create_device(tenant, &device).await {
+                    Ok(()) => {
+                        self.publish_identity(tenant, &device).await?;
+                        self.publish_status_change(tenant, &device).await?;
+                        return Ok(device.id);
+                    }
+                    Err(DynamoError::ConditionFailed) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            let Some(mut device) = self.store.get_device(tenant, &device_id).await? else {
+                continue;
+            };
+            if !force {
+                return Err(Error::Exists(device.to_json()));
+            }
+            match device.auth_sets.iter_mut().find(|a| a.pubkey == pubkey) {
+                Some(existing) => existing.status = PREAUTHORIZED.into(),
+                None => device.auth_sets.push(new_set),
+            }
+            let changed = device.recompute_status(&now_ts);
+            match self.store.update_device(tenant, &mut device).await {
+                Ok(()) => {}
+                Err(DynamoError::ConditionFailed) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            self.revoke_tokens(tenant, &device).await?;
+            if changed {
+                self.publish_status_change(tenant, &device).await?;
+            }
+            // Upstream quirk: the Location of a forced preauthorization names a fresh id.
+            return Ok(new_id());
+        }
+        Err(Error::Internal("too many concurrent changes to the device".into()))
+    }
+
+    /// `DELETE /devices/{id}/auth/{aid}` (SPEC §10.2).
+    pub async fn delete_auth_set(&self, tenant: &str, device_id: &str, aid: &str) -> Result<(), Error> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut device = self.store.get_device(tenant, device_id).await?.ok_or(Error::NotFoundBare)?;
+            let Some(removed) = device.auth_set(aid).cloned() else {
+                return Err(Error::NotFoundBare);
+            };
+            device.auth_sets.retain(|a| a.id != aid);
+            if removed.status == PREAUTHORIZED && device.auth_sets.is_empty() {
+                self.store.delete_device(tenant, &device).await?;
+                self.store.delete_token(tenant, aid).await?;
+                self.publish(Job::UpdateDeviceStatus {
+                    request_id: request_id(),
+                    tenant_id: tenant.into(),
+                    devices: vec![DeviceRef { id: device.id.clone(), revision: device.revision + 1 }],
+                    device_status: "decommissioned".into(),
+                })
+                .await?;
+                return Ok(());
+            }
+            let changed = device.recompute_status(&ts(now()));
+            match self.store.update_device(tenant, &mut device).await {
+                Ok(()) => {}
+                Err(DynamoError::ConditionFailed) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            self.store.delete_token(tenant, aid).await?;
+            if changed {
+                self.publish_status_change(tenant, &device).await?;
+            }
+            return Ok(());
+        }
+        Err(Error::Internal("too many concurrent changes to the device".into()))
+    }
+
+    /// `DELETE /devices/{id}`: tokens stop working now; the workflow removes the rest.
+    pub async fn decommission(&self, tenant: &str, device_id: &str) -> Result<(), Error> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut device = self.store.get_device(tenant, device_id).await?.ok_or(Error::NotFoundBare)?;
+            device.decommissioning = true;
+            device.updated_ts = ts(now());
+            match self.store.update_device(tenant, &mut device).await {
+                Ok(()) => {}
+                Err(DynamoError::ConditionFailed) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            for set in &device.auth_sets {
+                self.store.delete_token(tenant, &set.id).await?;
+            }
+            return self
+                .publish(Job::DecommissionDevice { request_id: request_id(), tenant_id: tenant.into(), device_id: device.id.clone() })
+                .await;
+        }
+        Err(Error::Internal("too many concurrent changes to the device".into()))
+    }
+
+    /// `DELETE /tokens/{id}`.
+    pub async fn revoke_token(&self, tenant: &str, jti: &str) -> Result<(), Error> {
+        if self.store.get_token(tenant, jti).await?.is_none() {
+            return Err(Error::NotFoundBare);
+        }
+        Ok(self.store.delete_token(tenant, jti).await?)
+    }
+
+    pub async fn limit(&self, tenant: &str, name: &str) -> Result<i64, Error> {
+        if name != MAX_DEVICES {
+            return Err(Error::BadRequest(format!("unsupported limit {name}")));
+        }
+        Ok(self.store.get_limit(tenant, name).await?.unwrap_or(-1))
+    }
+
+    pub async fn set_limit(&self, tenant: &str, name: &str, value: i64) -> Result<(), Error> {
+        if name != MAX_DEVICES {
+            return Err(Error::BadRequest(format!("unsupported limit {name}")));
+        }
+        Ok(self.store.put_limit(tenant, name, value).await?)
+    }
+
+    /// Workflow step of `provision_device`: remember the device is provisioned.
+    pub async fn set_provisioned(&self, tenant: &str, device_id: &str) -> Result<(), Error> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(mut device) = self.store.get_device(tenant, device_id).await? else {
+                return Ok(());
+            };
+            if device.provisioned {
+                return Ok(());
+            }
+            device.provisioned = true;
+            match self.store.update_device(tenant, &mut device).await {
+                Err(DynamoError::ConditionFailed) => continue,
+                other => return Ok(other?),
+            }
+        }
+        Err(Error::Internal("too many concurrent changes to the device".into()))
+    }
+
+    /// Last step of `decommission_device`: remove tokens, auth sets and the device.
+    pub async fn hard_delete(&self, tenant: &str, device_id: &str) -> Result<(), Error> {
+        let Some(device) = self.store.get_device(tenant, device_id).await? else {
+            return Ok(());
+        };
+        for set in &device.auth_sets {
+            self.store.delete_token(tenant, &set.id).await?;
+        }
+        Ok(self.store.delete_device(tenant, &device).await?)
+    }
+
+    /// Whether a device still exists and is not being decommissioned (workflow guards).
+    pub async fn is_live(&self, tenant: &str, device_id: &str) -> Result<bool, Error> {
+        Ok(self.store.get_device(tenant, device_id).await?.is_some_and(|d| !d.decommissioning))
+    }
+}
+
+#[async_trait]
+impl DeviceTokenCheck for Deviceauth {
+    /// One GetItem: the token record exists (reject, dismiss, decommission and revoke delete it)
+    /// and names this device. The check-in is written at most every `check_in_interval_secs`.
+    async fn device_token_valid(&self, claims: &DeviceClaims) -> Result<bool, ApiError> {
+        let tenant = claims.tenant.as_str();
+        let record = self.store.get_token(tenant, &claims.jti).await.map_err(ApiError::internal)?;
+        let Some(record) = record else { return Ok(false) };
+        if record.device_id != claims.sub {
+            return Ok(false);
+        }
+        let now = now();
+        if now.timestamp() - record.check_in >= self.check_in_interval_secs {
+            let recorded = self
+                .store
+                .touch_token(tenant, &claims.jti, now.timestamp(), now.timestamp() - self.check_in_interval_secs)
+                .await
+                .map_err(ApiError::internal)?;
+            if recorded {
+                let when = ts(now);
+                self.store.set_check_in_time(tenant, &record.device_id, &when).await.map_err(ApiError::internal)?;
+                if now.timestamp() - record.check_in >= INVENTORY_CHECK_IN_SECS {
+                    self.publish_check_in(tenant, &record.device_id, &when).await.map_err(ApiError::from)?;
+                }
+            }
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,13 @@
+//! Black-box tests of the whole stack: see tests/*.rs. This library is the harness they
+//! share: real Debian clients driven as child processes, and a management API client.
+
+pub mod mender_cli;
+pub mod mender_client;
+pub mod mgmt;
+#[cfg(test)]
+mod selftest;
+pub mod tempdir;
+
+pub use mender_cli::{mender_cli_available, CliOutput, MenderCli};
+pub use mender_client::{mender_available, ClientOptions, MenderClient};
+pub use mgmt::{wait_for, Mgmt};

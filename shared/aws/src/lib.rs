@@ -6,6 +6,8 @@ pub mod dynamo;
 pub mod sqs;
 
 pub use aws_config::SdkConfig;
+pub use aws_sdk_dynamodb;
+pub use aws_sdk_sqs;
 
 /// Loads region, credentials and endpoint overrides from the environment (no network call).
 pub async fn load_sdk_config() -> SdkConfig {

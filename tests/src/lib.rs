@@ -6,8 +6,10 @@ pub mod mender_client;
 pub mod mgmt;
 #[cfg(test)]
 mod selftest;
+pub mod stack;
 pub mod tempdir;
 
 pub use mender_cli::{mender_cli_available, CliOutput, MenderCli};
 pub use mender_client::{mender_available, ClientOptions, MenderClient};
 pub use mgmt::{wait_for, Mgmt};
+pub use stack::TestStack;

@@ -1,0 +1,27 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    start the whole stack locally (https://localhost:8443)
+#   make test   run every test (starts and stops what the tests need)
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/mender-rs/target
+
+.PHONY: run test reset create-user lint deps
+
+run:
+	scripts/run.sh
+
+test:
+	scripts/test.sh
+
+# Empty all data of the running local stack and recreate the admin user.
+reset:
+	eval "$$(STACK_NAME=local scripts/stack.sh env)" && cargo run -q -p local-stack --bin mender-local -- reset
+
+# make create-user EMAIL=user@example.com PASSWORD=secret123
+create-user:
+	eval "$$(STACK_NAME=local scripts/stack.sh env)" && cargo run -q -p local-stack --bin mender-local -- create-user --username "$(EMAIL)" --password "$(PASSWORD)"
+
+lint:
+	cargo fmt --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+deps:
+	scripts/deps.sh all

@@ -1,6 +1,7 @@
 //! Black-box tests of the whole stack: see tests/*.rs. This library is the harness they
 //! share: real Debian clients driven as child processes, and a management API client.
 
+pub mod device;
 pub mod mender_cli;
 pub mod mender_client;
 pub mod mgmt;

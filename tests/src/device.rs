@@ -18,18 +18,33 @@ pub struct Device {
 
 impl Device {
     pub fn new(base_url: &str, http: reqwest::Client, mac: &str) -> Self {
-        let seed: [u8; 32] = *uuid::Uuid::new_v4().as_bytes().repeat(2).first_chunk().unwrap_or(&[7; 32]);
-        Device { mac: mac.into(), key: SigningKey::from_bytes(&seed), http, base_url: base_url.into(), token: None }
+        let seed: [u8; 32] = *uuid::Uuid::new_v4()
+            .as_bytes()
+            .repeat(2)
+            .first_chunk()
+            .unwrap_or(&[7; 32]);
+        Device {
+            mac: mac.into(),
+            key: SigningKey::from_bytes(&seed),
+            http,
+            base_url: base_url.into(),
+            token: None,
+        }
     }
 
     pub fn pubkey_pem(&self) -> String {
-        self.key.verifying_key().to_public_key_pem(Default::default()).unwrap_or_default()
+        self.key
+            .verifying_key()
+            .to_public_key_pem(Default::default())
+            .unwrap_or_default()
     }
 
     /// The auth request body as the client sends it (trailing newline included).
     pub fn auth_body(&self, pubkey_pem: &str) -> Vec<u8> {
         let id_data = json!({ "mac": self.mac }).to_string();
-        let mut body = json!({"id_data": id_data, "tenant_token": "", "pubkey": pubkey_pem}).to_string().into_bytes();
+        let mut body = json!({"id_data": id_data, "tenant_token": "", "pubkey": pubkey_pem})
+            .to_string()
+            .into_bytes();
         body.push(b'\n');
         body
     }
@@ -39,10 +54,17 @@ impl Device {
     }
 
     /// Sends a raw auth request; returns status and body.
-    pub async fn raw_auth_request(&self, body: Vec<u8>, signature: Option<String>) -> anyhow::Result<(StatusCode, String)> {
+    pub async fn raw_auth_request(
+        &self,
+        body: Vec<u8>,
+        signature: Option<String>,
+    ) -> anyhow::Result<(StatusCode, String)> {
         let mut request = self
             .http
-            .post(format!("{}/api/devices/v1/authentication/auth_requests", self.base_url))
+            .post(format!(
+                "{}/api/devices/v1/authentication/auth_requests",
+                self.base_url
+            ))
             .header("Content-Type", "application/json")
             .header("Authorization", "Bearer ")
             .body(body);
@@ -65,11 +87,22 @@ impl Device {
     }
 
     /// `PATCH`/`PUT` of inventory attributes with `token` (defaults to the device's own).
-    pub async fn send_inventory(&self, method: reqwest::Method, body: Vec<u8>, token: Option<&str>) -> anyhow::Result<(StatusCode, Value)> {
+    pub async fn send_inventory(
+        &self,
+        method: reqwest::Method,
+        body: Vec<u8>,
+        token: Option<&str>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let token = token.or(self.token.as_deref()).unwrap_or_default();
         let response = self
             .http
-            .request(method, format!("{}/api/devices/v1/inventory/device/attributes", self.base_url))
+            .request(
+                method,
+                format!(
+                    "{}/api/devices/v1/inventory/device/attributes",
+                    self.base_url
+                ),
+            )
             .header("Content-Type", "application/json")
             .bearer_auth(token)
             .body(body)
@@ -77,6 +110,9 @@ impl Device {
             .await?;
         let status = response.status();
         let bytes = response.bytes().await?;
-        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
     }
 }

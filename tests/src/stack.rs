@@ -35,7 +35,11 @@ impl TestStack {
             bcrypt_cost: 4,
         })
         .await?;
-        Ok(TestStack { stack, prefix, _state: state })
+        Ok(TestStack {
+            stack,
+            prefix,
+            _state: state,
+        })
     }
 
     pub fn url(&self) -> &str {

@@ -14,8 +14,14 @@ use serde_json::{json, Value};
 
 fn assert_mender_error(status: StatusCode, body: &Value, expected: StatusCode, what: &str) {
     assert_eq!(status, expected, "{what}: {body}");
-    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: no error message: {body}");
-    assert!(body["request_id"].as_str().is_some_and(|r| r.len() >= 32), "{what}: no request_id: {body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{what}: no error message: {body}"
+    );
+    assert!(
+        body["request_id"].as_str().is_some_and(|r| r.len() >= 32),
+        "{what}: no request_id: {body}"
+    );
 }
 
 fn json_of(text: &str) -> Value {
@@ -37,19 +43,31 @@ async fn snapshot(admin: &Mgmt) -> anyhow::Result<Value> {
 async fn admitted(stack: &TestStack, admin: &Mgmt, mac: &str) -> anyhow::Result<(Device, String)> {
     let mut device = Device::new(stack.url(), https_client(&stack.ca_cert())?, mac);
     assert_eq!(device.authenticate().await?, StatusCode::UNAUTHORIZED);
-    let listed = admin.wait_for_device_by_mac(mac, Duration::from_secs(10)).await?;
+    let listed = admin
+        .wait_for_device_by_mac(mac, Duration::from_secs(10))
+        .await?;
     let id = listed["id"].as_str().unwrap_or_default().to_owned();
     admin.accept_device(&id).await?;
     assert_eq!(device.authenticate().await?, StatusCode::OK);
-    let (status, _) = device.send_inventory(Method::PUT, br#"[{"name":"device_type","value":"t"}]"#.to_vec(), None).await?;
+    let (status, _) = device
+        .send_inventory(
+            Method::PUT,
+            br#"[{"name":"device_type","value":"t"}]"#.to_vec(),
+            None,
+        )
+        .await?;
     assert_eq!(status, StatusCode::OK);
     // Let the workflows settle so snapshots only change if a bad request changed something.
-    wait_for(Duration::from_secs(20), Duration::from_millis(200), || async {
-        let (_, inv) = admin.inventory_device(&id).await.ok()?;
-        let attrs = inv["attributes"].as_array()?.clone();
-        let has = |n: &str| attrs.iter().any(|a| a["name"] == n);
-        (has("status") && has("mac") && has("check_in_time")).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async {
+            let (_, inv) = admin.inventory_device(&id).await.ok()?;
+            let attrs = inv["attributes"].as_array()?.clone();
+            let has = |n: &str| attrs.iter().any(|a| a["name"] == n);
+            (has("status") && has("mac") && has("check_in_time")).then_some(())
+        },
+    )
     .await?;
     Ok((device, id))
 }
@@ -62,15 +80,37 @@ async fn auth_requests_with_bad_input_are_refused_and_store_nothing() -> anyhow:
     let before = snapshot(&admin).await?;
 
     // Malformed JSON.
-    let (status, body) = device.raw_auth_request(b"{\"id_data\": ".to_vec(), Some("c2ln".into())).await?;
-    assert_mender_error(status, &json_of(&body), StatusCode::BAD_REQUEST, "malformed JSON");
+    let (status, body) = device
+        .raw_auth_request(b"{\"id_data\": ".to_vec(), Some("c2ln".into()))
+        .await?;
+    assert_mender_error(
+        status,
+        &json_of(&body),
+        StatusCode::BAD_REQUEST,
+        "malformed JSON",
+    );
 
     // A new identity whose request is signed by another key.
-    let stranger = Device::new(stack.url(), https_client(&stack.ca_cert())?, "02:00:00:00:bb:02");
-    let other = Device::new(stack.url(), https_client(&stack.ca_cert())?, "02:00:00:00:bb:03");
+    let stranger = Device::new(
+        stack.url(),
+        https_client(&stack.ca_cert())?,
+        "02:00:00:00:bb:02",
+    );
+    let other = Device::new(
+        stack.url(),
+        https_client(&stack.ca_cert())?,
+        "02:00:00:00:bb:03",
+    );
     let body = stranger.auth_body(&stranger.pubkey_pem());
-    let (status, text) = stranger.raw_auth_request(body.clone(), Some(other.sign(&body))).await?;
-    assert_mender_error(status, &json_of(&text), StatusCode::UNAUTHORIZED, "signature by another key");
+    let (status, text) = stranger
+        .raw_auth_request(body.clone(), Some(other.sign(&body)))
+        .await?;
+    assert_mender_error(
+        status,
+        &json_of(&text),
+        StatusCode::UNAUTHORIZED,
+        "signature by another key",
+    );
     assert_eq!(json_of(&text)["error"], "signature verification failed");
 
     // The admitted identity, the body changed after signing.
@@ -78,23 +118,42 @@ async fn auth_requests_with_bad_input_are_refused_and_store_nothing() -> anyhow:
     let signature = device.sign(&body);
     body.insert(1, b' ');
     let (status, text) = device.raw_auth_request(body, Some(signature)).await?;
-    assert_mender_error(status, &json_of(&text), StatusCode::UNAUTHORIZED, "tampered body");
+    assert_mender_error(
+        status,
+        &json_of(&text),
+        StatusCode::UNAUTHORIZED,
+        "tampered body",
+    );
 
     // An unsupported key type (X25519) and a PKCS#1 RSA block.
     for fixture in ["x25519.pub.pem", "dsa.pub.pem", "rsa3072.pkcs1.pem"] {
-        let pem = std::fs::read_to_string(format!("{}/../shared/device-keys/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR")))?;
+        let pem = std::fs::read_to_string(format!(
+            "{}/../shared/device-keys/tests/fixtures/{fixture}",
+            env!("CARGO_MANIFEST_DIR")
+        ))?;
         let body = stranger.auth_body(&pem);
-        let (status, text) = stranger.raw_auth_request(body.clone(), Some(stranger.sign(&body))).await?;
+        let (status, text) = stranger
+            .raw_auth_request(body.clone(), Some(stranger.sign(&body)))
+            .await?;
         assert_mender_error(status, &json_of(&text), StatusCode::BAD_REQUEST, fixture);
     }
 
     // Missing signature header.
     let body = stranger.auth_body(&stranger.pubkey_pem());
     let (status, text) = stranger.raw_auth_request(body, None).await?;
-    assert_mender_error(status, &json_of(&text), StatusCode::BAD_REQUEST, "no signature");
+    assert_mender_error(
+        status,
+        &json_of(&text),
+        StatusCode::BAD_REQUEST,
+        "no signature",
+    );
     assert_eq!(json_of(&text)["error"], "missing request signature header");
 
-    assert_eq!(snapshot(&admin).await?, before, "a refused request changed stored data");
+    assert_eq!(
+        snapshot(&admin).await?,
+        before,
+        "a refused request changed stored data"
+    );
     stack.stop().await;
     Ok(())
 }
@@ -115,9 +174,18 @@ async fn forged_expired_and_revoked_device_tokens_get_401() -> anyhow::Result<()
     // Tampered payload: the signature no longer matches.
     let mut forged = claims.clone();
     forged.sub = "00000000-0000-4000-8000-000000000000".into();
-    let tampered = format!("{}.{}.{}", parts[0], b64.encode(serde_json::to_vec(&forged)?), parts[2]);
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64.encode(serde_json::to_vec(&forged)?),
+        parts[2]
+    );
     // alg none.
-    let none = format!("{}.{}.", b64.encode(br#"{"alg":"none","typ":"JWT"}"#), parts[1]);
+    let none = format!(
+        "{}.{}.",
+        b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        parts[1]
+    );
     // HS256 with the server's public key as the HMAC secret.
     let public_pem = stack.stack.services.keys.public_key_pem()?;
     let hs256 = jsonwebtoken::encode(
@@ -131,21 +199,50 @@ async fn forged_expired_and_revoked_device_tokens_get_401() -> anyhow::Result<()
     old.exp = old.iat + 60;
     let expired = stack.stack.services.keys.issue(&old)?;
 
-    for (what, bad) in [("tampered", tampered), ("alg none", none), ("HS256 with public key", hs256), ("expired", expired)] {
-        let (status, body) = device.send_inventory(Method::PATCH, update.clone(), Some(&bad)).await?;
+    for (what, bad) in [
+        ("tampered", tampered),
+        ("alg none", none),
+        ("HS256 with public key", hs256),
+        ("expired", expired),
+    ] {
+        let (status, body) = device
+            .send_inventory(Method::PATCH, update.clone(), Some(&bad))
+            .await?;
         assert_mender_error(status, &body, StatusCode::UNAUTHORIZED, what);
     }
     // The genuine token still works, and a user token is not a device token.
-    let (status, _) = device.send_inventory(Method::PATCH, br#"[{"name":"device_type","value":"t"}]"#.to_vec(), None).await?;
+    let (status, _) = device
+        .send_inventory(
+            Method::PATCH,
+            br#"[{"name":"device_type","value":"t"}]"#.to_vec(),
+            None,
+        )
+        .await?;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = device.send_inventory(Method::PATCH, update.clone(), Some(admin.token())).await?;
-    assert_mender_error(status, &body, StatusCode::UNAUTHORIZED, "user token on a device route");
-    assert_eq!(snapshot(&admin).await?, before, "a refused request changed stored data");
+    let (status, body) = device
+        .send_inventory(Method::PATCH, update.clone(), Some(admin.token()))
+        .await?;
+    assert_mender_error(
+        status,
+        &body,
+        StatusCode::UNAUTHORIZED,
+        "user token on a device route",
+    );
+    assert_eq!(
+        snapshot(&admin).await?,
+        before,
+        "a refused request changed stored data"
+    );
 
     // Decommissioned: the very next call with the old token is refused.
     admin.decommission(&id).await?;
     let (status, body) = device.send_inventory(Method::PATCH, update, None).await?;
-    assert_mender_error(status, &body, StatusCode::UNAUTHORIZED, "token of a decommissioned device");
+    assert_mender_error(
+        status,
+        &body,
+        StatusCode::UNAUTHORIZED,
+        "token of a decommissioned device",
+    );
     stack.stop().await;
     Ok(())
 }
@@ -157,26 +254,72 @@ async fn unknown_routes_malformed_and_oversized_bodies() -> anyhow::Result<()> {
     let (device, id) = admitted(&stack, &admin, "02:00:00:00:dd:01").await?;
     let before = snapshot(&admin).await?;
 
-    let (status, _, body) = admin.request(Method::GET, "/api/management/v1/nothing/here", None).await?;
-    assert_mender_error(status, &serde_json::from_slice(&body).unwrap_or(Value::Null), StatusCode::NOT_FOUND, "unknown route");
-    assert_eq!(serde_json::from_slice::<Value>(&body)?["error"], "not found");
+    let (status, _, body) = admin
+        .request(Method::GET, "/api/management/v1/nothing/here", None)
+        .await?;
+    assert_mender_error(
+        status,
+        &serde_json::from_slice(&body).unwrap_or(Value::Null),
+        StatusCode::NOT_FOUND,
+        "unknown route",
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body)?["error"],
+        "not found"
+    );
 
     // Malformed JSON from an authenticated device and an operator.
-    let (status, body) = device.send_inventory(Method::PUT, b"[{\"name\": \"a\", ".to_vec(), None).await?;
-    assert_mender_error(status, &body, StatusCode::BAD_REQUEST, "malformed inventory");
-    let (status, body) = device.send_inventory(Method::PATCH, br#"[{"name":"a","value":{"nested":1}}]"#.to_vec(), None).await?;
+    let (status, body) = device
+        .send_inventory(Method::PUT, b"[{\"name\": \"a\", ".to_vec(), None)
+        .await?;
+    assert_mender_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "malformed inventory",
+    );
+    let (status, body) = device
+        .send_inventory(
+            Method::PATCH,
+            br#"[{"name":"a","value":{"nested":1}}]"#.to_vec(),
+            None,
+        )
+        .await?;
     assert_mender_error(status, &body, StatusCode::BAD_REQUEST, "object value");
     let (status, _, body) = admin
-        .request(Method::PUT, &format!("/api/management/v2/devauth/devices/{id}/auth/x/status"), Some(json!("not an object")))
+        .request(
+            Method::PUT,
+            &format!("/api/management/v2/devauth/devices/{id}/auth/x/status"),
+            Some(json!("not an object")),
+        )
         .await?;
-    assert_mender_error(status, &serde_json::from_slice(&body).unwrap_or(Value::Null), StatusCode::BAD_REQUEST, "status body");
+    assert_mender_error(
+        status,
+        &serde_json::from_slice(&body).unwrap_or(Value::Null),
+        StatusCode::BAD_REQUEST,
+        "status body",
+    );
 
     // 10 MB where a small body is expected.
-    let big = format!("[{{\"name\":\"blob\",\"value\":\"{}\"}}]", "x".repeat(10 * 1024 * 1024));
-    let (status, body) = device.send_inventory(Method::PATCH, big.into_bytes(), None).await?;
-    assert_mender_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "10 MB inventory");
+    let big = format!(
+        "[{{\"name\":\"blob\",\"value\":\"{}\"}}]",
+        "x".repeat(10 * 1024 * 1024)
+    );
+    let (status, body) = device
+        .send_inventory(Method::PATCH, big.into_bytes(), None)
+        .await?;
+    assert_mender_error(
+        status,
+        &body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "10 MB inventory",
+    );
 
-    assert_eq!(snapshot(&admin).await?, before, "a refused request changed stored data");
+    assert_eq!(
+        snapshot(&admin).await?,
+        before,
+        "a refused request changed stored data"
+    );
     stack.stop().await;
     Ok(())
 }
@@ -192,7 +335,9 @@ async fn concurrent_attribute_updates_lose_nothing() -> anyhow::Result<()> {
         for i in 0..15 {
             let device = device.clone();
             tasks.push(tokio::spawn(async move {
-                let body = json!([{"name": format!("{client}{i}"), "value": i}]).to_string().into_bytes();
+                let body = json!([{"name": format!("{client}{i}"), "value": i}])
+                    .to_string()
+                    .into_bytes();
                 device.send_inventory(Method::PATCH, body, None).await
             }));
         }
@@ -204,11 +349,19 @@ async fn concurrent_attribute_updates_lose_nothing() -> anyhow::Result<()> {
     let (_, inventory) = admin.inventory_device(&id).await?;
     let names: Vec<String> = inventory["attributes"]
         .as_array()
-        .map(|a| a.iter().filter(|x| x["scope"] == "inventory").filter_map(|x| x["name"].as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter(|x| x["scope"] == "inventory")
+                .filter_map(|x| x["name"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     for client in ["a", "b"] {
         for i in 0..15 {
-            assert!(names.contains(&format!("{client}{i}")), "lost {client}{i}: {names:?}");
+            assert!(
+                names.contains(&format!("{client}{i}")),
+                "lost {client}{i}: {names:?}"
+            );
         }
     }
     assert!(names.contains(&"device_type".to_string()));

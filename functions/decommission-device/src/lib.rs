@@ -17,10 +17,21 @@ pub enum Error {
 
 pub async fn process(services: &Services, body: &str) -> Result<(), Error> {
     let job: Job = serde_json::from_str(body).map_err(|e| Error::Malformed(e.to_string()))?;
-    let Job::DecommissionDevice { tenant_id, device_id, .. } = job else {
+    let Job::DecommissionDevice {
+        tenant_id,
+        device_id,
+        ..
+    } = job
+    else {
         return Err(Error::Malformed(body.chars().take(200).collect()));
     };
-    services.inventory.delete_device(&tenant_id, &device_id).await?;
-    services.deviceauth.hard_delete(&tenant_id, &device_id).await?;
+    services
+        .inventory
+        .delete_device(&tenant_id, &device_id)
+        .await?;
+    services
+        .deviceauth
+        .hard_delete(&tenant_id, &device_id)
+        .await?;
     Ok(())
 }

@@ -14,18 +14,28 @@ use services::Services;
 
 pub fn router(services: Services) -> Router {
     Router::new()
-        .route("/api/devices/v1/authentication/auth_requests", post(auth_request))
+        .route(
+            "/api/devices/v1/authentication/auth_requests",
+            post(auth_request),
+        )
         .with_state(services)
 }
 
-async fn auth_request(State(s): State<Services>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn auth_request(
+    State(s): State<Services>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     check_json_content_type(&headers)?;
     let signature = headers.get("x-men-signature").and_then(|v| v.to_str().ok());
     // Open source Mender has one tenant, ""; the tenant token is accepted and ignored.
     match s.deviceauth.auth_request("", &body, signature).await? {
-        AuthRequestOutcome::Token(token) => {
-            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/jwt")], token).into_response())
-        }
+        AuthRequestOutcome::Token(token) => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/jwt")],
+            token,
+        )
+            .into_response()),
         AuthRequestOutcome::Unauthorized => Err(ApiError::unauthorized("dev auth: unauthorized")),
     }
 }

@@ -20,19 +20,44 @@ const BASE: &str = "/api/management/v2/devauth";
 
 pub fn router(services: Services) -> Router {
     Router::new()
-        .route("/api/management/v2/devauth/devices", get(list_devices).post(preauthorize))
-        .route("/api/management/v2/devauth/devices/search", post(search_devices))
-        .route("/api/management/v2/devauth/devices/count", get(count_devices))
-        .route("/api/management/v2/devauth/devices/{id}", get(get_device).delete(decommission))
-        .route("/api/management/v2/devauth/devices/{id}/auth/{aid}", delete(delete_auth_set))
-        .route("/api/management/v2/devauth/devices/{id}/auth/{aid}/status", get(get_auth_status).put(set_auth_status))
-        .route("/api/management/v2/devauth/tokens/{id}", delete(revoke_token))
+        .route(
+            "/api/management/v2/devauth/devices",
+            get(list_devices).post(preauthorize),
+        )
+        .route(
+            "/api/management/v2/devauth/devices/search",
+            post(search_devices),
+        )
+        .route(
+            "/api/management/v2/devauth/devices/count",
+            get(count_devices),
+        )
+        .route(
+            "/api/management/v2/devauth/devices/{id}",
+            get(get_device).delete(decommission),
+        )
+        .route(
+            "/api/management/v2/devauth/devices/{id}/auth/{aid}",
+            delete(delete_auth_set),
+        )
+        .route(
+            "/api/management/v2/devauth/devices/{id}/auth/{aid}/status",
+            get(get_auth_status).put(set_auth_status),
+        )
+        .route(
+            "/api/management/v2/devauth/tokens/{id}",
+            delete(revoke_token),
+        )
         .route("/api/management/v2/devauth/limits/{name}", get(get_limit))
         .with_state(services)
 }
 
 /// A page of devices with upstream's "has next" `Link` headers (no total).
-fn device_page(path: &str, pairs: &[(String, String)], devices: Vec<Device>) -> ApiResult<Response> {
+fn device_page(
+    path: &str,
+    pairs: &[(String, String)],
+    devices: Vec<Device>,
+) -> ApiResult<Response> {
     let paging = Paging::from_pairs(pairs)?;
     let has_next = devices.len() > paging.offset() + paging.per_page as usize;
     let page: Vec<Value> = paging.slice(devices).iter().map(Device::to_json).collect();
@@ -45,10 +70,23 @@ fn device_page(path: &str, pairs: &[(String, String)], devices: Vec<Device>) -> 
     Ok(response)
 }
 
-async fn list_devices(State(s): State<Services>, auth: UserAuth, RawQuery(q): RawQuery) -> ApiResult<Response> {
+async fn list_devices(
+    State(s): State<Services>,
+    auth: UserAuth,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
     let pairs = query_pairs(q.as_deref());
-    let all = |name: &str| pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect::<Vec<_>>();
-    let filter = DeviceFilter { statuses: all("status"), ids: all("id") };
+    let all = |name: &str| {
+        pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    let filter = DeviceFilter {
+        statuses: all("status"),
+        ids: all("id"),
+    };
     let devices = s.deviceauth.list_devices(auth.tenant(), &filter).await?;
     device_page(&format!("{BASE}/devices"), &pairs, devices)
 }
@@ -81,31 +119,69 @@ struct SearchBody {
     id: OneOrMany,
 }
 
-async fn search_devices(State(s): State<Services>, auth: UserAuth, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+async fn search_devices(
+    State(s): State<Services>,
+    auth: UserAuth,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
     let filter = if content_type.starts_with("application/x-www-form-urlencoded") {
         let pairs = query_pairs(std::str::from_utf8(&body).ok());
-        let all = |name: &str| pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect::<Vec<_>>();
-        DeviceFilter { statuses: all("status"), ids: all("id") }
+        let all = |name: &str| {
+            pairs
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        };
+        DeviceFilter {
+            statuses: all("status"),
+            ids: all("id"),
+        }
     } else {
         check_json_content_type(&headers)?;
-        let search: SearchBody = if body.is_empty() { SearchBody::default() } else { parse_json(&body)? };
-        DeviceFilter { statuses: search.status.into_vec(), ids: search.id.into_vec() }
+        let search: SearchBody = if body.is_empty() {
+            SearchBody::default()
+        } else {
+            parse_json(&body)?
+        };
+        DeviceFilter {
+            statuses: search.status.into_vec(),
+            ids: search.id.into_vec(),
+        }
     };
     let devices = s.deviceauth.list_devices(auth.tenant(), &filter).await?;
     let pairs = query_pairs(q.as_deref());
     device_page(&format!("{BASE}/devices/search"), &pairs, devices)
 }
 
-async fn count_devices(State(s): State<Services>, auth: UserAuth, RawQuery(q): RawQuery) -> ApiResult<Json<Value>> {
+async fn count_devices(
+    State(s): State<Services>,
+    auth: UserAuth,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Value>> {
     let pairs = query_pairs(q.as_deref());
-    let status = pairs.iter().find(|(k, _)| k == "status").map(|(_, v)| v.as_str());
+    let status = pairs
+        .iter()
+        .find(|(k, _)| k == "status")
+        .map(|(_, v)| v.as_str());
     let count = s.deviceauth.count_devices(auth.tenant(), status).await?;
     Ok(Json(json!({ "count": count })))
 }
 
-async fn get_device(State(s): State<Services>, auth: UserAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    Ok(Json(s.deviceauth.get_device(auth.tenant(), &id).await?.to_json()))
+async fn get_device(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        s.deviceauth.get_device(auth.tenant(), &id).await?.to_json(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -117,25 +193,53 @@ struct Preauthorization {
     force: bool,
 }
 
-async fn preauthorize(State(s): State<Services>, auth: UserAuth, MenderJson(body): MenderJson<Preauthorization>) -> ApiResult<Response> {
-    match s.deviceauth.preauthorize(auth.tenant(), &body.identity_data, &body.pubkey, body.force).await {
-        Ok(id) => Ok((StatusCode::CREATED, [(header::LOCATION, format!("devices/{id}"))]).into_response()),
-        Err(deviceauth::Error::Exists(device)) => Ok((StatusCode::CONFLICT, Json(device)).into_response()),
+async fn preauthorize(
+    State(s): State<Services>,
+    auth: UserAuth,
+    MenderJson(body): MenderJson<Preauthorization>,
+) -> ApiResult<Response> {
+    match s
+        .deviceauth
+        .preauthorize(auth.tenant(), &body.identity_data, &body.pubkey, body.force)
+        .await
+    {
+        Ok(id) => Ok((
+            StatusCode::CREATED,
+            [(header::LOCATION, format!("devices/{id}"))],
+        )
+            .into_response()),
+        Err(deviceauth::Error::Exists(device)) => {
+            Ok((StatusCode::CONFLICT, Json(device)).into_response())
+        }
         Err(e) => Err(e.into()),
     }
 }
 
-async fn decommission(State(s): State<Services>, auth: UserAuth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn decommission(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.deviceauth.decommission(auth.tenant(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn delete_auth_set(State(s): State<Services>, auth: UserAuth, Path((id, aid)): Path<(String, String)>) -> ApiResult<StatusCode> {
-    s.deviceauth.delete_auth_set(auth.tenant(), &id, &aid).await?;
+async fn delete_auth_set(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path((id, aid)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    s.deviceauth
+        .delete_auth_set(auth.tenant(), &id, &aid)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn get_auth_status(State(s): State<Services>, auth: UserAuth, Path((id, aid)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+async fn get_auth_status(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path((id, aid)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     let status = s.deviceauth.auth_status(auth.tenant(), &id, &aid).await?;
     Ok(Json(json!({ "status": status })))
 }
@@ -151,17 +255,26 @@ async fn set_auth_status(
     Path((id, aid)): Path<(String, String)>,
     MenderJson(body): MenderJson<StatusBody>,
 ) -> ApiResult<StatusCode> {
-    s.deviceauth.set_auth_status(auth.tenant(), &id, &aid, &body.status).await?;
+    s.deviceauth
+        .set_auth_status(auth.tenant(), &id, &aid, &body.status)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn revoke_token(State(s): State<Services>, auth: UserAuth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn revoke_token(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.deviceauth.revoke_token(auth.tenant(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn get_limit(State(s): State<Services>, auth: UserAuth, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_limit(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
     let limit = s.deviceauth.limit(auth.tenant(), &name).await?;
     Ok(Json(json!({ "limit": limit })))
 }
-

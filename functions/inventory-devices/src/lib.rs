@@ -11,16 +11,31 @@ use services::Services;
 
 pub fn router(services: Services) -> Router {
     Router::new()
-        .route("/api/devices/v1/inventory/device/attributes", put(replace_attributes).patch(merge_attributes))
+        .route(
+            "/api/devices/v1/inventory/device/attributes",
+            put(replace_attributes).patch(merge_attributes),
+        )
         .with_state(services)
 }
 
-async fn replace_attributes(State(s): State<Services>, auth: DeviceAuth, MenderJson(attrs): MenderJson<Vec<AttributeIn>>) -> ApiResult<StatusCode> {
-    s.inventory.device_update(auth.tenant(), auth.device_id(), attrs, true).await?;
+async fn replace_attributes(
+    State(s): State<Services>,
+    auth: DeviceAuth,
+    MenderJson(attrs): MenderJson<Vec<AttributeIn>>,
+) -> ApiResult<StatusCode> {
+    s.inventory
+        .device_update(auth.tenant(), auth.device_id(), attrs, true)
+        .await?;
     Ok(StatusCode::OK)
 }
 
-async fn merge_attributes(State(s): State<Services>, auth: DeviceAuth, MenderJson(attrs): MenderJson<Vec<AttributeIn>>) -> ApiResult<StatusCode> {
-    s.inventory.device_update(auth.tenant(), auth.device_id(), attrs, false).await?;
+async fn merge_attributes(
+    State(s): State<Services>,
+    auth: DeviceAuth,
+    MenderJson(attrs): MenderJson<Vec<AttributeIn>>,
+) -> ApiResult<StatusCode> {
+    s.inventory
+        .device_update(auth.tenant(), auth.device_id(), attrs, false)
+        .await?;
     Ok(StatusCode::OK)
 }

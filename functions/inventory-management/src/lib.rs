@@ -19,15 +19,32 @@ const BASE: &str = "/api/management/v1/inventory";
 pub fn router(services: Services) -> Router {
     Router::new()
         .route("/api/management/v1/inventory/devices", get(list_devices))
-        .route("/api/management/v1/inventory/devices/{id}", get(get_device).delete(clear_device))
-        .route("/api/management/v1/inventory/devices/{id}/tags", put(replace_tags).patch(merge_tags))
-        .route("/api/management/v1/inventory/devices/{id}/group", get(get_group).put(set_group))
-        .route("/api/management/v1/inventory/devices/{id}/group/{name}", delete(clear_group))
+        .route(
+            "/api/management/v1/inventory/devices/{id}",
+            get(get_device).delete(clear_device),
+        )
+        .route(
+            "/api/management/v1/inventory/devices/{id}/tags",
+            put(replace_tags).patch(merge_tags),
+        )
+        .route(
+            "/api/management/v1/inventory/devices/{id}/group",
+            get(get_group).put(set_group),
+        )
+        .route(
+            "/api/management/v1/inventory/devices/{id}/group/{name}",
+            delete(clear_group),
+        )
         .route("/api/management/v1/inventory/groups", get(list_groups))
-        .route("/api/management/v1/inventory/groups/{name}", delete(delete_group))
+        .route(
+            "/api/management/v1/inventory/groups/{name}",
+            delete(delete_group),
+        )
         .route(
             "/api/management/v1/inventory/groups/{name}/devices",
-            get(group_devices).patch(add_to_group).delete(remove_from_group),
+            get(group_devices)
+                .patch(add_to_group)
+                .delete(remove_from_group),
         )
         .with_state(services)
 }
@@ -38,19 +55,32 @@ fn with_links(mut response: Response, links: Vec<String>, total: u64) -> Respons
             response.headers_mut().append(header::LINK, value);
         }
     }
-    response.headers_mut().insert("x-total-count", HeaderValue::from(total));
+    response
+        .headers_mut()
+        .insert("x-total-count", HeaderValue::from(total));
     response
 }
 
 /// `GET /devices`: filters `name=value` / `scope/name=eq:value`, `has_group`, `group`, `sort`.
-async fn list_devices(State(s): State<Services>, auth: UserAuth, RawQuery(q): RawQuery) -> ApiResult<Response> {
+async fn list_devices(
+    State(s): State<Services>,
+    auth: UserAuth,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
     let pairs = query_pairs(q.as_deref());
-    let mut query = ListQuery { paging: Paging::from_pairs(&pairs)?, ..Default::default() };
+    let mut query = ListQuery {
+        paging: Paging::from_pairs(&pairs)?,
+        ..Default::default()
+    };
     for (key, value) in &pairs {
         match key.as_str() {
             "page" | "per_page" => {}
             "has_group" => {
-                query.has_group = Some(value.parse().map_err(|_| ApiError::bad_request("has_group must be true or false"))?)
+                query.has_group = Some(
+                    value
+                        .parse()
+                        .map_err(|_| ApiError::bad_request("has_group must be true or false"))?,
+                )
             }
             "group" => query.group = Some(value.clone()),
             "sort" => {
@@ -66,32 +96,61 @@ async fn list_devices(State(s): State<Services>, auth: UserAuth, RawQuery(q): Ra
             _ => {
                 let (scope, name) = key.split_once('/').unwrap_or(("inventory", key.as_str()));
                 let value = value.strip_prefix("eq:").unwrap_or(value);
-                query.filters.push((scope.into(), name.into(), value.into()));
+                query
+                    .filters
+                    .push((scope.into(), name.into(), value.into()));
             }
         }
     }
     let (devices, total) = s.inventory.list_devices(auth.tenant(), &query).await?;
-    let body: Vec<Value> = devices.iter().map(inventory::InventoryDevice::to_json).collect();
-    let links = link_headers(&format!("{BASE}/devices"), &pairs, query.paging, Extent::Total(total));
-    Ok(with_links(Json(Value::Array(body)).into_response(), links, total))
+    let body: Vec<Value> = devices
+        .iter()
+        .map(inventory::InventoryDevice::to_json)
+        .collect();
+    let links = link_headers(
+        &format!("{BASE}/devices"),
+        &pairs,
+        query.paging,
+        Extent::Total(total),
+    );
+    Ok(with_links(
+        Json(Value::Array(body)).into_response(),
+        links,
+        total,
+    ))
 }
 
-async fn get_device(State(s): State<Services>, auth: UserAuth, Path(id): Path<String>) -> ApiResult<Response> {
+async fn get_device(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let device = s.inventory.get_device(auth.tenant(), &id).await?;
     let mut response = Json(device.to_json()).into_response();
-    if let Some(etag) = device.tags_etag.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
+    if let Some(etag) = device
+        .tags_etag
+        .as_deref()
+        .and_then(|e| HeaderValue::from_str(e).ok())
+    {
         response.headers_mut().insert(header::ETAG, etag);
     }
     Ok(response)
 }
 
-async fn clear_device(State(s): State<Services>, auth: UserAuth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn clear_device(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.inventory.clear_inventory(auth.tenant(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 fn if_match(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"'))
+    headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_matches('"'))
 }
 
 async fn replace_tags(
@@ -101,7 +160,9 @@ async fn replace_tags(
     headers: HeaderMap,
     MenderJson(tags): MenderJson<Vec<AttributeIn>>,
 ) -> ApiResult<StatusCode> {
-    s.inventory.set_tags(auth.tenant(), &id, tags, true, if_match(&headers)).await?;
+    s.inventory
+        .set_tags(auth.tenant(), &id, tags, true, if_match(&headers))
+        .await?;
     Ok(StatusCode::OK)
 }
 
@@ -112,11 +173,17 @@ async fn merge_tags(
     headers: HeaderMap,
     MenderJson(tags): MenderJson<Vec<AttributeIn>>,
 ) -> ApiResult<StatusCode> {
-    s.inventory.set_tags(auth.tenant(), &id, tags, false, if_match(&headers)).await?;
+    s.inventory
+        .set_tags(auth.tenant(), &id, tags, false, if_match(&headers))
+        .await?;
     Ok(StatusCode::OK)
 }
 
-async fn get_group(State(s): State<Services>, auth: UserAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_group(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let device = s.inventory.get_device(auth.tenant(), &id).await?;
     Ok(Json(json!({ "group": device.group() })))
 }
@@ -126,12 +193,23 @@ struct GroupBody {
     group: String,
 }
 
-async fn set_group(State(s): State<Services>, auth: UserAuth, Path(id): Path<String>, MenderJson(body): MenderJson<GroupBody>) -> ApiResult<StatusCode> {
-    s.inventory.set_group(auth.tenant(), &id, &body.group).await?;
+async fn set_group(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+    MenderJson(body): MenderJson<GroupBody>,
+) -> ApiResult<StatusCode> {
+    s.inventory
+        .set_group(auth.tenant(), &id, &body.group)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn clear_group(State(s): State<Services>, auth: UserAuth, Path((id, name)): Path<(String, String)>) -> ApiResult<StatusCode> {
+async fn clear_group(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path((id, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     if s.inventory.clear_group(auth.tenant(), &id, &name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -139,10 +217,19 @@ async fn clear_group(State(s): State<Services>, auth: UserAuth, Path((id, name))
     }
 }
 
-async fn list_groups(State(s): State<Services>, auth: UserAuth, RawQuery(q): RawQuery) -> ApiResult<Json<Value>> {
+async fn list_groups(
+    State(s): State<Services>,
+    auth: UserAuth,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Value>> {
     let pairs = query_pairs(q.as_deref());
-    let status = pairs.iter().find(|(k, _)| k == "status").map(|(_, v)| v.as_str());
-    Ok(Json(json!(s.inventory.list_groups(auth.tenant(), status).await?)))
+    let status = pairs
+        .iter()
+        .find(|(k, _)| k == "status")
+        .map(|(_, v)| v.as_str());
+    Ok(Json(json!(
+        s.inventory.list_groups(auth.tenant(), status).await?
+    )))
 }
 
 /// `{"matched_count", "updated_count"}` with zero values left out, as upstream.
@@ -157,18 +244,36 @@ fn counts(matched: usize, updated: usize) -> Json<Value> {
     Json(Value::Object(body))
 }
 
-async fn delete_group(State(s): State<Services>, auth: UserAuth, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+async fn delete_group(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
     let n = s.inventory.delete_group(auth.tenant(), &name).await?;
     Ok(counts(n, n))
 }
 
-async fn group_devices(State(s): State<Services>, auth: UserAuth, Path(name): Path<String>, RawQuery(q): RawQuery) -> ApiResult<Response> {
+async fn group_devices(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
     let pairs = query_pairs(q.as_deref());
     let paging = Paging::from_pairs(&pairs)?;
     let ids = s.inventory.group_devices(auth.tenant(), &name).await?;
     let total = ids.len() as u64;
-    let links = link_headers(&format!("{BASE}/groups/{name}/devices"), &pairs, paging, Extent::Total(total));
-    Ok(with_links(Json(json!(paging.slice(ids))).into_response(), links, total))
+    let links = link_headers(
+        &format!("{BASE}/groups/{name}/devices"),
+        &pairs,
+        paging,
+        Extent::Total(total),
+    );
+    Ok(with_links(
+        Json(json!(paging.slice(ids))).into_response(),
+        links,
+        total,
+    ))
 }
 
 fn non_empty(ids: Vec<String>) -> ApiResult<Vec<String>> {
@@ -179,7 +284,12 @@ fn non_empty(ids: Vec<String>) -> ApiResult<Vec<String>> {
     }
 }
 
-async fn add_to_group(State(s): State<Services>, auth: UserAuth, Path(name): Path<String>, MenderJson(ids): MenderJson<Vec<String>>) -> ApiResult<Json<Value>> {
+async fn add_to_group(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(name): Path<String>,
+    MenderJson(ids): MenderJson<Vec<String>>,
+) -> ApiResult<Json<Value>> {
     inventory::model::check_group_name(&name).map_err(|e| ApiError::bad_request(e.0))?;
     let (mut matched, mut updated) = (0, 0);
     for id in non_empty(ids)? {
@@ -194,7 +304,12 @@ async fn add_to_group(State(s): State<Services>, auth: UserAuth, Path(name): Pat
     Ok(counts(matched, updated))
 }
 
-async fn remove_from_group(State(s): State<Services>, auth: UserAuth, Path(name): Path<String>, MenderJson(ids): MenderJson<Vec<String>>) -> ApiResult<Json<Value>> {
+async fn remove_from_group(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(name): Path<String>,
+    MenderJson(ids): MenderJson<Vec<String>>,
+) -> ApiResult<Json<Value>> {
     let mut updated = 0;
     for id in non_empty(ids)? {
         if s.inventory.clear_group(auth.tenant(), &id, &name).await? {

@@ -17,14 +17,26 @@ pub enum Error {
 
 pub async fn process(services: &Services, body: &str) -> Result<(), Error> {
     let job: Job = serde_json::from_str(body).map_err(|e| Error::Malformed(e.to_string()))?;
-    let Job::ProvisionDevice { tenant_id, device, status, .. } = job else {
+    let Job::ProvisionDevice {
+        tenant_id,
+        device,
+        status,
+        ..
+    } = job
+    else {
         return Err(Error::Malformed(body.chars().take(200).collect()));
     };
     if !services.deviceauth.is_live(&tenant_id, &device.id).await? {
         tracing::info!(device_id = %device.id, "device gone or decommissioning; nothing to provision");
         return Ok(());
     }
-    services.inventory.set_status(&tenant_id, &device.id, &status, device.revision).await?;
-    services.deviceauth.set_provisioned(&tenant_id, &device.id).await?;
+    services
+        .inventory
+        .set_status(&tenant_id, &device.id, &status, device.revision)
+        .await?;
+    services
+        .deviceauth
+        .set_provisioned(&tenant_id, &device.id)
+        .await?;
     Ok(())
 }

@@ -8,8 +8,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     mender_aws::init_tracing();
     let services = services::Services::from_env().await?;
     let services = &services;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<aws_lambda_events::event::sqs::SqsEvent>| async move {
-        mender_aws::sqs::handle_batch(event, |body| async move { provision_device::process(services, &body).await }).await
-    }))
+    lambda_runtime::run(service_fn(
+        |event: LambdaEvent<aws_lambda_events::event::sqs::SqsEvent>| async move {
+            mender_aws::sqs::handle_batch(event, |body| async move {
+                provision_device::process(services, &body).await
+            })
+            .await
+        },
+    ))
     .await
 }

@@ -16,7 +16,14 @@ pub enum Error {
 
 pub async fn process(services: &Services, body: &str) -> Result<(), Error> {
     let job: Job = serde_json::from_str(body).map_err(|e| Error::Malformed(e.to_string()))?;
-    let Job::UpdateDeviceInventory { tenant_id, device_id, scope, attributes, .. } = job else {
+    let Job::UpdateDeviceInventory {
+        tenant_id,
+        device_id,
+        scope,
+        attributes,
+        ..
+    } = job
+    else {
         return Err(Error::Malformed(body.chars().take(200).collect()));
     };
     if !services.deviceauth.is_live(&tenant_id, &device_id).await? {
@@ -24,8 +31,16 @@ pub async fn process(services: &Services, body: &str) -> Result<(), Error> {
     }
     let input = attributes
         .into_iter()
-        .map(|a| inventory::AttributeIn { name: a.name, value: Some(a.value), description: None, scope: Some(a.scope) })
+        .map(|a| inventory::AttributeIn {
+            name: a.name,
+            value: Some(a.value),
+            description: None,
+            scope: Some(a.scope),
+        })
         .collect();
-    services.inventory.upsert_scope(&tenant_id, &device_id, &scope, input).await?;
+    services
+        .inventory
+        .upsert_scope(&tenant_id, &device_id, &scope, input)
+        .await?;
     Ok(())
 }

@@ -17,14 +17,26 @@ pub enum Error {
 
 pub async fn process(services: &Services, body: &str) -> Result<(), Error> {
     let job: Job = serde_json::from_str(body).map_err(|e| Error::Malformed(e.to_string()))?;
-    let Job::UpdateDeviceStatus { tenant_id, devices, device_status, .. } = job else {
+    let Job::UpdateDeviceStatus {
+        tenant_id,
+        devices,
+        device_status,
+        ..
+    } = job
+    else {
         return Err(Error::Malformed(body.chars().take(200).collect()));
     };
     for device in devices {
         if device_status == "decommissioned" {
-            services.inventory.delete_device(&tenant_id, &device.id).await?;
+            services
+                .inventory
+                .delete_device(&tenant_id, &device.id)
+                .await?;
         } else if services.deviceauth.is_live(&tenant_id, &device.id).await? {
-            services.inventory.set_status(&tenant_id, &device.id, &device_status, device.revision).await?;
+            services
+                .inventory
+                .set_status(&tenant_id, &device.id, &device_status, device.revision)
+                .await?;
         }
     }
     Ok(())

@@ -21,20 +21,43 @@ pub fn router(services: Services) -> Router {
     Router::new()
         .route("/api/management/v1/useradm/auth/login", post(login))
         .route("/api/management/v1/useradm/auth/logout", post(logout))
-        .route("/api/management/v1/useradm/users", get(list_users).post(create_user))
-        .route("/api/management/v1/useradm/users/{id}", get(get_user).put(update_user).delete(delete_user))
+        .route(
+            "/api/management/v1/useradm/users",
+            get(list_users).post(create_user),
+        )
+        .route(
+            "/api/management/v1/useradm/users/{id}",
+            get(get_user).put(update_user).delete(delete_user),
+        )
         .route("/api/management/v2/useradm/users/me", put(update_me_v2))
-        .route("/api/management/v1/useradm/settings", get(get_settings).post(set_settings))
-        .route("/api/management/v1/useradm/settings/me", get(get_my_settings).post(set_my_settings))
-        .route("/api/management/v1/useradm/settings/tokens", get(list_tokens).post(create_token))
-        .route("/api/management/v1/useradm/settings/tokens/{id}", delete(delete_token))
+        .route(
+            "/api/management/v1/useradm/settings",
+            get(get_settings).post(set_settings),
+        )
+        .route(
+            "/api/management/v1/useradm/settings/me",
+            get(get_my_settings).post(set_my_settings),
+        )
+        .route(
+            "/api/management/v1/useradm/settings/tokens",
+            get(list_tokens).post(create_token),
+        )
+        .route(
+            "/api/management/v1/useradm/settings/tokens/{id}",
+            delete(delete_token),
+        )
         .route("/api/management/v1/useradm/plans", get(plans))
         .route("/api/management/v1/useradm/plan_binding", get(plan_binding))
         .with_state(services)
 }
 
 fn jwt_response(token: String) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/jwt")], token).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/jwt")],
+        token,
+    )
+        .into_response()
 }
 
 /// Email and password from `Authorization: Basic`.
@@ -44,7 +67,9 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
     Some((user.to_owned(), password.to_owned()))
@@ -57,10 +82,17 @@ struct LoginOptions {
 }
 
 async fn login(State(s): State<Services>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
-    let (email, password) =
-        basic_credentials(&headers).ok_or_else(|| ApiError::unauthorized("invalid or missing auth header"))?;
-    let options: LoginOptions = if body.iter().all(u8::is_ascii_whitespace) { LoginOptions::default() } else { parse_json(&body)? };
-    let token = s.useradm.login(&email, &password, options.no_expiry).await?;
+    let (email, password) = basic_credentials(&headers)
+        .ok_or_else(|| ApiError::unauthorized("invalid or missing auth header"))?;
+    let options: LoginOptions = if body.iter().all(u8::is_ascii_whitespace) {
+        LoginOptions::default()
+    } else {
+        parse_json(&body)?
+    };
+    let token = s
+        .useradm
+        .login(&email, &password, options.no_expiry)
+        .await?;
     Ok(jwt_response(token))
 }
 
@@ -73,13 +105,26 @@ fn unix_filter(pairs: &[(String, String)], name: &str) -> ApiResult<Option<i64>>
     pairs
         .iter()
         .find(|(k, _)| k == name)
-        .map(|(_, v)| v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid {name} query: \"{v}\""))))
+        .map(|(_, v)| {
+            v.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid {name} query: \"{v}\"")))
+        })
         .transpose()
 }
 
-async fn list_users(State(s): State<Services>, auth: UserAuth, RawQuery(q): RawQuery) -> ApiResult<Json<Value>> {
+async fn list_users(
+    State(s): State<Services>,
+    auth: UserAuth,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Value>> {
     let pairs = query_pairs(q.as_deref());
-    let all = |name: &str| pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+    let all = |name: &str| {
+        pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
     let filter = UserFilter {
         ids: all("id"),
         emails: all("email"),
@@ -98,18 +143,36 @@ struct NewUser {
     password: String,
 }
 
-async fn create_user(State(s): State<Services>, auth: UserAuth, MenderJson(body): MenderJson<NewUser>) -> ApiResult<Response> {
-    let user = s.useradm.create_user(auth.tenant(), &body.email, &body.password).await?;
+async fn create_user(
+    State(s): State<Services>,
+    auth: UserAuth,
+    MenderJson(body): MenderJson<NewUser>,
+) -> ApiResult<Response> {
+    let user = s
+        .useradm
+        .create_user(auth.tenant(), &body.email, &body.password)
+        .await?;
     let location = format!("/api/management/v1/useradm/users/{}", user.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
 }
 
 fn resolve<'a>(auth: &'a UserAuth, id: &'a str) -> &'a str {
-    if id == "me" { auth.user_id() } else { id }
+    if id == "me" {
+        auth.user_id()
+    } else {
+        id
+    }
 }
 
-async fn get_user(State(s): State<Services>, auth: UserAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let user = s.useradm.get_user(auth.tenant(), resolve(&auth, &id)).await?;
+async fn get_user(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let user = s
+        .useradm
+        .get_user(auth.tenant(), resolve(&auth, &id))
+        .await?;
     Ok(Json(json!(user)))
 }
 
@@ -119,7 +182,9 @@ async fn update_user(
     Path(id): Path<String>,
     MenderJson(update): MenderJson<UserUpdate>,
 ) -> ApiResult<StatusCode> {
-    s.useradm.update_user(&auth.claims, resolve(&auth, &id), update).await?;
+    s.useradm
+        .update_user(&auth.claims, resolve(&auth, &id), update)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -129,14 +194,30 @@ struct PasswordChange {
     current_password: Option<String>,
 }
 
-async fn update_me_v2(State(s): State<Services>, auth: UserAuth, MenderJson(body): MenderJson<PasswordChange>) -> ApiResult<StatusCode> {
-    let update = UserUpdate { email: None, password: body.password, current_password: body.current_password };
-    s.useradm.update_user(&auth.claims, auth.user_id(), update).await?;
+async fn update_me_v2(
+    State(s): State<Services>,
+    auth: UserAuth,
+    MenderJson(body): MenderJson<PasswordChange>,
+) -> ApiResult<StatusCode> {
+    let update = UserUpdate {
+        email: None,
+        password: body.password,
+        current_password: body.current_password,
+    };
+    s.useradm
+        .update_user(&auth.claims, auth.user_id(), update)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn delete_user(State(s): State<Services>, auth: UserAuth, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    s.useradm.delete_user(auth.tenant(), resolve(&auth, &id)).await?;
+async fn delete_user(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.useradm
+        .delete_user(auth.tenant(), resolve(&auth, &id))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -149,12 +230,23 @@ async fn settings_response(s: &Services, tenant: &str, user: Option<&str>) -> Ap
     Ok(response)
 }
 
-async fn store_settings(s: &Services, tenant: &str, user: Option<&str>, headers: &HeaderMap, body: &[u8]) -> ApiResult<StatusCode> {
+async fn store_settings(
+    s: &Services,
+    tenant: &str,
+    user: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<StatusCode> {
     mender_http::json::check_json_content_type(headers)?;
     let document: Map<String, Value> = serde_json::from_slice(body)
         .map_err(|_| ApiError::bad_request("cannot parse request body as json"))?;
-    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"'));
-    s.useradm.put_settings(tenant, user, document, if_match).await?;
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_matches('"'));
+    s.useradm
+        .put_settings(tenant, user, document, if_match)
+        .await?;
     Ok(StatusCode::CREATED)
 }
 
@@ -162,7 +254,12 @@ async fn get_settings(State(s): State<Services>, auth: UserAuth) -> ApiResult<Re
     settings_response(&s, auth.tenant(), None).await
 }
 
-async fn set_settings(State(s): State<Services>, auth: UserAuth, headers: HeaderMap, body: Bytes) -> ApiResult<StatusCode> {
+async fn set_settings(
+    State(s): State<Services>,
+    auth: UserAuth,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
     store_settings(&s, auth.tenant(), None, &headers, &body).await
 }
 
@@ -170,7 +267,12 @@ async fn get_my_settings(State(s): State<Services>, auth: UserAuth) -> ApiResult
     settings_response(&s, auth.tenant(), Some(auth.user_id())).await
 }
 
-async fn set_my_settings(State(s): State<Services>, auth: UserAuth, headers: HeaderMap, body: Bytes) -> ApiResult<StatusCode> {
+async fn set_my_settings(
+    State(s): State<Services>,
+    auth: UserAuth,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
     store_settings(&s, auth.tenant(), Some(auth.user_id()), &headers, &body).await
 }
 
@@ -186,12 +288,23 @@ struct NewToken {
     expires_in: i64,
 }
 
-async fn create_token(State(s): State<Services>, auth: UserAuth, MenderJson(body): MenderJson<NewToken>) -> ApiResult<Response> {
-    let token = s.useradm.create_pat(&auth.claims, &body.name, body.expires_in).await?;
+async fn create_token(
+    State(s): State<Services>,
+    auth: UserAuth,
+    MenderJson(body): MenderJson<NewToken>,
+) -> ApiResult<Response> {
+    let token = s
+        .useradm
+        .create_pat(&auth.claims, &body.name, body.expires_in)
+        .await?;
     Ok(jwt_response(token))
 }
 
-async fn delete_token(State(s): State<Services>, auth: UserAuth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_token(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.useradm.delete_pat(&auth.claims, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -28,8 +28,13 @@ pub enum DynamoError {
 }
 
 /// An item built from `value` plus its key.
-pub fn to_item<T: Serialize>(pk: impl Into<String>, sk: impl Into<String>, value: &T) -> Result<Item, DynamoError> {
-    let mut item: Item = serde_dynamo::to_item(value).map_err(|e| DynamoError::Other(e.to_string()))?;
+pub fn to_item<T: Serialize>(
+    pk: impl Into<String>,
+    sk: impl Into<String>,
+    value: &T,
+) -> Result<Item, DynamoError> {
+    let mut item: Item =
+        serde_dynamo::to_item(value).map_err(|e| DynamoError::Other(e.to_string()))?;
     item.extend(key(pk, sk));
     Ok(item)
 }
@@ -63,7 +68,10 @@ where
         }
         return DynamoError::Other(format!("{code}: {}", service.message().unwrap_or_default()));
     }
-    DynamoError::Other(format!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(&err)))
+    DynamoError::Other(format!(
+        "{}",
+        aws_sdk_dynamodb::error::DisplayErrorContext(&err)
+    ))
 }
 
 /// One table and the client to reach it, with the operations every store uses.
@@ -75,7 +83,10 @@ pub struct Table {
 
 impl Table {
     pub fn new(client: aws_sdk_dynamodb::Client, name: impl Into<String>) -> Self {
-        Table { client, name: name.into() }
+        Table {
+            client,
+            name: name.into(),
+        }
     }
 
     /// Strongly consistent read of one item.
@@ -132,8 +143,16 @@ impl Table {
         }
     }
 
-    pub async fn query_prefix_as<T: DeserializeOwned>(&self, pk: &str, prefix: &str) -> Result<Vec<T>, DynamoError> {
-        self.query_prefix(pk, prefix).await?.into_iter().map(from_item).collect()
+    pub async fn query_prefix_as<T: DeserializeOwned>(
+        &self,
+        pk: &str,
+        prefix: &str,
+    ) -> Result<Vec<T>, DynamoError> {
+        self.query_prefix(pk, prefix)
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
     }
 }
 

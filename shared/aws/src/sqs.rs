@@ -9,7 +9,10 @@ use lambda_runtime::LambdaEvent;
 
 /// Runs `process` on each record's body; records that fail are reported back to SQS, which
 /// makes them visible again (and moves them to the dead-letter queue after `maxReceiveCount`).
-pub async fn handle_batch<F, Fut, E>(event: LambdaEvent<SqsEvent>, process: F) -> Result<SqsBatchResponse, lambda_runtime::Error>
+pub async fn handle_batch<F, Fut, E>(
+    event: LambdaEvent<SqsEvent>,
+    process: F,
+) -> Result<SqsBatchResponse, lambda_runtime::Error>
 where
     F: Fn(String) -> Fut,
     Fut: Future<Output = Result<(), E>>,

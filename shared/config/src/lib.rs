@@ -61,7 +61,11 @@ pub struct Config {
 
 impl Config {
     /// Defaults for everything that is not a resource name or a key.
-    pub fn with_resources(tables: [&str; 3], queues: QueueUrls, jwt_private_key_pem: String) -> Self {
+    pub fn with_resources(
+        tables: [&str; 3],
+        queues: QueueUrls,
+        jwt_private_key_pem: String,
+    ) -> Self {
         let [deviceauth, useradm, inventory] = tables;
         Config {
             deviceauth_table: deviceauth.to_owned(),

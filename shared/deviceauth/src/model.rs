@@ -115,7 +115,10 @@ impl Device {
         if ![ACCEPTED, REJECTED, PENDING].contains(&target) {
             return Err(TransitionError::InvalidTarget);
         }
-        let current = self.auth_set(aid).map(|a| a.status.clone()).unwrap_or_default();
+        let current = self
+            .auth_set(aid)
+            .map(|a| a.status.clone())
+            .unwrap_or_default();
         if current == PREAUTHORIZED {
             return Err(TransitionError::NotAllowed);
         }
@@ -132,7 +135,11 @@ impl Device {
 
     /// Ids of auth sets whose tokens must not work (everything not accepted).
     pub fn revoked_auth_sets(&self) -> Vec<String> {
-        self.auth_sets.iter().filter(|a| a.status != ACCEPTED).map(|a| a.id.clone()).collect()
+        self.auth_sets
+            .iter()
+            .filter(|a| a.status != ACCEPTED)
+            .map(|a| a.id.clone())
+            .collect()
     }
 
     pub fn identity_data(&self) -> Value {
@@ -171,7 +178,12 @@ mod tests {
     use super::*;
 
     fn set(id: &str, status: &str) -> AuthSet {
-        AuthSet { id: id.into(), pubkey: format!("key-{id}"), status: status.into(), ts: "t".into() }
+        AuthSet {
+            id: id.into(),
+            pubkey: format!("key-{id}"),
+            status: status.into(),
+            ts: "t".into(),
+        }
     }
 
     fn device(sets: Vec<AuthSet>) -> Device {
@@ -185,8 +197,14 @@ mod tests {
     fn aggregation_order() {
         assert_eq!(aggregate(&[]), NOAUTH);
         assert_eq!(aggregate(&[set("a", REJECTED), set("b", PENDING)]), PENDING);
-        assert_eq!(aggregate(&[set("a", PENDING), set("b", PREAUTHORIZED)]), PREAUTHORIZED);
-        assert_eq!(aggregate(&[set("a", PREAUTHORIZED), set("b", ACCEPTED)]), ACCEPTED);
+        assert_eq!(
+            aggregate(&[set("a", PENDING), set("b", PREAUTHORIZED)]),
+            PREAUTHORIZED
+        );
+        assert_eq!(
+            aggregate(&[set("a", PREAUTHORIZED), set("b", ACCEPTED)]),
+            ACCEPTED
+        );
         assert_eq!(aggregate(&[set("a", REJECTED)]), REJECTED);
     }
 
@@ -215,7 +233,10 @@ mod tests {
     fn transitions_refused() {
         let mut d = device(vec![set("a", PREAUTHORIZED), set("b", PENDING)]);
         assert_eq!(d.decide("a", ACCEPTED), Err(TransitionError::NotAllowed));
-        assert_eq!(d.decide("b", PREAUTHORIZED), Err(TransitionError::InvalidTarget));
+        assert_eq!(
+            d.decide("b", PREAUTHORIZED),
+            Err(TransitionError::InvalidTarget)
+        );
         assert_eq!(d.decide("b", "bogus"), Err(TransitionError::InvalidTarget));
     }
 }

@@ -114,18 +114,27 @@ pub fn check_status(status: &str) -> Result<(), Error> {
     if STATUSES.contains(&status) {
         Ok(())
     } else {
-        Err(Error::BadRequest(format!("filter status must be one of: {}", STATUSES.join(", "))))
+        Err(Error::BadRequest(format!(
+            "filter status must be one of: {}",
+            STATUSES.join(", ")
+        )))
     }
 }
 
 impl Deviceauth {
     async fn publish(&self, job: Job) -> Result<(), Error> {
-        self.workflows.publish(job).await.map_err(|e| Error::Internal(e.to_string()))
+        self.workflows
+            .publish(job)
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))
     }
 
     /// The workflow for a device whose status just changed (SPEC §10.5).
     async fn publish_status_change(&self, tenant: &str, device: &Device) -> Result<(), Error> {
-        let device_ref = DeviceRef { id: device.id.clone(), revision: device.revision };
+        let device_ref = DeviceRef {
+            id: device.id.clone(),
+            revision: device.revision,
+        };
         let job = if device.status == ACCEPTED && !device.provisioned {
             Job::ProvisionDevice {
                 request_id: request_id(),
@@ -151,7 +160,11 @@ impl Deviceauth {
             .map(|o| {
                 o.iter()
                     .filter(|(k, _)| k.as_str() != "status")
-                    .map(|(k, v)| Attribute { name: k.clone(), value: v.clone(), scope: "identity".into() })
+                    .map(|(k, v)| Attribute {
+                        name: k.clone(),
+                        value: v.clone(),
+                        scope: "identity".into(),
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -165,13 +178,22 @@ impl Deviceauth {
         .await
     }
 
-    async fn publish_check_in(&self, tenant: &str, device_id: &str, when: &str) -> Result<(), Error> {
+    async fn publish_check_in(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        when: &str,
+    ) -> Result<(), Error> {
         self.publish(Job::UpdateDeviceInventory {
             request_id: request_id(),
             tenant_id: tenant.into(),
             device_id: device_id.into(),
             scope: "system".into(),
-            attributes: vec![Attribute { name: "check_in_time".into(), value: Value::String(when.into()), scope: "system".into() }],
+            attributes: vec![Attribute {
+                name: "check_in_time".into(),
+                value: Value::String(when.into()),
+                scope: "system".into(),
+            }],
         })
         .await
     }
@@ -181,20 +203,35 @@ impl Deviceauth {
         let Some(limit) = self.store.get_limit(tenant, MAX_DEVICES).await? else {
             return Ok(true);
         };
-        let accepted = self.store.list_devices(tenant).await?.iter().filter(|d| d.status == ACCEPTED).count();
+        let accepted = self
+            .store
+            .list_devices(tenant)
+            .await?
+            .iter()
+            .filter(|d| d.status == ACCEPTED)
+            .count();
         Ok(i64::try_from(accepted).unwrap_or(i64::MAX) < limit)
     }
 
     /// `POST /api/devices/v1/authentication/auth_requests` (SPEC §10.1-10.2): `body` is the raw
     /// request body, `signature` the `X-MEN-Signature` header.
-    pub async fn auth_request(&self, tenant: &str, body: &[u8], signature: Option<&str>) -> Result<AuthRequestOutcome, Error> {
+    pub async fn auth_request(
+        &self,
+        tenant: &str,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> Result<AuthRequestOutcome, Error> {
         let request: AuthRequest = serde_json::from_slice(body)
             .map_err(|e| Error::BadRequest(format!("failed to decode auth request: {e}")))?;
         if request.id_data.is_empty() {
-            return Err(Error::BadRequest("invalid auth request: id_data must be provided".into()));
+            return Err(Error::BadRequest(
+                "invalid auth request: id_data must be provided".into(),
+            ));
         }
         if request.pubkey.is_empty() {
-            return Err(Error::BadRequest("invalid auth request: pubkey must be provided".into()));
+            return Err(Error::BadRequest(
+                "invalid auth request: pubkey must be provided".into(),
+            ));
         }
         let key = PublicKey::from_pem(&request.pubkey)
             .map_err(|e| Error::BadRequest(format!("invalid auth request: {e}")))?;
@@ -210,9 +247,23 @@ impl Deviceauth {
         for _ in 0..MAX_ATTEMPTS {
             let now_ts = ts(now());
             // The device: found by identity, or created with this key as a pending auth set.
-            let Some(device_id) = self.store.device_id_by_identity(tenant, &identity.hash).await? else {
-                let mut device = Device::new(new_id(), identity.canonical.clone(), identity.hash.clone(), &now_ts);
-                device.auth_sets.push(AuthSet { id: new_id(), pubkey: pubkey.clone(), status: PENDING.into(), ts: now_ts.clone() });
+            let Some(device_id) = self
+                .store
+                .device_id_by_identity(tenant, &identity.hash)
+                .await?
+            else {
+                let mut device = Device::new(
+                    new_id(),
+                    identity.canonical.clone(),
+                    identity.hash.clone(),
+                    &now_ts,
+                );
+                device.auth_sets.push(AuthSet {
+                    id: new_id(),
+                    pubkey: pubkey.clone(),
+                    status: PENDING.into(),
+                    ts: now_ts.clone(),
+                });
                 device.recompute_status(&now_ts);
                 match self.store.create_device(tenant, &device).await {
                     Ok(()) => {
@@ -255,7 +306,12 @@ impl Deviceauth {
                 }
                 Some(_) => return Ok(AuthRequestOutcome::Unauthorized),
                 None => {
-                    device.auth_sets.push(AuthSet { id: new_id(), pubkey: pubkey.clone(), status: PENDING.into(), ts: now_ts.clone() });
+                    device.auth_sets.push(AuthSet {
+                        id: new_id(),
+                        pubkey: pubkey.clone(),
+                        status: PENDING.into(),
+                        ts: now_ts.clone(),
+                    });
                     let changed = device.recompute_status(&now_ts);
                     match self.store.update_device(tenant, &mut device).await {
                         Ok(()) => {}
@@ -270,8 +326,17 @@ impl Deviceauth {
             };
             // Accepted: issue a token bound to the device version we saw.
             let now = now();
-            let claims = DeviceClaims::new(&auth_set.id, &device.id, tenant, now.timestamp(), self.token_lifetime_secs);
-            let token = self.keys.issue(&claims).map_err(|e| Error::Internal(e.to_string()))?;
+            let claims = DeviceClaims::new(
+                &auth_set.id,
+                &device.id,
+                tenant,
+                now.timestamp(),
+                self.token_lifetime_secs,
+            );
+            let token = self
+                .keys
+                .issue(&claims)
+                .map_err(|e| Error::Internal(e.to_string()))?;
             let record = TokenRecord {
                 jti: auth_set.id.clone(),
                 device_id: device.id.clone(),
@@ -284,11 +349,15 @@ impl Deviceauth {
                 Err(e) => return Err(e.into()),
             }
             let when = ts(now);
-            self.store.set_check_in_time(tenant, &device.id, &when).await?;
+            self.store
+                .set_check_in_time(tenant, &device.id, &when)
+                .await?;
             self.publish_check_in(tenant, &device.id, &when).await?;
             return Ok(AuthRequestOutcome::Token(token));
         }
-        Err(Error::Internal("too many concurrent changes to the device".into()))
+        Err(Error::Internal(
+            "too many concurrent changes to the device".into(),
+        ))
     }
 
     /// Deletes the tokens of every auth set that is not accepted.
@@ -300,11 +369,18 @@ impl Deviceauth {
     }
 
     pub async fn get_device(&self, tenant: &str, id: &str) -> Result<Device, Error> {
-        self.store.get_device(tenant, id).await?.ok_or_else(|| Error::NotFound("device not found".into()))
+        self.store
+            .get_device(tenant, id)
+            .await?
+            .ok_or_else(|| Error::NotFound("device not found".into()))
     }
 
     /// Devices matching `filter`, sorted as upstream: by status, then id.
-    pub async fn list_devices(&self, tenant: &str, filter: &DeviceFilter) -> Result<Vec<Device>, Error> {
+    pub async fn list_devices(
+        &self,
+        tenant: &str,
+        filter: &DeviceFilter,
+    ) -> Result<Vec<Device>, Error> {
         for status in &filter.statuses {
             check_status(status)?;
         }
@@ -323,15 +399,27 @@ impl Deviceauth {
     pub async fn count_devices(&self, tenant: &str, status: Option<&str>) -> Result<usize, Error> {
         if let Some(status) = status {
             if !STATUSES.contains(&status) {
-                return Err(Error::BadRequest(format!("status must be one of: {}", STATUSES.join(", "))));
+                return Err(Error::BadRequest(format!(
+                    "status must be one of: {}",
+                    STATUSES.join(", ")
+                )));
             }
         }
         let devices = self.store.list_devices(tenant).await?;
-        Ok(devices.iter().filter(|d| status.is_none_or(|s| d.status == s)).count())
+        Ok(devices
+            .iter()
+            .filter(|d| status.is_none_or(|s| d.status == s))
+            .count())
     }
 
     /// An operator's decision on an auth set (SPEC §10.2 table).
-    pub async fn set_auth_status(&self, tenant: &str, device_id: &str, aid: &str, target: &str) -> Result<(), Error> {
+    pub async fn set_auth_status(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        aid: &str,
+        target: &str,
+    ) -> Result<(), Error> {
         for _ in 0..MAX_ATTEMPTS {
             let mut device = self.store.get_device(tenant, device_id).await?;
             let Some(device) = device.as_mut() else {
@@ -341,12 +429,19 @@ impl Deviceauth {
             if device.auth_set(aid).is_none() {
                 return Err(Error::NotFound("authorization set not found".into()));
             }
-            if target == ACCEPTED && device.status != ACCEPTED && !self.may_accept_another(tenant).await? {
-                return Err(Error::Unprocessable("maximum number of accepted devices reached".into()));
+            if target == ACCEPTED
+                && device.status != ACCEPTED
+                && !self.may_accept_another(tenant).await?
+            {
+                return Err(Error::Unprocessable(
+                    "maximum number of accepted devices reached".into(),
+                ));
             }
             let before = device.clone();
             device.decide(aid, target).map_err(|e| match e {
-                TransitionError::InvalidTarget => Error::BadRequest("incorrect device status".into()),
+                TransitionError::InvalidTarget => {
+                    Error::BadRequest("incorrect device status".into())
+                }
                 TransitionError::NotAllowed => Error::BadRequest("dev auth: bad request".into()),
             })?;
             if before.auth_sets == device.auth_sets {
@@ -365,11 +460,18 @@ impl Deviceauth {
             }
             return Ok(());
         }
-        Err(Error::Internal("too many concurrent changes to the device".into()))
+        Err(Error::Internal(
+            "too many concurrent changes to the device".into(),
+        ))
     }
 
     /// Auth set status by id (`GET .../auth/{aid}/status`).
-    pub async fn auth_status(&self, tenant: &str, device_id: &str, aid: &str) -> Result<String, Error> {
+    pub async fn auth_status(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        aid: &str,
+    ) -> Result<String, Error> {
         let device = self.store.get_device(tenant, device_id).await?;
         device
             .and_then(|d| d.auth_set(aid).map(|a| a.status.clone()))
@@ -377,16 +479,37 @@ impl Deviceauth {
     }
 
     /// `POST /devices`: preauthorize an identity with a key. Returns the device id.
-    pub async fn preauthorize(&self, tenant: &str, identity_data: &Value, pubkey: &str, force: bool) -> Result<String, Error> {
+    pub async fn preauthorize(
+        &self,
+        tenant: &str,
+        identity_data: &Value,
+        pubkey: &str,
+        force: bool,
+    ) -> Result<String, Error> {
         let identity = identity_from_value(identity_data)
             .map_err(|_| Error::BadRequest("identity_data: must be a JSON object".into()))?;
-        let key = PublicKey::from_pem(pubkey).map_err(|e| Error::BadRequest(format!("pubkey: {e}")))?;
+        let key =
+            PublicKey::from_pem(pubkey).map_err(|e| Error::BadRequest(format!("pubkey: {e}")))?;
         let pubkey = key.canonical_pem().to_owned();
         for _ in 0..MAX_ATTEMPTS {
             let now_ts = ts(now());
-            let new_set = AuthSet { id: new_id(), pubkey: pubkey.clone(), status: PREAUTHORIZED.into(), ts: now_ts.clone() };
-            let Some(device_id) = self.store.device_id_by_identity(tenant, &identity.hash).await? else {
-                let mut device = Device::new(new_id(), identity.canonical.clone(), identity.hash.clone(), &now_ts);
+            let new_set = AuthSet {
+                id: new_id(),
+                pubkey: pubkey.clone(),
+                status: PREAUTHORIZED.into(),
+                ts: now_ts.clone(),
+            };
+            let Some(device_id) = self
+                .store
+                .device_id_by_identity(tenant, &identity.hash)
+                .await?
+            else {
+                let mut device = Device::new(
+                    new_id(),
+                    identity.canonical.clone(),
+                    identity.hash.clone(),
+                    &now_ts,
+                );
                 device.auth_sets.push(new_set);
                 device.recompute_status(&now_ts);
                 match self.store.create_device(tenant, &device).await {
@@ -422,13 +545,24 @@ impl Deviceauth {
             // Upstream quirk: the Location of a forced preauthorization names a fresh id.
             return Ok(new_id());
         }
-        Err(Error::Internal("too many concurrent changes to the device".into()))
+        Err(Error::Internal(
+            "too many concurrent changes to the device".into(),
+        ))
     }
 
     /// `DELETE /devices/{id}/auth/{aid}` (SPEC §10.2).
-    pub async fn delete_auth_set(&self, tenant: &str, device_id: &str, aid: &str) -> Result<(), Error> {
+    pub async fn delete_auth_set(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        aid: &str,
+    ) -> Result<(), Error> {
         for _ in 0..MAX_ATTEMPTS {
-            let mut device = self.store.get_device(tenant, device_id).await?.ok_or(Error::NotFoundBare)?;
+            let mut device = self
+                .store
+                .get_device(tenant, device_id)
+                .await?
+                .ok_or(Error::NotFoundBare)?;
             let Some(removed) = device.auth_set(aid).cloned() else {
                 return Err(Error::NotFoundBare);
             };
@@ -439,7 +573,10 @@ impl Deviceauth {
                 self.publish(Job::UpdateDeviceStatus {
                     request_id: request_id(),
                     tenant_id: tenant.into(),
-                    devices: vec![DeviceRef { id: device.id.clone(), revision: device.revision + 1 }],
+                    devices: vec![DeviceRef {
+                        id: device.id.clone(),
+                        revision: device.revision + 1,
+                    }],
                     device_status: "decommissioned".into(),
                 })
                 .await?;
@@ -457,13 +594,19 @@ impl Deviceauth {
             }
             return Ok(());
         }
-        Err(Error::Internal("too many concurrent changes to the device".into()))
+        Err(Error::Internal(
+            "too many concurrent changes to the device".into(),
+        ))
     }
 
     /// `DELETE /devices/{id}`: tokens stop working now; the workflow removes the rest.
     pub async fn decommission(&self, tenant: &str, device_id: &str) -> Result<(), Error> {
         for _ in 0..MAX_ATTEMPTS {
-            let mut device = self.store.get_device(tenant, device_id).await?.ok_or(Error::NotFoundBare)?;
+            let mut device = self
+                .store
+                .get_device(tenant, device_id)
+                .await?
+                .ok_or(Error::NotFoundBare)?;
             device.decommissioning = true;
             device.updated_ts = ts(now());
             match self.store.update_device(tenant, &mut device).await {
@@ -475,10 +618,16 @@ impl Deviceauth {
                 self.store.delete_token(tenant, &set.id).await?;
             }
             return self
-                .publish(Job::DecommissionDevice { request_id: request_id(), tenant_id: tenant.into(), device_id: device.id.clone() })
+                .publish(Job::DecommissionDevice {
+                    request_id: request_id(),
+                    tenant_id: tenant.into(),
+                    device_id: device.id.clone(),
+                })
                 .await;
         }
-        Err(Error::Internal("too many concurrent changes to the device".into()))
+        Err(Error::Internal(
+            "too many concurrent changes to the device".into(),
+        ))
     }
 
     /// `DELETE /tokens/{id}`.
@@ -518,7 +667,9 @@ impl Deviceauth {
                 other => return Ok(other?),
             }
         }
-        Err(Error::Internal("too many concurrent changes to the device".into()))
+        Err(Error::Internal(
+            "too many concurrent changes to the device".into(),
+        ))
     }
 
     /// Last step of `decommission_device`: remove tokens, auth sets and the device.
@@ -534,7 +685,11 @@ impl Deviceauth {
 
     /// Whether a device still exists and is not being decommissioned (workflow guards).
     pub async fn is_live(&self, tenant: &str, device_id: &str) -> Result<bool, Error> {
-        Ok(self.store.get_device(tenant, device_id).await?.is_some_and(|d| !d.decommissioning))
+        Ok(self
+            .store
+            .get_device(tenant, device_id)
+            .await?
+            .is_some_and(|d| !d.decommissioning))
     }
 }
 
@@ -544,8 +699,14 @@ impl DeviceTokenCheck for Deviceauth {
     /// and names this device. The check-in is written at most every `check_in_interval_secs`.
     async fn device_token_valid(&self, claims: &DeviceClaims) -> Result<bool, ApiError> {
         let tenant = claims.tenant.as_str();
-        let record = self.store.get_token(tenant, &claims.jti).await.map_err(ApiError::internal)?;
-        let Some(record) = record else { return Ok(false) };
+        let record = self
+            .store
+            .get_token(tenant, &claims.jti)
+            .await
+            .map_err(ApiError::internal)?;
+        let Some(record) = record else {
+            return Ok(false);
+        };
         if record.device_id != claims.sub {
             return Ok(false);
         }
@@ -553,14 +714,24 @@ impl DeviceTokenCheck for Deviceauth {
         if now.timestamp() - record.check_in >= self.check_in_interval_secs {
             let recorded = self
                 .store
-                .touch_token(tenant, &claims.jti, now.timestamp(), now.timestamp() - self.check_in_interval_secs)
+                .touch_token(
+                    tenant,
+                    &claims.jti,
+                    now.timestamp(),
+                    now.timestamp() - self.check_in_interval_secs,
+                )
                 .await
                 .map_err(ApiError::internal)?;
             if recorded {
                 let when = ts(now);
-                self.store.set_check_in_time(tenant, &record.device_id, &when).await.map_err(ApiError::internal)?;
+                self.store
+                    .set_check_in_time(tenant, &record.device_id, &when)
+                    .await
+                    .map_err(ApiError::internal)?;
                 if now.timestamp() - record.check_in >= INVENTORY_CHECK_IN_SECS {
-                    self.publish_check_in(tenant, &record.device_id, &when).await.map_err(ApiError::from)?;
+                    self.publish_check_in(tenant, &record.device_id, &when)
+                        .await
+                        .map_err(ApiError::from)?;
                 }
             }
         }

@@ -49,7 +49,9 @@ pub struct Store {
 
 impl Store {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Store { table: Table::new(client, table) }
+        Store {
+            table: Table::new(client, table),
+        }
     }
 
     fn device_item(&self, tenant: &str, device: &Device) -> Result<Item, DynamoError> {
@@ -57,11 +59,20 @@ impl Store {
     }
 
     pub async fn get_device(&self, tenant: &str, id: &str) -> Result<Option<Device>, DynamoError> {
-        self.table.get_as(key(tenant_pk(tenant), device_sk(id))).await
+        self.table
+            .get_as(key(tenant_pk(tenant), device_sk(id)))
+            .await
     }
 
-    pub async fn device_id_by_identity(&self, tenant: &str, hash: &str) -> Result<Option<String>, DynamoError> {
-        let item = self.table.get(key(tenant_pk(tenant), guard_sk(hash))).await?;
+    pub async fn device_id_by_identity(
+        &self,
+        tenant: &str,
+        hash: &str,
+    ) -> Result<Option<String>, DynamoError> {
+        let item = self
+            .table
+            .get(key(tenant_pk(tenant), guard_sk(hash)))
+            .await?;
         Ok(item.map(|i| text(&i, "device_id")))
     }
 
@@ -92,7 +103,11 @@ impl Store {
 
     /// Stores `device` if nobody changed it since it was read at `device.version`; the stored
     /// version becomes `version + 1`. The check-in time is left as stored.
-    pub async fn update_device(&self, tenant: &str, device: &mut Device) -> Result<(), DynamoError> {
+    pub async fn update_device(
+        &self,
+        tenant: &str,
+        device: &mut Device,
+    ) -> Result<(), DynamoError> {
         let expected = device.version;
         device.version += 1;
         let mut item = self.device_item(tenant, device)?;
@@ -128,8 +143,18 @@ impl Store {
 
     /// Removes the device and its identity guard.
     pub async fn delete_device(&self, tenant: &str, device: &Device) -> Result<(), DynamoError> {
-        let deletes = [key(tenant_pk(tenant), device_sk(&device.id)), key(tenant_pk(tenant), guard_sk(&device.id_hash))]
-            .map(|k| built(Delete::builder().table_name(&self.table.name).set_key(Some(k)).build()));
+        let deletes = [
+            key(tenant_pk(tenant), device_sk(&device.id)),
+            key(tenant_pk(tenant), guard_sk(&device.id_hash)),
+        ]
+        .map(|k| {
+            built(
+                Delete::builder()
+                    .table_name(&self.table.name)
+                    .set_key(Some(k))
+                    .build(),
+            )
+        });
         let mut request = self.table.client.transact_write_items();
         for delete in deletes {
             request = request.transact_items(TransactWriteItem::builder().delete(delete?).build());
@@ -138,7 +163,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_check_in_time(&self, tenant: &str, device_id: &str, ts: &str) -> Result<(), DynamoError> {
+    pub async fn set_check_in_time(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        ts: &str,
+    ) -> Result<(), DynamoError> {
         let result = self
             .table
             .client
@@ -155,9 +185,19 @@ impl Store {
 
     /// Stores a token for `device`, only if the device is still at the version the caller saw
     /// (so a token is never issued after a concurrent reject or decommission).
-    pub async fn put_token(&self, tenant: &str, token: &TokenRecord, device: &Device) -> Result<(), DynamoError> {
+    pub async fn put_token(
+        &self,
+        tenant: &str,
+        token: &TokenRecord,
+        device: &Device,
+    ) -> Result<(), DynamoError> {
         let item = to_item(token_pk(tenant, &token.jti), "TOKEN", token)?;
-        let put = built(Put::builder().table_name(&self.table.name).set_item(Some(item)).build())?;
+        let put = built(
+            Put::builder()
+                .table_name(&self.table.name)
+                .set_item(Some(item))
+                .build(),
+        )?;
         let check = built(
             ConditionCheck::builder()
                 .table_name(&self.table.name)
@@ -179,7 +219,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn get_token(&self, tenant: &str, jti: &str) -> Result<Option<TokenRecord>, DynamoError> {
+    pub async fn get_token(
+        &self,
+        tenant: &str,
+        jti: &str,
+    ) -> Result<Option<TokenRecord>, DynamoError> {
         self.table.get_as(token_key(tenant, jti)).await
     }
 
@@ -189,7 +233,13 @@ impl Store {
 
     /// Records a check-in on the token unless another request did so after `threshold`.
     /// Returns whether this call recorded it.
-    pub async fn touch_token(&self, tenant: &str, jti: &str, now: i64, threshold: i64) -> Result<bool, DynamoError> {
+    pub async fn touch_token(
+        &self,
+        tenant: &str,
+        jti: &str,
+        now: i64,
+        threshold: i64,
+    ) -> Result<bool, DynamoError> {
         let result = self
             .table
             .client
@@ -210,7 +260,10 @@ impl Store {
     }
 
     pub async fn get_limit(&self, tenant: &str, name: &str) -> Result<Option<i64>, DynamoError> {
-        let item = self.table.get(key(tenant_pk(tenant), format!("LIMIT#{name}"))).await?;
+        let item = self
+            .table
+            .get(key(tenant_pk(tenant), format!("LIMIT#{name}")))
+            .await?;
         Ok(item.and_then(|i| match i.get("value") {
             Some(AttributeValue::N(n)) => n.parse().ok(),
             _ => None,
@@ -232,7 +285,9 @@ impl Store {
     }
 
     pub async fn delete_limit(&self, tenant: &str, name: &str) -> Result<(), DynamoError> {
-        self.table.delete(key(tenant_pk(tenant), format!("LIMIT#{name}"))).await
+        self.table
+            .delete(key(tenant_pk(tenant), format!("LIMIT#{name}")))
+            .await
     }
 }
 

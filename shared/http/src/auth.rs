@@ -65,7 +65,9 @@ impl UserAuth {
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 fn cookie_jwt(parts: &Parts) -> Option<&str> {
@@ -98,7 +100,8 @@ where
             TokenError::Expired => unauthorized("token expired"),
             _ => unauthorized("unauthorized"),
         })?;
-        if !claims.device || claims.iss.is_empty() || claims.jti.is_empty() || claims.sub.is_empty() {
+        if !claims.device || claims.iss.is_empty() || claims.jti.is_empty() || claims.sub.is_empty()
+        {
             return Err(unauthorized("unauthorized"));
         }
         let check = auth
@@ -125,7 +128,10 @@ where
             .or_else(|| cookie_jwt(parts))
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("Authorization not present in header"))?;
-        let claims: UserClaims = auth.keys.verify(token).map_err(|_| unauthorized("invalid jwt"))?;
+        let claims: UserClaims = auth
+            .keys
+            .verify(token)
+            .map_err(|_| unauthorized("invalid jwt"))?;
         if claims.iss.is_empty() || claims.jti.is_empty() || claims.sub.is_empty() {
             return Err(unauthorized("invalid jwt"));
         }

@@ -2,8 +2,8 @@
 //! become HTTP statuses. Handlers return [`ApiResult`]; domain crates convert their `thiserror`
 //! enums into [`ApiError`] with `From` impls next to their handlers.
 
-pub use axum::http::StatusCode;
 use axum::http::header;
+pub use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
@@ -24,7 +24,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), extra: None, empty_body: false }
+        ApiError {
+            status,
+            message: message.into(),
+            extra: None,
+            empty_body: false,
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -46,7 +51,10 @@ impl ApiError {
     }
     /// A status with no body (upstream answers some 404s like this).
     pub fn bare(status: StatusCode) -> Self {
-        ApiError { empty_body: true, ..Self::new(status, "") }
+        ApiError {
+            empty_body: true,
+            ..Self::new(status, "")
+        }
     }
     /// 500 `internal error`; the cause goes to the log only.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
@@ -54,7 +62,9 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     }
     pub fn with_extra(mut self, key: &str, value: Value) -> Self {
-        self.extra.get_or_insert_with(Map::new).insert(key.to_owned(), value);
+        self.extra
+            .get_or_insert_with(Map::new)
+            .insert(key.to_owned(), value);
         self
     }
 }
@@ -95,4 +105,3 @@ pub async fn method_not_allowed() -> ApiError {
 pub fn json_ok(value: Value) -> Response {
     (StatusCode::OK, axum::Json(value)).into_response()
 }
-

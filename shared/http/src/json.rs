@@ -19,7 +19,12 @@ pub fn check_json_content_type(headers: &axum::http::HeaderMap) -> Result<(), Ap
     let value = value
         .to_str()
         .map_err(|_| ApiError::bad_request("Invalid value for Content-Type header"))?;
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if essence.is_empty() {
         return Err(ApiError::bad_request(format!(
             "Invalid value for Content-Type header: {value}"

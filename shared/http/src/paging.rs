@@ -14,7 +14,10 @@ pub struct Paging {
 
 impl Default for Paging {
     fn default() -> Self {
-        Paging { page: 1, per_page: DEFAULT_PER_PAGE }
+        Paging {
+            page: 1,
+            per_page: DEFAULT_PER_PAGE,
+        }
     }
 }
 
@@ -45,7 +48,11 @@ impl Paging {
     /// The slice of `items` this page covers (empty past the end).
     pub fn slice<T>(&self, items: Vec<T>) -> Vec<T> {
         let per_page = usize::try_from(self.per_page).unwrap_or(usize::MAX);
-        items.into_iter().skip(self.offset()).take(per_page).collect()
+        items
+            .into_iter()
+            .skip(self.offset())
+            .take(per_page)
+            .collect()
     }
 }
 
@@ -77,7 +84,12 @@ pub enum Extent {
 }
 
 /// The `Link` header values, in upstream's order: first, prev, next, last.
-pub fn link_headers(path: &str, pairs: &[(String, String)], paging: Paging, extent: Extent) -> Vec<String> {
+pub fn link_headers(
+    path: &str,
+    pairs: &[(String, String)],
+    paging: Paging,
+    extent: Extent,
+) -> Vec<String> {
     let link = |page: u64, rel: &str| {
         let mut query: Vec<(String, String)> = pairs
             .iter()
@@ -120,13 +132,22 @@ mod tests {
 
     #[test]
     fn defaults_and_limits() {
-        assert_eq!(Paging::from_pairs(&[]).unwrap(), Paging { page: 1, per_page: 20 });
+        assert_eq!(
+            Paging::from_pairs(&[]).unwrap(),
+            Paging {
+                page: 1,
+                per_page: 20
+            }
+        );
         let err = Paging::from_pairs(&pairs("per_page=501")).unwrap_err();
         assert_eq!(err.message, "parameter \"per_page\" above limit (max: 500)");
         let err = Paging::from_pairs(&pairs("page=x")).unwrap_err();
         assert_eq!(err.message, "invalid page query: \"x\"");
         let err = Paging::from_pairs(&pairs("per_page=0")).unwrap_err();
-        assert_eq!(err.message, "invalid per_page query: value must be a non-zero positive integer");
+        assert_eq!(
+            err.message,
+            "invalid per_page query: value must be a non-zero positive integer"
+        );
     }
 
     #[test]
@@ -143,6 +164,9 @@ mod tests {
                 "</api/x?page=4&per_page=10&status=accepted>; rel=\"last\"",
             ]
         );
-        assert_eq!(paging.slice((0..35).collect()), (10..20).collect::<Vec<_>>());
+        assert_eq!(
+            paging.slice((0..35).collect()),
+            (10..20).collect::<Vec<_>>()
+        );
     }
 }

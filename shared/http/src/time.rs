@@ -8,7 +8,9 @@ pub fn now() -> DateTime<Utc> {
 
 /// RFC 3339 with `Z`, milliseconds kept only when non-zero (like Mongo-backed upstream).
 pub fn format(t: DateTime<Utc>) -> String {
-    let millis = t.with_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000).unwrap_or(t);
+    let millis = t
+        .with_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000)
+        .unwrap_or(t);
     millis.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 

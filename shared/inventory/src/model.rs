@@ -64,36 +64,56 @@ pub fn check_value(value: &Value) -> Result<(), Invalid> {
             if all_strings || all_numbers {
                 Ok(())
             } else {
-                Err(Invalid("array values must be of consistent type: string or float64".into()))
+                Err(Invalid(
+                    "array values must be of consistent type: string or float64".into(),
+                ))
             }
         }
-        _ => Err(Invalid("supported types are string, float64, and arrays thereof".into())),
+        _ => Err(Invalid(
+            "supported types are string, float64, and arrays thereof".into(),
+        )),
     }
 }
 
 /// Validates incoming attributes and returns them as (scope, name, attr) for `default_scope`
 /// (or each attribute's own scope when `own_scope`).
-pub fn validate(input: Vec<AttributeIn>, default_scope: &str, own_scope: bool) -> Result<Vec<(String, String, Attr)>, Invalid> {
+pub fn validate(
+    input: Vec<AttributeIn>,
+    default_scope: &str,
+    own_scope: bool,
+) -> Result<Vec<(String, String, Attr)>, Invalid> {
     input
         .into_iter()
         .map(|a| {
             if a.name.is_empty() || a.name.len() > 1024 {
                 return Err(Invalid("name: cannot be blank.".into()));
             }
-            let value = a.value.ok_or_else(|| Invalid("value: cannot be blank.".into()))?;
+            let value = a
+                .value
+                .ok_or_else(|| Invalid("value: cannot be blank.".into()))?;
             check_value(&value)?;
             let scope = match (own_scope, a.scope) {
                 (true, Some(s)) if !s.is_empty() => s,
                 _ => default_scope.to_owned(),
             };
-            Ok((scope, a.name, Attr { value, description: a.description }))
+            Ok((
+                scope,
+                a.name,
+                Attr {
+                    value,
+                    description: a.description,
+                },
+            ))
         })
         .collect()
 }
 
 impl InventoryDevice {
     pub fn new(id: &str) -> Self {
-        InventoryDevice { id: id.into(), ..Default::default() }
+        InventoryDevice {
+            id: id.into(),
+            ..Default::default()
+        }
     }
 
     pub fn scope(&self, scope: &str) -> Option<&BTreeMap<String, Attr>> {
@@ -105,7 +125,13 @@ impl InventoryDevice {
     }
 
     pub fn set(&mut self, scope: &str, name: &str, value: Value) {
-        self.attributes.entry(scope.into()).or_default().insert(name.into(), Attr { value, description: None });
+        self.attributes.entry(scope.into()).or_default().insert(
+            name.into(),
+            Attr {
+                value,
+                description: None,
+            },
+        );
     }
 
     pub fn remove(&mut self, scope: &str, name: &str) {
@@ -123,7 +149,10 @@ impl InventoryDevice {
             self.attributes.remove(scope);
         }
         for (attr_scope, name, attr) in attrs {
-            self.attributes.entry(attr_scope).or_default().insert(name, attr);
+            self.attributes
+                .entry(attr_scope)
+                .or_default()
+                .insert(name, attr);
         }
     }
 
@@ -165,7 +194,11 @@ impl InventoryDevice {
 pub fn matches_text(stored: &Value, text: &str) -> bool {
     match stored {
         Value::String(s) => s == text,
-        Value::Number(n) => text.parse::<f64>().ok().zip(n.as_f64()).is_some_and(|(a, b)| a == b),
+        Value::Number(n) => text
+            .parse::<f64>()
+            .ok()
+            .zip(n.as_f64())
+            .is_some_and(|(a, b)| a == b),
         Value::Array(items) => items.iter().any(|i| matches_text(i, text)),
         _ => false,
     }
@@ -175,9 +208,10 @@ pub fn matches_text(stored: &Value, text: &str) -> bool {
 pub fn compare(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
     use std::cmp::Ordering;
     match (a, b) {
-        (Some(Value::Number(x)), Some(Value::Number(y))) => {
-            x.as_f64().partial_cmp(&y.as_f64()).unwrap_or(Ordering::Equal)
-        }
+        (Some(Value::Number(x)), Some(Value::Number(y))) => x
+            .as_f64()
+            .partial_cmp(&y.as_f64())
+            .unwrap_or(Ordering::Equal),
         (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
         (Some(Value::Number(_)), Some(_)) => Ordering::Less,
         (Some(_), Some(Value::Number(_))) => Ordering::Greater,
@@ -192,11 +226,15 @@ pub fn compare(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
 pub fn check_group_name(name: &str) -> Result<(), Invalid> {
     let ok = !name.is_empty()
         && name.len() <= 256
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
-        Err(Invalid("group: must be a valid group name (letters, digits, '_' and '-')".into()))
+        Err(Invalid(
+            "group: must be a valid group name (letters, digits, '_' and '-')".into(),
+        ))
     }
 }
 
@@ -206,7 +244,12 @@ mod tests {
     use super::*;
 
     fn attr(name: &str, value: Value) -> AttributeIn {
-        AttributeIn { name: name.into(), value: Some(value), description: None, scope: None }
+        AttributeIn {
+            name: name.into(),
+            value: Some(value),
+            description: None,
+            scope: None,
+        }
     }
 
     #[test]
@@ -225,11 +268,28 @@ mod tests {
     #[test]
     fn patch_merges_put_replaces() {
         let mut d = InventoryDevice::new("d");
-        d.apply(INVENTORY, validate(vec![attr("a", json!("1")), attr("b", json!("2"))], INVENTORY, false).unwrap(), false);
-        d.apply(INVENTORY, validate(vec![attr("b", json!("3"))], INVENTORY, false).unwrap(), false);
+        d.apply(
+            INVENTORY,
+            validate(
+                vec![attr("a", json!("1")), attr("b", json!("2"))],
+                INVENTORY,
+                false,
+            )
+            .unwrap(),
+            false,
+        );
+        d.apply(
+            INVENTORY,
+            validate(vec![attr("b", json!("3"))], INVENTORY, false).unwrap(),
+            false,
+        );
         assert_eq!(d.get(INVENTORY, "a"), Some(&json!("1")));
         assert_eq!(d.get(INVENTORY, "b"), Some(&json!("3")));
-        d.apply(INVENTORY, validate(vec![attr("c", json!(["x"]))], INVENTORY, false).unwrap(), true);
+        d.apply(
+            INVENTORY,
+            validate(vec![attr("c", json!(["x"]))], INVENTORY, false).unwrap(),
+            true,
+        );
         assert_eq!(d.get(INVENTORY, "a"), None);
         assert_eq!(d.count(INVENTORY), 1);
     }

@@ -8,8 +8,8 @@ use mender_http::ApiError;
 use serde_json::Value;
 
 use crate::model::{
-    check_group_name, compare, matches_text, validate, AttributeIn, Invalid, InventoryDevice, IDENTITY, INVENTORY,
-    LIMIT_ATTRIBUTES, LIMIT_TAGS, MAX_DEVICE_BYTES, SYSTEM, TAGS,
+    check_group_name, compare, matches_text, validate, AttributeIn, Invalid, InventoryDevice,
+    IDENTITY, INVENTORY, LIMIT_ATTRIBUTES, LIMIT_TAGS, MAX_DEVICE_BYTES, SYSTEM, TAGS,
 };
 use crate::store::Store;
 
@@ -42,7 +42,9 @@ impl From<Error> for ApiError {
         match e {
             Error::BadRequest(m) => ApiError::bad_request(m),
             Error::NotFound(m) => ApiError::not_found(m),
-            Error::PreconditionFailed(m) => ApiError::new(mender_http::error::StatusCode::PRECONDITION_FAILED, m),
+            Error::PreconditionFailed(m) => {
+                ApiError::new(mender_http::error::StatusCode::PRECONDITION_FAILED, m)
+            }
             Error::Conflict(m) => ApiError::conflict(m),
             Error::Storage(e) => ApiError::internal(e),
             Error::Internal(m) => ApiError::internal(m),
@@ -82,7 +84,13 @@ pub struct Inventory {
 impl Inventory {
     /// Read-modify-write with retries. `change` gets the current device (or a new one, with
     /// `existed == false`) and says whether to store it.
-    async fn modify<F>(&self, tenant: &str, id: &str, create: bool, mut change: F) -> Result<Option<InventoryDevice>, Error>
+    async fn modify<F>(
+        &self,
+        tenant: &str,
+        id: &str,
+        create: bool,
+        mut change: F,
+    ) -> Result<Option<InventoryDevice>, Error>
     where
         F: FnMut(&mut InventoryDevice, bool) -> Result<Outcome, Error>,
     {
@@ -99,7 +107,9 @@ impl Inventory {
                 Outcome::Store => {}
             }
             if device.size() > MAX_DEVICE_BYTES {
-                return Err(Error::BadRequest("the device's attributes are too large".into()));
+                return Err(Error::BadRequest(
+                    "the device's attributes are too large".into(),
+                ));
             }
             match self.store.put(tenant, &mut device, read_version).await {
                 Ok(()) => return Ok(Some(device)),
@@ -107,19 +117,29 @@ impl Inventory {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::Internal("too many concurrent writes to the device".into()))
+        Err(Error::Internal(
+            "too many concurrent writes to the device".into(),
+        ))
     }
 
     /// Device-originated PATCH (`replace == false`) or PUT (`replace == true`) of the
     /// inventory scope. Sets `updated_ts`; stores nothing when nothing changed today.
-    pub async fn device_update(&self, tenant: &str, device_id: &str, input: Vec<AttributeIn>, replace: bool) -> Result<(), Error> {
+    pub async fn device_update(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        input: Vec<AttributeIn>,
+        replace: bool,
+    ) -> Result<(), Error> {
         let attrs = validate(input, INVENTORY, false)?;
         let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
         self.modify(tenant, device_id, true, |device, existed| {
             let before = device.attributes.get(INVENTORY).cloned();
             device.apply(INVENTORY, attrs.clone(), replace);
             if device.count(INVENTORY) > LIMIT_ATTRIBUTES {
-                return Err(Error::BadRequest("the number of attributes in the scope is above the limit".into()));
+                return Err(Error::BadRequest(
+                    "the number of attributes in the scope is above the limit".into(),
+                ));
             }
             let fresh = device
                 .get(SYSTEM, "updated_ts")
@@ -141,7 +161,13 @@ impl Inventory {
 
     /// Internal upsert used by workflows (identity data, check-in time): each attribute in its
     /// scope (or `scope` when given); never bumps `updated_ts`.
-    pub async fn upsert_scope(&self, tenant: &str, device_id: &str, scope: &str, input: Vec<AttributeIn>) -> Result<(), Error> {
+    pub async fn upsert_scope(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        scope: &str,
+        input: Vec<AttributeIn>,
+    ) -> Result<(), Error> {
         let attrs = validate(input, scope, false)?;
         self.modify(tenant, device_id, true, |device, existed| {
             let before = device.attributes.clone();
@@ -149,7 +175,11 @@ impl Inventory {
             if !existed {
                 device.set(SYSTEM, "created_ts", Value::String(now_ts()));
             }
-            Ok(if existed && before == device.attributes { Outcome::Unchanged } else { Outcome::Store })
+            Ok(if existed && before == device.attributes {
+                Outcome::Unchanged
+            } else {
+                Outcome::Store
+            })
         })
         .await
         .map(|_| ())
@@ -157,7 +187,13 @@ impl Inventory {
 
     /// Sets `identity/status` if `revision` is newer than the last applied one; creates the
     /// device when missing. Status `decommissioned` deletes the device.
-    pub async fn set_status(&self, tenant: &str, device_id: &str, status: &str, revision: i64) -> Result<(), Error> {
+    pub async fn set_status(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        status: &str,
+        revision: i64,
+    ) -> Result<(), Error> {
         if status == "decommissioned" {
             return Ok(self.store.delete(tenant, device_id).await?);
         }
@@ -183,8 +219,15 @@ impl Inventory {
         Ok(self.store.delete(tenant, device_id).await?)
     }
 
-    pub async fn get_device(&self, tenant: &str, device_id: &str) -> Result<InventoryDevice, Error> {
-        self.store.get(tenant, device_id).await?.ok_or_else(|| Error::NotFound("Device not found".into()))
+    pub async fn get_device(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<InventoryDevice, Error> {
+        self.store
+            .get(tenant, device_id)
+            .await?
+            .ok_or_else(|| Error::NotFound("Device not found".into()))
     }
 
     /// `DELETE /devices/{id}`: clears the inventory scope only.
@@ -200,7 +243,14 @@ impl Inventory {
 
     /// Tags PUT (`replace`) / PATCH with optional `If-Match`. Unknown device without
     /// `If-Match` is a no-op (upstream). Returns the new etag.
-    pub async fn set_tags(&self, tenant: &str, device_id: &str, input: Vec<AttributeIn>, replace: bool, if_match: Option<&str>) -> Result<(), Error> {
+    pub async fn set_tags(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        input: Vec<AttributeIn>,
+        replace: bool,
+        if_match: Option<&str>,
+    ) -> Result<(), Error> {
         let attrs = validate(input, TAGS, false)?;
         let result = self
             .modify(tenant, device_id, false, |device, _| {
@@ -211,7 +261,9 @@ impl Inventory {
                 }
                 device.apply(TAGS, attrs.clone(), replace);
                 if device.count(TAGS) > LIMIT_TAGS {
-                    return Err(Error::BadRequest("the number of attributes in the scope is above the limit".into()));
+                    return Err(Error::BadRequest(
+                        "the number of attributes in the scope is above the limit".into(),
+                    ));
                 }
                 device.tags_etag = Some(uuid::Uuid::new_v4().to_string());
                 Ok(Outcome::Store)
@@ -235,11 +287,18 @@ impl Inventory {
                 Ok(Outcome::Store)
             })
             .await?;
-        found.map(|_| ()).ok_or_else(|| Error::NotFound("Device not found".into()))
+        found
+            .map(|_| ())
+            .ok_or_else(|| Error::NotFound("Device not found".into()))
     }
 
     /// Removes the device from `group` if it is in it. Returns whether it was.
-    pub async fn clear_group(&self, tenant: &str, device_id: &str, group: &str) -> Result<bool, Error> {
+    pub async fn clear_group(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        group: &str,
+    ) -> Result<bool, Error> {
         let mut was_member = false;
         self.modify(tenant, device_id, false, |device, _| {
             was_member = device.group() == Some(group);
@@ -253,13 +312,19 @@ impl Inventory {
         Ok(was_member)
     }
 
-    pub async fn list_groups(&self, tenant: &str, status: Option<&str>) -> Result<Vec<String>, Error> {
+    pub async fn list_groups(
+        &self,
+        tenant: &str,
+        status: Option<&str>,
+    ) -> Result<Vec<String>, Error> {
         let mut groups: Vec<String> = self
             .store
             .list(tenant)
             .await?
             .iter()
-            .filter(|d| status.is_none_or(|s| d.get(IDENTITY, "status").and_then(Value::as_str) == Some(s)))
+            .filter(|d| {
+                status.is_none_or(|s| d.get(IDENTITY, "status").and_then(Value::as_str) == Some(s))
+            })
             .filter_map(|d| d.group().map(str::to_owned))
             .collect();
         groups.sort();
@@ -269,8 +334,14 @@ impl Inventory {
 
     /// Ids of the devices in `group`, sorted; 404 when no device has it.
     pub async fn group_devices(&self, tenant: &str, group: &str) -> Result<Vec<String>, Error> {
-        let mut ids: Vec<String> =
-            self.store.list(tenant).await?.into_iter().filter(|d| d.group() == Some(group)).map(|d| d.id).collect();
+        let mut ids: Vec<String> = self
+            .store
+            .list(tenant)
+            .await?
+            .into_iter()
+            .filter(|d| d.group() == Some(group))
+            .map(|d| d.id)
+            .collect();
         if ids.is_empty() {
             return Err(Error::NotFound("group not found".into()));
         }
@@ -291,23 +362,40 @@ impl Inventory {
     }
 
     /// The v1 list: filtered, sorted, paged. Returns (page, total).
-    pub async fn list_devices(&self, tenant: &str, query: &ListQuery) -> Result<(Vec<InventoryDevice>, u64), Error> {
+    pub async fn list_devices(
+        &self,
+        tenant: &str,
+        query: &ListQuery,
+    ) -> Result<(Vec<InventoryDevice>, u64), Error> {
         let mut devices: Vec<InventoryDevice> = self
             .store
             .list(tenant)
             .await?
             .into_iter()
-            .filter(|d| query.filters.iter().all(|(scope, name, value)| d.get(scope, name).is_some_and(|v| matches_text(v, value))))
+            .filter(|d| {
+                query.filters.iter().all(|(scope, name, value)| {
+                    d.get(scope, name).is_some_and(|v| matches_text(v, value))
+                })
+            })
             .filter(|d| query.has_group.is_none_or(|has| d.group().is_some() == has))
             .filter(|d| query.group.as_deref().is_none_or(|g| d.group() == Some(g)))
             .collect();
         match &query.sort {
             Some((scope, name, descending)) => devices.sort_by(|a, b| {
-                let order = compare(a.get(scope, name), b.get(scope, name)).then_with(|| a.id.cmp(&b.id));
-                if *descending { order.reverse() } else { order }
+                let order =
+                    compare(a.get(scope, name), b.get(scope, name)).then_with(|| a.id.cmp(&b.id));
+                if *descending {
+                    order.reverse()
+                } else {
+                    order
+                }
             }),
             None => devices.sort_by(|a, b| {
-                let created = |d: &InventoryDevice| d.get(SYSTEM, "created_ts").and_then(Value::as_str).map(str::to_owned);
+                let created = |d: &InventoryDevice| {
+                    d.get(SYSTEM, "created_ts")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                };
                 created(a).cmp(&created(b)).then_with(|| a.id.cmp(&b.id))
             }),
         }

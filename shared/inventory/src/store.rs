@@ -27,11 +27,19 @@ pub struct Store {
 
 impl Store {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Store { table: Table::new(client, table) }
+        Store {
+            table: Table::new(client, table),
+        }
     }
 
-    pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<InventoryDevice>, DynamoError> {
-        self.table.get_as(key(tenant_pk(tenant), device_sk(id))).await
+    pub async fn get(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<InventoryDevice>, DynamoError> {
+        self.table
+            .get_as(key(tenant_pk(tenant), device_sk(id)))
+            .await
     }
 
     pub async fn list(&self, tenant: &str) -> Result<Vec<InventoryDevice>, DynamoError> {
@@ -39,10 +47,20 @@ impl Store {
     }
 
     /// Stores `device` if it is still at the version it was read at (`None` = did not exist).
-    pub async fn put(&self, tenant: &str, device: &mut InventoryDevice, read_version: Option<i64>) -> Result<(), DynamoError> {
+    pub async fn put(
+        &self,
+        tenant: &str,
+        device: &mut InventoryDevice,
+        read_version: Option<i64>,
+    ) -> Result<(), DynamoError> {
         device.version = read_version.map_or(1, |v| v + 1);
         let item = to_item(tenant_pk(tenant), device_sk(&device.id), device)?;
-        let put = self.table.client.put_item().table_name(&self.table.name).set_item(Some(item));
+        let put = self
+            .table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .set_item(Some(item));
         let put = match read_version {
             None => put.condition_expression("attribute_not_exists(pk)"),
             Some(v) => put
@@ -55,6 +73,8 @@ impl Store {
     }
 
     pub async fn delete(&self, tenant: &str, id: &str) -> Result<(), DynamoError> {
-        self.table.delete(key(tenant_pk(tenant), device_sk(id))).await
+        self.table
+            .delete(key(tenant_pk(tenant), device_sk(id)))
+            .await
     }
 }

@@ -25,7 +25,10 @@ pub use resources::Created;
 
 /// The template the stack is built from.
 pub fn default_template() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../infra/template.yaml"
+    ))
 }
 
 #[derive(Clone, Debug)]
@@ -79,23 +82,44 @@ pub async fn prepare(options: &Options) -> anyhow::Result<Parts> {
     let sdk = mender_aws::load_sdk_config().await;
     let dynamodb = mender_aws::dynamodb(&sdk);
     let sqs = mender_aws::sqs(&sdk);
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
     let resources = template::load(&options.template)?;
     let created = resources::create(&resources, &options.prefix, &dynamodb, &sqs, &s3).await?;
     let mut config = Config::with_resources(
-        [created.table("DeviceauthTable")?, created.table("UseradmTable")?, created.table("InventoryTable")?],
+        [
+            created.table("DeviceauthTable")?,
+            created.table("UseradmTable")?,
+            created.table("InventoryTable")?,
+        ],
         created.queue_urls()?,
         jwt_key(&options.state_dir)?,
     );
     config.bcrypt_cost = options.bcrypt_cost;
-    let publisher = Arc::new(SqsPublisher { client: sqs.clone(), urls: config.queues.clone() });
+    let publisher = Arc::new(SqsPublisher {
+        client: sqs.clone(),
+        urls: config.queues.clone(),
+    });
     let services = Services::with_parts(config, dynamodb.clone(), publisher)?;
-    Ok(Parts { services, created, dynamodb, sqs, s3 })
+    Ok(Parts {
+        services,
+        created,
+        dynamodb,
+        sqs,
+        s3,
+    })
 }
 
 /// Creates the admin user when missing; returns whether it was created.
 pub async fn ensure_admin(services: &Services, admin: &(String, String)) -> anyhow::Result<bool> {
-    services.useradm.ensure_user("", &admin.0, &admin.1).await.context("creating the admin user")
+    services
+        .useradm
+        .ensure_user("", &admin.0, &admin.1)
+        .await
+        .context("creating the admin user")
 }
 
 /// A running stack. Dropping it does not stop it: call [`Stack::stop`].
@@ -118,8 +142,13 @@ impl Stack {
             ensure_admin(&parts.services, admin).await?;
         }
         let certs = tls::ensure(&options.state_dir.join("tls"))?;
-        let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&certs.server_cert, &certs.server_key).await?;
-        let listener = std::net::TcpListener::bind(options.listen).with_context(|| format!("binding {}", options.listen))?;
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(
+            &certs.server_cert,
+            &certs.server_key,
+        )
+        .await?;
+        let listener = std::net::TcpListener::bind(options.listen)
+            .with_context(|| format!("binding {}", options.listen))?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
         let handle = axum_server::Handle::new();
@@ -134,7 +163,13 @@ impl Stack {
         let urls = parts.created.queue_urls()?;
         for queue in Queue::ALL {
             let url = queue.url(&urls).to_owned();
-            tasks.push(tokio::spawn(consumers::run(queue, url, parts.sqs.clone(), parts.services.clone(), stopped.clone())));
+            tasks.push(tokio::spawn(consumers::run(
+                queue,
+                url,
+                parts.sqs.clone(),
+                parts.services.clone(),
+                stopped.clone(),
+            )));
         }
         Ok(Stack {
             url: format!("https://localhost:{port}"),
@@ -151,7 +186,8 @@ impl Stack {
     /// Stops the server and the consumers and waits for them.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        self.server.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+        self.server
+            .graceful_shutdown(Some(std::time::Duration::from_secs(2)));
         for task in self.tasks {
             let _ = task.await;
         }

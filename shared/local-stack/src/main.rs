@@ -9,23 +9,39 @@ use anyhow::{bail, Context};
 use local_stack::{ensure_admin, prepare, resources, Options, Stack};
 
 fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 fn options() -> anyhow::Result<Options> {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
     Ok(Options {
-        listen: env_or("MENDER_LISTEN", "127.0.0.1:8443").parse().context("MENDER_LISTEN")?,
-        state_dir: PathBuf::from(env_or("MENDER_STATE_DIR", &format!("{home}/.cache/mender-rs/local"))),
+        listen: env_or("MENDER_LISTEN", "127.0.0.1:8443")
+            .parse()
+            .context("MENDER_LISTEN")?,
+        state_dir: PathBuf::from(env_or(
+            "MENDER_STATE_DIR",
+            &format!("{home}/.cache/mender-rs/local"),
+        )),
         prefix: env_or("MENDER_PREFIX", "mender-local-"),
-        template: std::env::var("MENDER_TEMPLATE").map(PathBuf::from).unwrap_or_else(|_| local_stack::default_template()),
-        admin: Some((env_or("ADMIN_EMAIL", "admin@example.com"), env_or("ADMIN_PASSWORD", "mender-admin-pass"))),
+        template: std::env::var("MENDER_TEMPLATE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| local_stack::default_template()),
+        admin: Some((
+            env_or("ADMIN_EMAIL", "admin@example.com"),
+            env_or("ADMIN_PASSWORD", "mender-admin-pass"),
+        )),
         bcrypt_cost: env_or("BCRYPT_COST", "10").parse().context("BCRYPT_COST")?,
     })
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 #[tokio::main]
@@ -36,11 +52,18 @@ async fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str).unwrap_or("serve") {
         "serve" => serve(options).await,
         "create-user" => {
-            let (Some(email), Some(password)) = (flag(&args, "--username"), flag(&args, "--password")) else {
+            let (Some(email), Some(password)) =
+                (flag(&args, "--username"), flag(&args, "--password"))
+            else {
                 bail!("usage: mender-local create-user --username EMAIL --password PASSWORD");
             };
             let parts = prepare(&options).await?;
-            let user = parts.services.useradm.create_user("", &email, &password).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let user = parts
+                .services
+                .useradm
+                .create_user("", &email, &password)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", user.id);
             Ok(())
         }
@@ -51,7 +74,11 @@ async fn main() -> anyhow::Result<()> {
             if let Some(admin) = &options.admin {
                 ensure_admin(&parts.services, admin).await?;
             }
-            println!("reset done in {:.1} s; admin user {} recreated", started.elapsed().as_secs_f64(), options.admin.map(|a| a.0).unwrap_or_default());
+            println!(
+                "reset done in {:.1} s; admin user {} recreated",
+                started.elapsed().as_secs_f64(),
+                options.admin.map(|a| a.0).unwrap_or_default()
+            );
             Ok(())
         }
         other => bail!("unknown command {other}; use serve, create-user or reset"),
@@ -62,8 +89,14 @@ async fn serve(options: Options) -> anyhow::Result<()> {
     let admin = options.admin.clone().unwrap_or_default();
     let stack = Stack::start(options).await?;
     println!("mender-rs local stack is up");
-    println!("  URL:          {}  (also https://127.0.0.1:{})", stack.url, stack.port);
-    println!("  certificate:  {}  (ServerCertificate for mender-client, SSL_CERT_FILE for mender-cli)", stack.ca_cert.display());
+    println!(
+        "  URL:          {}  (also https://127.0.0.1:{})",
+        stack.url, stack.port
+    );
+    println!(
+        "  certificate:  {}  (ServerCertificate for mender-client, SSL_CERT_FILE for mender-cli)",
+        stack.ca_cert.display()
+    );
     println!("  admin user:   {} / {}", admin.0, admin.1);
     println!("  Ctrl-C stops it");
     tokio::signal::ctrl_c().await?;

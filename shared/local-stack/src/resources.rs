@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, DeleteRequest, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification, WriteRequest,
+    AttributeDefinition, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
+    ScalarAttributeType, TimeToLiveSpecification, WriteRequest,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use mender_config::QueueUrls;
@@ -38,12 +38,18 @@ pub fn queue_logical_id(queue: Queue) -> &'static str {
 
 impl Created {
     pub fn table(&self, logical_id: &str) -> anyhow::Result<&str> {
-        self.tables.get(logical_id).map(String::as_str).with_context(|| format!("template has no table {logical_id}"))
+        self.tables
+            .get(logical_id)
+            .map(String::as_str)
+            .with_context(|| format!("template has no table {logical_id}"))
     }
 
     pub fn queue_urls(&self) -> anyhow::Result<QueueUrls> {
         let url = |q: Queue| {
-            self.queues.get(queue_logical_id(q)).cloned().with_context(|| format!("template has no queue {}", queue_logical_id(q)))
+            self.queues
+                .get(queue_logical_id(q))
+                .cloned()
+                .with_context(|| format!("template has no queue {}", queue_logical_id(q)))
         };
         Ok(QueueUrls {
             provision_device: url(Queue::ProvisionDevice)?,
@@ -55,7 +61,9 @@ impl Created {
 }
 
 fn bucket_name(prefix: &str, logical_id: &str) -> String {
-    format!("{prefix}{logical_id}").to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-")
+    format!("{prefix}{logical_id}")
+        .to_ascii_lowercase()
+        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-")
 }
 
 /// Creates whatever is missing; existing resources are kept (data survives restarts).
@@ -67,12 +75,20 @@ pub async fn create(
     s3: &aws_sdk_s3::Client,
 ) -> anyhow::Result<Created> {
     let mut created = Created::default();
-    let existing = dynamodb.list_tables().limit(100).send().await.context("DynamoDB unreachable")?;
+    let existing = dynamodb
+        .list_tables()
+        .limit(100)
+        .send()
+        .await
+        .context("DynamoDB unreachable")?;
     let existing: Vec<String> = existing.table_names.unwrap_or_default();
     for table in &resources.tables {
         let name = format!("{prefix}{}", table.logical_id);
         if !existing.contains(&name) {
-            let mut request = dynamodb.create_table().table_name(&name).billing_mode(BillingMode::PayPerRequest);
+            let mut request = dynamodb
+                .create_table()
+                .table_name(&name)
+                .billing_mode(BillingMode::PayPerRequest);
             for (attr, kind) in &table.attributes {
                 request = request.attribute_definitions(
                     AttributeDefinition::builder()
@@ -83,15 +99,26 @@ pub async fn create(
             }
             for (attr, kind) in &table.key_schema {
                 request = request.key_schema(
-                    KeySchemaElement::builder().attribute_name(attr).key_type(KeyType::from(kind.as_str())).build()?,
+                    KeySchemaElement::builder()
+                        .attribute_name(attr)
+                        .key_type(KeyType::from(kind.as_str()))
+                        .build()?,
                 );
             }
-            request.send().await.with_context(|| format!("creating table {name}"))?;
+            request
+                .send()
+                .await
+                .with_context(|| format!("creating table {name}"))?;
             if let Some(ttl) = &table.ttl_attribute {
                 dynamodb
                     .update_time_to_live()
                     .table_name(&name)
-                    .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name(ttl).enabled(true).build()?)
+                    .time_to_live_specification(
+                        TimeToLiveSpecification::builder()
+                            .attribute_name(ttl)
+                            .enabled(true)
+                            .build()?,
+                    )
                     .send()
                     .await
                     .with_context(|| format!("TTL on {name}"))?;
@@ -103,16 +130,26 @@ pub async fn create(
     let mut queues: Vec<_> = resources.queues.iter().collect();
     queues.sort_by_key(|q| q.dead_letter.is_some());
     for queue in queues {
-        let name = format!("{prefix}{}{}", queue.logical_id, if queue.fifo { ".fifo" } else { "" });
+        let name = format!(
+            "{prefix}{}{}",
+            queue.logical_id,
+            if queue.fifo { ".fifo" } else { "" }
+        );
         let mut request = sqs.create_queue().queue_name(&name);
         if queue.fifo {
             request = request.attributes(QueueAttributeName::FifoQueue, "true");
         }
         // Locally a failed message comes back after a few seconds, not a minute.
         let visibility = queue.visibility_timeout.map_or(5, |v| v.min(5));
-        request = request.attributes(QueueAttributeName::VisibilityTimeout, visibility.to_string());
+        request = request.attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility.to_string(),
+        );
         if let Some((dlq, max)) = &queue.dead_letter {
-            let url = created.queues.get(dlq).with_context(|| format!("dead-letter queue {dlq} missing"))?;
+            let url = created
+                .queues
+                .get(dlq)
+                .with_context(|| format!("dead-letter queue {dlq} missing"))?;
             let arn = sqs
                 .get_queue_attributes()
                 .queue_url(url)
@@ -122,16 +159,26 @@ pub async fn create(
                 .attributes
                 .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
                 .context("dead-letter queue has no ARN")?;
-            let policy = serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max.to_string()});
+            let policy =
+                serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max.to_string()});
             request = request.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
         }
-        let out = request.send().await.with_context(|| format!("creating queue {name}"))?;
-        created.queues.insert(queue.logical_id.clone(), out.queue_url.unwrap_or_default());
+        let out = request
+            .send()
+            .await
+            .with_context(|| format!("creating queue {name}"))?;
+        created
+            .queues
+            .insert(queue.logical_id.clone(), out.queue_url.unwrap_or_default());
     }
     for bucket in &resources.buckets {
         let name = bucket_name(prefix, bucket);
         if s3.head_bucket().bucket(&name).send().await.is_err() {
-            s3.create_bucket().bucket(&name).send().await.with_context(|| format!("creating bucket {name}"))?;
+            s3.create_bucket()
+                .bucket(&name)
+                .send()
+                .await
+                .with_context(|| format!("creating bucket {name}"))?;
         }
         created.buckets.insert(bucket.clone(), name);
     }
@@ -159,11 +206,21 @@ pub async fn empty(
             for chunk in keys.chunks(25) {
                 let requests = chunk
                     .iter()
-                    .map(|k| Ok(WriteRequest::builder().delete_request(DeleteRequest::builder().set_key(Some(k.clone())).build()?).build()))
+                    .map(|k| {
+                        Ok(WriteRequest::builder()
+                            .delete_request(
+                                DeleteRequest::builder().set_key(Some(k.clone())).build()?,
+                            )
+                            .build())
+                    })
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 let mut pending = Some(HashMap::from([(table.clone(), requests)]));
                 while let Some(items) = pending.filter(|p| p.values().any(|v| !v.is_empty())) {
-                    let out = dynamodb.batch_write_item().set_request_items(Some(items)).send().await?;
+                    let out = dynamodb
+                        .batch_write_item()
+                        .set_request_items(Some(items))
+                        .send()
+                        .await?;
                     pending = out.unprocessed_items;
                 }
             }
@@ -174,7 +231,11 @@ pub async fn empty(
         }
     }
     for url in created.queues.values() {
-        sqs.purge_queue().queue_url(url).send().await.with_context(|| format!("purging {url}"))?;
+        sqs.purge_queue()
+            .queue_url(url)
+            .send()
+            .await
+            .with_context(|| format!("purging {url}"))?;
     }
     for bucket in created.buckets.values() {
         let objects = s3.list_objects_v2().bucket(bucket).send().await?;

@@ -46,20 +46,30 @@ fn str_of(v: &Value) -> Option<String> {
 /// The logical id an `!GetAtt X.Arn` / `{"Fn::GetAtt": [X, Arn]}` refers to.
 fn get_att_target(v: &Value) -> Option<String> {
     match v {
-        Value::Tagged(t) if t.tag == "!GetAtt" => str_of(&t.value).map(|s| s.split('.').next().unwrap_or("").to_owned()),
-        Value::Mapping(m) => m.get("Fn::GetAtt").and_then(|a| a.as_sequence()).and_then(|s| s.first()).and_then(str_of),
+        Value::Tagged(t) if t.tag == "!GetAtt" => {
+            str_of(&t.value).map(|s| s.split('.').next().unwrap_or("").to_owned())
+        }
+        Value::Mapping(m) => m
+            .get("Fn::GetAtt")
+            .and_then(|a| a.as_sequence())
+            .and_then(|s| s.first())
+            .and_then(str_of),
         _ => None,
     }
 }
 
 pub fn load(path: &Path) -> anyhow::Result<Resources> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse(&text)
 }
 
 pub fn parse(text: &str) -> anyhow::Result<Resources> {
     let doc: Value = serde_yaml::from_str(text).context("template is not YAML")?;
-    let resources = doc.get("Resources").and_then(Value::as_mapping).ok_or_else(|| anyhow!("template has no Resources"))?;
+    let resources = doc
+        .get("Resources")
+        .and_then(Value::as_mapping)
+        .ok_or_else(|| anyhow!("template has no Resources"))?;
     let mut out = Resources::default();
     for (id, resource) in resources {
         let id = str_of(id).unwrap_or_default();
@@ -73,14 +83,18 @@ pub fn parse(text: &str) -> anyhow::Result<Resources> {
                         .and_then(Value::as_sequence)
                         .map(|s| {
                             s.iter()
-                                .filter_map(|e| Some((e.get(a).and_then(str_of)?, e.get(b).and_then(str_of)?)))
+                                .filter_map(|e| {
+                                    Some((e.get(a).and_then(str_of)?, e.get(b).and_then(str_of)?))
+                                })
                                 .collect()
                         })
                         .unwrap_or_default()
                 };
                 let ttl = props.get("TimeToLiveSpecification").and_then(|t| {
                     let enabled = t.get("Enabled").and_then(Value::as_bool).unwrap_or(false);
-                    enabled.then(|| t.get("AttributeName").and_then(str_of)).flatten()
+                    enabled
+                        .then(|| t.get("AttributeName").and_then(str_of))
+                        .flatten()
                 });
                 out.tables.push(TableDef {
                     logical_id: id,
@@ -93,13 +107,23 @@ pub fn parse(text: &str) -> anyhow::Result<Resources> {
                 let redrive = props.get("RedrivePolicy");
                 let dead_letter = redrive.and_then(|r| {
                     let target = get_att_target(r.get("deadLetterTargetArn")?)?;
-                    let max = r.get("maxReceiveCount").and_then(str_of).and_then(|s| s.parse().ok()).unwrap_or(5);
+                    let max = r
+                        .get("maxReceiveCount")
+                        .and_then(str_of)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(5);
                     Some((target, max))
                 });
                 out.queues.push(QueueDef {
                     logical_id: id,
-                    fifo: props.get("FifoQueue").and_then(Value::as_bool).unwrap_or(false),
-                    visibility_timeout: props.get("VisibilityTimeout").and_then(str_of).and_then(|s| s.parse().ok()),
+                    fifo: props
+                        .get("FifoQueue")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                    visibility_timeout: props
+                        .get("VisibilityTimeout")
+                        .and_then(str_of)
+                        .and_then(|s| s.parse().ok()),
                     dead_letter,
                 });
             }
@@ -141,7 +165,10 @@ Resources:
         )
         .unwrap();
         assert_eq!(r.tables[0].ttl_attribute.as_deref(), Some("expires_at"));
-        assert_eq!(r.tables[0].key_schema, vec![("pk".to_string(), "HASH".to_string())]);
+        assert_eq!(
+            r.tables[0].key_schema,
+            vec![("pk".to_string(), "HASH".to_string())]
+        );
         let q = r.queues.iter().find(|q| q.logical_id == "Q").unwrap();
         assert_eq!(q.dead_letter, Some(("D".into(), 5)));
         assert!(q.fifo);

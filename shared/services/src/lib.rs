@@ -37,8 +37,10 @@ impl axum::extract::FromRef<Services> for Authenticator {
 impl Services {
     pub fn new(config: Config, sdk: &mender_aws::SdkConfig) -> Result<Self, InitError> {
         let dynamodb = mender_aws::dynamodb(sdk);
-        let publisher: Arc<dyn Publisher> =
-            Arc::new(SqsPublisher { client: mender_aws::sqs(sdk), urls: config.queues.clone() });
+        let publisher: Arc<dyn Publisher> = Arc::new(SqsPublisher {
+            client: mender_aws::sqs(sdk),
+            urls: config.queues.clone(),
+        });
         Self::with_parts(config, dynamodb, publisher)
     }
 
@@ -61,13 +63,22 @@ impl Services {
             token_lifetime_secs: config.device_token_lifetime_secs,
             check_in_interval_secs: config.check_in_interval_secs,
         };
-        let inventory = inventory::Inventory { store: inventory::store::Store::new(dynamodb, &config.inventory_table) };
+        let inventory = inventory::Inventory {
+            store: inventory::store::Store::new(dynamodb, &config.inventory_table),
+        };
         let auth = Authenticator {
             keys: keys.clone(),
             devices: Some(Arc::new(deviceauth.clone())),
             users: Some(Arc::new(useradm.clone())),
         };
-        Ok(Services { config, keys, useradm, deviceauth, inventory, auth })
+        Ok(Services {
+            config,
+            keys,
+            useradm,
+            deviceauth,
+            inventory,
+            auth,
+        })
     }
 
     /// Reads the environment and builds everything (Lambda init).

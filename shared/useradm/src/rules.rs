@@ -34,13 +34,22 @@ pub fn email(raw: &str) -> Result<String, Invalid> {
 /// Password: ASCII, 8..=256 characters, not contained in the e-mail.
 pub fn password(password: &str, email: &str) -> Result<(), Invalid> {
     if !password.is_ascii() || password.len() > 256 {
-        return Err(Invalid::Bad("password: must be ASCII, at most 256 characters".into()));
+        return Err(Invalid::Bad(
+            "password: must be ASCII, at most 256 characters".into(),
+        ));
     }
     if password.len() < 8 {
-        return Err(Invalid::Refused("password: must be minimum 8 characters long".into()));
+        return Err(Invalid::Refused(
+            "password: must be minimum 8 characters long".into(),
+        ));
     }
-    if email.to_ascii_lowercase().contains(&password.to_ascii_lowercase()) {
-        return Err(Invalid::Refused("password is too similar to the email".into()));
+    if email
+        .to_ascii_lowercase()
+        .contains(&password.to_ascii_lowercase())
+    {
+        return Err(Invalid::Refused(
+            "password is too similar to the email".into(),
+        ));
     }
     Ok(())
 }
@@ -52,10 +61,14 @@ pub fn settings(settings: &Map<String, Value>) -> Result<(), Invalid> {
     }
     for (key, value) in settings {
         if key.len() > 128 {
-            return Err(Invalid::Bad(format!("setting key too long (max 128): {key}")));
+            return Err(Invalid::Bad(format!(
+                "setting key too long (max 128): {key}"
+            )));
         }
         if matches!(value, Value::String(s) if s.len() > 4096) {
-            return Err(Invalid::Bad(format!("setting value too long (max 4096): {key}")));
+            return Err(Invalid::Bad(format!(
+                "setting value too long (max 4096): {key}"
+            )));
         }
     }
     Ok(())
@@ -67,7 +80,9 @@ pub fn personal_access_token(name: &str, expires_in: i64) -> Result<(), Invalid>
         return Err(Invalid::Bad("name: cannot be blank.".into()));
     }
     if name.len() > 4096 {
-        return Err(Invalid::Bad("name: the length must be no more than 4096.".into()));
+        return Err(Invalid::Bad(
+            "name: the length must be no more than 4096.".into(),
+        ));
     }
     if !(0..=MAX_PAT_EXPIRES_IN).contains(&expires_in) {
         return Err(Invalid::Bad(format!(
@@ -91,14 +106,21 @@ mod tests {
 
     #[test]
     fn passwords() {
-        assert!(matches!(password("short", "a@b.c"), Err(Invalid::Refused(_))));
+        assert!(matches!(
+            password("short", "a@b.c"),
+            Err(Invalid::Refused(_))
+        ));
         assert_eq!(
             password("example", "example@example.com.example"),
-            Err(Invalid::Refused("password: must be minimum 8 characters long".into()))
+            Err(Invalid::Refused(
+                "password: must be minimum 8 characters long".into()
+            ))
         );
         assert_eq!(
             password("admin@ex", "admin@example.com"),
-            Err(Invalid::Refused("password is too similar to the email".into()))
+            Err(Invalid::Refused(
+                "password is too similar to the email".into()
+            ))
         );
         assert_eq!(password("correct horse", "admin@example.com"), Ok(()));
     }

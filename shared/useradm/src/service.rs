@@ -75,7 +75,13 @@ pub struct UserView {
 
 impl From<User> for UserView {
     fn from(u: User) -> Self {
-        UserView { id: u.id, email: u.email, created_ts: u.created_ts, updated_ts: u.updated_ts, login_ts: u.login_ts }
+        UserView {
+            id: u.id,
+            email: u.email,
+            created_ts: u.created_ts,
+            updated_ts: u.updated_ts,
+            login_ts: u.login_ts,
+        }
     }
 }
 
@@ -128,7 +134,12 @@ async fn password_matches(password: String, hash: String) -> bool {
 }
 
 impl Useradm {
-    pub async fn create_user(&self, tenant: &str, email: &str, password: &str) -> Result<User, Error> {
+    pub async fn create_user(
+        &self,
+        tenant: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<User, Error> {
         let email = rules::email(email)?;
         rules::password(password, &email)?;
         let now = ts(now());
@@ -142,16 +153,21 @@ impl Useradm {
         };
         match self.store.create_user(tenant, &user).await {
             Ok(()) => Ok(user),
-            Err(DynamoError::ConditionFailed) => {
-                Err(Error::Unprocessable("user with a given email already exists".into()))
-            }
+            Err(DynamoError::ConditionFailed) => Err(Error::Unprocessable(
+                "user with a given email already exists".into(),
+            )),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Creates the user unless one with this e-mail exists (first admin, `create-user` CLI).
     /// Returns whether a user was created.
-    pub async fn ensure_user(&self, tenant: &str, email: &str, password: &str) -> Result<bool, Error> {
+    pub async fn ensure_user(
+        &self,
+        tenant: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<bool, Error> {
         let email_lc = rules::email(email)?;
         if self.store.find_by_email(&email_lc).await?.is_some() {
             return Ok(false);
@@ -164,16 +180,27 @@ impl Useradm {
     }
 
     /// HTTP Basic login: a new session token, the oldest sessions beyond the cap dropped.
-    pub async fn login(&self, email: &str, password: &str, no_expiry: bool) -> Result<String, Error> {
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        no_expiry: bool,
+    ) -> Result<String, Error> {
         let unauthorized = || Error::Unauthorized("unauthorized".into());
         let email = email.trim().to_ascii_lowercase();
-        let (tenant, user) = self.store.find_by_email(&email).await?.ok_or_else(unauthorized)?;
+        let (tenant, user) = self
+            .store
+            .find_by_email(&email)
+            .await?
+            .ok_or_else(unauthorized)?;
         if !password_matches(password.to_owned(), user.password_hash.clone()).await {
             return Err(unauthorized());
         }
         let lifetime = (!no_expiry).then_some(self.token_lifetime_secs);
         let token = self.issue(&tenant, &user.id, lifetime, None).await?;
-        self.store.set_login_ts(&tenant, &user.id, &ts(now())).await?;
+        self.store
+            .set_login_ts(&tenant, &user.id, &ts(now()))
+            .await?;
         let mut sessions: Vec<TokenRecord> = self
             .store
             .list_tokens(&tenant, &user.id)
@@ -190,11 +217,20 @@ impl Useradm {
         Ok(token)
     }
 
-    async fn issue(&self, tenant: &str, user_id: &str, lifetime: Option<i64>, name: Option<String>) -> Result<String, Error> {
+    async fn issue(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        lifetime: Option<i64>,
+        name: Option<String>,
+    ) -> Result<String, Error> {
         let now = now();
         let jti = uuid::Uuid::new_v4().to_string();
         let claims = UserClaims::new(&jti, user_id, tenant, now.timestamp(), lifetime);
-        let token = self.keys.issue(&claims).map_err(|e| Error::Internal(e.to_string()))?;
+        let token = self
+            .keys
+            .issue(&claims)
+            .map_err(|e| Error::Internal(e.to_string()))?;
         let record = TokenRecord {
             jti,
             user_id: user_id.to_owned(),
@@ -208,12 +244,27 @@ impl Useradm {
     }
 
     pub async fn logout(&self, claims: &UserClaims) -> Result<(), Error> {
-        Ok(self.store.delete_token(&claims.tenant, &claims.sub, &claims.jti).await?)
+        Ok(self
+            .store
+            .delete_token(&claims.tenant, &claims.sub, &claims.jti)
+            .await?)
     }
 
-    pub async fn list_users(&self, tenant: &str, filter: &UserFilter) -> Result<Vec<UserView>, Error> {
-        let secs = |t: &str| chrono::DateTime::parse_from_rfc3339(t).map(|d| d.timestamp()).unwrap_or(0);
-        let emails: Vec<String> = filter.emails.iter().map(|e| e.to_ascii_lowercase()).collect();
+    pub async fn list_users(
+        &self,
+        tenant: &str,
+        filter: &UserFilter,
+    ) -> Result<Vec<UserView>, Error> {
+        let secs = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|d| d.timestamp())
+                .unwrap_or(0)
+        };
+        let emails: Vec<String> = filter
+            .emails
+            .iter()
+            .map(|e| e.to_ascii_lowercase())
+            .collect();
         let mut users: Vec<User> = self
             .store
             .list_users(tenant)
@@ -222,9 +273,17 @@ impl Useradm {
             .filter(|u| filter.ids.is_empty() || filter.ids.contains(&u.id))
             .filter(|u| emails.is_empty() || emails.contains(&u.email))
             .filter(|u| filter.created_after.is_none_or(|t| secs(&u.created_ts) > t))
-            .filter(|u| filter.created_before.is_none_or(|t| secs(&u.created_ts) < t))
+            .filter(|u| {
+                filter
+                    .created_before
+                    .is_none_or(|t| secs(&u.created_ts) < t)
+            })
             .filter(|u| filter.updated_after.is_none_or(|t| secs(&u.updated_ts) > t))
-            .filter(|u| filter.updated_before.is_none_or(|t| secs(&u.updated_ts) < t))
+            .filter(|u| {
+                filter
+                    .updated_before
+                    .is_none_or(|t| secs(&u.updated_ts) < t)
+            })
             .collect();
         users.sort_by(|a, b| a.created_ts.cmp(&b.created_ts).then(a.id.cmp(&b.id)));
         Ok(users.into_iter().map(UserView::from).collect())
@@ -240,7 +299,12 @@ impl Useradm {
 
     /// Updates e-mail and/or password with upstream's rules; on success every token of the
     /// target user except the caller's current one is revoked.
-    pub async fn update_user(&self, caller: &UserClaims, id: &str, update: UserUpdate) -> Result<(), Error> {
+    pub async fn update_user(
+        &self,
+        caller: &UserClaims,
+        id: &str,
+        update: UserUpdate,
+    ) -> Result<(), Error> {
         let tenant = caller.tenant.as_str();
         if update.email.is_none() && update.password.is_none() {
             return Err(Error::BadRequest("no update information provided".into()));
@@ -276,7 +340,9 @@ impl Useradm {
         match self.store.update_user(tenant, &old, &new).await {
             Ok(()) => {}
             Err(DynamoError::ConditionFailed) => {
-                return Err(Error::Unprocessable("user with a given email already exists".into()))
+                return Err(Error::Unprocessable(
+                    "user with a given email already exists".into(),
+                ))
             }
             Err(e) => return Err(e.into()),
         }
@@ -295,9 +361,16 @@ impl Useradm {
         Ok(())
     }
 
-    pub async fn get_settings(&self, tenant: &str, user_id: Option<&str>) -> Result<(Map<String, Value>, Option<String>), Error> {
+    pub async fn get_settings(
+        &self,
+        tenant: &str,
+        user_id: Option<&str>,
+    ) -> Result<(Map<String, Value>, Option<String>), Error> {
         let stored = self.store.get_settings(tenant, user_id).await?;
-        let etag = stored.as_ref().map(|s| s.etag.clone()).filter(|e| !e.is_empty());
+        let etag = stored
+            .as_ref()
+            .map(|s| s.etag.clone())
+            .filter(|e| !e.is_empty());
         Ok((settings_object(stored.as_ref()), etag))
     }
 
@@ -309,15 +382,29 @@ impl Useradm {
         if_match: Option<&str>,
     ) -> Result<(), Error> {
         rules::settings(&document)?;
-        let settings = Settings { document: Value::Object(document).to_string(), etag: uuid::Uuid::new_v4().to_string() };
-        match self.store.put_settings(tenant, user_id, &settings, if_match).await {
-            Err(DynamoError::ConditionFailed) => Err(Error::PreconditionFailed("ETag doesn't match".into())),
+        let settings = Settings {
+            document: Value::Object(document).to_string(),
+            etag: uuid::Uuid::new_v4().to_string(),
+        };
+        match self
+            .store
+            .put_settings(tenant, user_id, &settings, if_match)
+            .await
+        {
+            Err(DynamoError::ConditionFailed) => {
+                Err(Error::PreconditionFailed("ETag doesn't match".into()))
+            }
             other => Ok(other?),
         }
     }
 
     /// New personal access token for the caller (at most 10, names unique per user).
-    pub async fn create_pat(&self, caller: &UserClaims, name: &str, expires_in: i64) -> Result<String, Error> {
+    pub async fn create_pat(
+        &self,
+        caller: &UserClaims,
+        name: &str,
+        expires_in: i64,
+    ) -> Result<String, Error> {
         rules::personal_access_token(name, expires_in)?;
         let existing: Vec<TokenRecord> = self
             .store
@@ -327,7 +414,9 @@ impl Useradm {
             .filter(|t| t.name.is_some())
             .collect();
         if existing.iter().any(|t| t.name.as_deref() == Some(name)) {
-            return Err(Error::Conflict("Personal Access Token with a given name already exists".into()));
+            return Err(Error::Conflict(
+                "Personal Access Token with a given name already exists".into(),
+            ));
         }
         if existing.len() >= rules::MAX_PAT_PER_USER {
             return Err(Error::Unprocessable(
@@ -335,7 +424,8 @@ impl Useradm {
             ));
         }
         let lifetime = (expires_in > 0).then_some(expires_in);
-        self.issue(&caller.tenant, &caller.sub, lifetime, Some(name.to_owned())).await
+        self.issue(&caller.tenant, &caller.sub, lifetime, Some(name.to_owned()))
+            .await
     }
 
     pub async fn list_pats(&self, caller: &UserClaims) -> Result<Vec<Value>, Error> {
@@ -350,11 +440,15 @@ impl Useradm {
         Ok(tokens
             .into_iter()
             .map(|t| {
-                let mut v = serde_json::json!({"id": t.jti, "name": t.name, "created_ts": t.created_ts});
+                let mut v =
+                    serde_json::json!({"id": t.jti, "name": t.name, "created_ts": t.created_ts});
                 if let Some(last) = t.last_used {
                     v["last_used"] = Value::String(last);
                 }
-                if let Some(exp) = t.expires_at.and_then(|e| chrono::DateTime::from_timestamp(e, 0)) {
+                if let Some(exp) = t
+                    .expires_at
+                    .and_then(|e| chrono::DateTime::from_timestamp(e, 0))
+                {
                     v["expiration_date"] = Value::String(ts(exp));
                 }
                 v
@@ -363,9 +457,15 @@ impl Useradm {
     }
 
     pub async fn delete_pat(&self, caller: &UserClaims, id: &str) -> Result<(), Error> {
-        if let Some(token) = self.store.get_token(&caller.tenant, &caller.sub, id).await? {
+        if let Some(token) = self
+            .store
+            .get_token(&caller.tenant, &caller.sub, id)
+            .await?
+        {
             if token.name.is_some() {
-                self.store.delete_token(&caller.tenant, &caller.sub, id).await?;
+                self.store
+                    .delete_token(&caller.tenant, &caller.sub, id)
+                    .await?;
             }
         }
         Ok(())
@@ -382,7 +482,9 @@ impl UserTokenCheck for Useradm {
             .get_token(&claims.tenant, &claims.sub, &claims.jti)
             .await
             .map_err(ApiError::internal)?;
-        let Some(record) = record else { return Ok(false) };
+        let Some(record) = record else {
+            return Ok(false);
+        };
         if record.name.is_some() {
             let now = now();
             let stale = record

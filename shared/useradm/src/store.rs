@@ -65,7 +65,9 @@ pub struct Store {
 
 impl Store {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Store { table: Table::new(client, table) }
+        Store {
+            table: Table::new(client, table),
+        }
     }
 
     /// Creates the user and claims its e-mail in one transaction; `ConditionFailed` = e-mail taken.
@@ -81,11 +83,16 @@ impl Store {
         let guard = built(guard)?;
         let item = Put::builder()
             .table_name(&self.table.name)
-            .set_item(Some(to_item(tenant_pk(tenant), format!("USER#{}", user.id), user)?))
+            .set_item(Some(to_item(
+                tenant_pk(tenant),
+                format!("USER#{}", user.id),
+                user,
+            )?))
             .condition_expression("attribute_not_exists(pk)")
             .build();
         let item = built(item)?;
-        self.table.client
+        self.table
+            .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(guard).build())
             .transact_items(TransactWriteItem::builder().put(item).build())
@@ -96,7 +103,9 @@ impl Store {
     }
 
     pub async fn get_user(&self, tenant: &str, id: &str) -> Result<Option<User>, DynamoError> {
-        self.table.get_as(key(tenant_pk(tenant), format!("USER#{id}"))).await
+        self.table
+            .get_as(key(tenant_pk(tenant), format!("USER#{id}")))
+            .await
     }
 
     /// Finds a user by e-mail through the guard item: `(tenant, user)`.
@@ -109,18 +118,29 @@ impl Store {
     }
 
     pub async fn list_users(&self, tenant: &str) -> Result<Vec<User>, DynamoError> {
-        self.table.query_prefix_as(&tenant_pk(tenant), "USER#").await
+        self.table
+            .query_prefix_as(&tenant_pk(tenant), "USER#")
+            .await
     }
 
     /// Replaces the user; when the e-mail changes the guard moves in the same transaction.
     /// `ConditionFailed` = the new e-mail is taken or the user changed concurrently.
-    pub async fn update_user(&self, tenant: &str, old: &User, new: &User) -> Result<(), DynamoError> {
+    pub async fn update_user(
+        &self,
+        tenant: &str,
+        old: &User,
+        new: &User,
+    ) -> Result<(), DynamoError> {
         let build = |e: aws_sdk_dynamodb::error::BuildError| DynamoError::Other(e.to_string());
         let mut items = vec![TransactWriteItem::builder()
             .put(
                 Put::builder()
                     .table_name(&self.table.name)
-                    .set_item(Some(to_item(tenant_pk(tenant), format!("USER#{}", new.id), new)?))
+                    .set_item(Some(to_item(
+                        tenant_pk(tenant),
+                        format!("USER#{}", new.id),
+                        new,
+                    )?))
                     .condition_expression("updated_ts = :old")
                     .expression_attribute_values(":old", AttributeValue::S(old.updated_ts.clone()))
                     .build()
@@ -155,7 +175,8 @@ impl Store {
                     .build(),
             );
         }
-        self.table.client
+        self.table
+            .client
             .transact_write_items()
             .set_transact_items(Some(items))
             .send()
@@ -173,7 +194,8 @@ impl Store {
             .expression_attribute_values(":ts", AttributeValue::S(ts.to_owned()))
             .build();
         let update = built(update)?;
-        self.table.client
+        self.table
+            .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().update(update).build())
             .send()
@@ -187,36 +209,74 @@ impl Store {
         for token in self.list_tokens(tenant, &user.id).await? {
             self.delete_token(tenant, &user.id, &token.jti).await?;
         }
-        self.table.delete(key(user_pk(tenant, &user.id), "SETTINGS")).await?;
-        self.table.delete(key(email_pk(&user.email), "EMAIL")).await?;
-        self.table.delete(key(tenant_pk(tenant), format!("USER#{}", user.id))).await
+        self.table
+            .delete(key(user_pk(tenant, &user.id), "SETTINGS"))
+            .await?;
+        self.table
+            .delete(key(email_pk(&user.email), "EMAIL"))
+            .await?;
+        self.table
+            .delete(key(tenant_pk(tenant), format!("USER#{}", user.id)))
+            .await
     }
 
     pub async fn put_token(&self, tenant: &str, token: &TokenRecord) -> Result<(), DynamoError> {
-        self.table.client
+        self.table
+            .client
             .put_item()
             .table_name(&self.table.name)
-            .set_item(Some(to_item(user_pk(tenant, &token.user_id), format!("TOKEN#{}", token.jti), token)?))
+            .set_item(Some(to_item(
+                user_pk(tenant, &token.user_id),
+                format!("TOKEN#{}", token.jti),
+                token,
+            )?))
             .send()
             .await
             .map_err(classify)?;
         Ok(())
     }
 
-    pub async fn get_token(&self, tenant: &str, user_id: &str, jti: &str) -> Result<Option<TokenRecord>, DynamoError> {
-        self.table.get_as(key(user_pk(tenant, user_id), format!("TOKEN#{jti}"))).await
+    pub async fn get_token(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        jti: &str,
+    ) -> Result<Option<TokenRecord>, DynamoError> {
+        self.table
+            .get_as(key(user_pk(tenant, user_id), format!("TOKEN#{jti}")))
+            .await
     }
 
-    pub async fn list_tokens(&self, tenant: &str, user_id: &str) -> Result<Vec<TokenRecord>, DynamoError> {
-        self.table.query_prefix_as(&user_pk(tenant, user_id), "TOKEN#").await
+    pub async fn list_tokens(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<Vec<TokenRecord>, DynamoError> {
+        self.table
+            .query_prefix_as(&user_pk(tenant, user_id), "TOKEN#")
+            .await
     }
 
-    pub async fn delete_token(&self, tenant: &str, user_id: &str, jti: &str) -> Result<(), DynamoError> {
-        self.table.delete(key(user_pk(tenant, user_id), format!("TOKEN#{jti}"))).await
+    pub async fn delete_token(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        jti: &str,
+    ) -> Result<(), DynamoError> {
+        self.table
+            .delete(key(user_pk(tenant, user_id), format!("TOKEN#{jti}")))
+            .await
     }
 
-    pub async fn touch_token(&self, tenant: &str, user_id: &str, jti: &str, ts: &str) -> Result<(), DynamoError> {
-        self.table.client
+    pub async fn touch_token(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        jti: &str,
+        ts: &str,
+    ) -> Result<(), DynamoError> {
+        self.table
+            .client
             .update_item()
             .table_name(&self.table.name)
             .set_key(Some(key(user_pk(tenant, user_id), format!("TOKEN#{jti}"))))
@@ -234,8 +294,14 @@ impl Store {
     }
 
     /// Settings of the tenant (`user_id` None) or of one user.
-    pub async fn get_settings(&self, tenant: &str, user_id: Option<&str>) -> Result<Option<Settings>, DynamoError> {
-        self.table.get_as(key(settings_pk(tenant, user_id), "SETTINGS")).await
+    pub async fn get_settings(
+        &self,
+        tenant: &str,
+        user_id: Option<&str>,
+    ) -> Result<Option<Settings>, DynamoError> {
+        self.table
+            .get_as(key(settings_pk(tenant, user_id), "SETTINGS"))
+            .await
     }
 
     /// Replaces the settings if the stored etag equals `if_match` (when given).
@@ -251,7 +317,11 @@ impl Store {
             .client
             .put_item()
             .table_name(&self.table.name)
-            .set_item(Some(to_item(settings_pk(tenant, user_id), "SETTINGS", settings)?));
+            .set_item(Some(to_item(
+                settings_pk(tenant, user_id),
+                "SETTINGS",
+                settings,
+            )?));
         if let Some(etag) = if_match {
             put = put
                 .condition_expression("etag = :etag")

@@ -28,13 +28,33 @@ pub struct Attribute {
 #[serde(tag = "workflow", rename_all = "snake_case")]
 pub enum Job {
     /// A device became accepted for the first time.
-    ProvisionDevice { request_id: String, tenant_id: String, device: DeviceRef, status: String },
+    ProvisionDevice {
+        request_id: String,
+        tenant_id: String,
+        device: DeviceRef,
+        status: String,
+    },
     /// Devices changed status (or were removed: status `decommissioned`).
-    UpdateDeviceStatus { request_id: String, tenant_id: String, devices: Vec<DeviceRef>, device_status: String },
+    UpdateDeviceStatus {
+        request_id: String,
+        tenant_id: String,
+        devices: Vec<DeviceRef>,
+        device_status: String,
+    },
     /// Identity data or the check-in time changed: write them to inventory in `scope`.
-    UpdateDeviceInventory { request_id: String, tenant_id: String, device_id: String, scope: String, attributes: Vec<Attribute> },
+    UpdateDeviceInventory {
+        request_id: String,
+        tenant_id: String,
+        device_id: String,
+        scope: String,
+        attributes: Vec<Attribute>,
+    },
     /// An operator decommissioned a device.
-    DecommissionDevice { request_id: String, tenant_id: String, device_id: String },
+    DecommissionDevice {
+        request_id: String,
+        tenant_id: String,
+        device_id: String,
+    },
 }
 
 /// The queues, one per workflow.
@@ -47,8 +67,12 @@ pub enum Queue {
 }
 
 impl Queue {
-    pub const ALL: [Queue; 4] =
-        [Queue::ProvisionDevice, Queue::UpdateDeviceStatus, Queue::UpdateDeviceInventory, Queue::DecommissionDevice];
+    pub const ALL: [Queue; 4] = [
+        Queue::ProvisionDevice,
+        Queue::UpdateDeviceStatus,
+        Queue::UpdateDeviceInventory,
+        Queue::DecommissionDevice,
+    ];
 
     /// The workflow step's name (function and queue name stem).
     pub fn name(self) -> &'static str {
@@ -84,8 +108,11 @@ impl Job {
     pub fn group(&self) -> String {
         match self {
             Job::ProvisionDevice { device, .. } => device.id.clone(),
-            Job::UpdateDeviceStatus { devices, .. } => devices.first().map(|d| d.id.clone()).unwrap_or_default(),
-            Job::UpdateDeviceInventory { device_id, .. } | Job::DecommissionDevice { device_id, .. } => device_id.clone(),
+            Job::UpdateDeviceStatus { devices, .. } => {
+                devices.first().map(|d| d.id.clone()).unwrap_or_default()
+            }
+            Job::UpdateDeviceInventory { device_id, .. }
+            | Job::DecommissionDevice { device_id, .. } => device_id.clone(),
         }
     }
 }
@@ -112,16 +139,24 @@ pub struct SqsPublisher {
 impl Publisher for SqsPublisher {
     async fn publish(&self, job: Job) -> Result<(), PublishError> {
         let queue = job.queue();
-        let body = serde_json::to_string(&job).map_err(|e| PublishError::Send(queue.name(), e.to_string()))?;
-        let mut send = self.client.send_message().queue_url(queue.url(&self.urls)).message_body(body);
+        let body = serde_json::to_string(&job)
+            .map_err(|e| PublishError::Send(queue.name(), e.to_string()))?;
+        let mut send = self
+            .client
+            .send_message()
+            .queue_url(queue.url(&self.urls))
+            .message_body(body);
         if queue.url(&self.urls).ends_with(".fifo") {
             send = send
                 .message_group_id(job.group())
                 .message_deduplication_id(uuid::Uuid::new_v4().to_string());
         }
-        send.send()
-            .await
-            .map_err(|e| PublishError::Send(queue.name(), aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+        send.send().await.map_err(|e| {
+            PublishError::Send(
+                queue.name(),
+                aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
+            )
+        })?;
         tracing::debug!(queue = queue.name(), "workflow published");
         Ok(())
     }

@@ -6,12 +6,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mender-rs/target}
 scripts/deps.sh emulators
 export STACK_NAME=local
-scripts/stack.sh start
 trap 'scripts/stack.sh stop' EXIT
+scripts/stack.sh start
 eval "$(scripts/stack.sh env)"
 cargo build -q -p local-stack --bin mender-local
-"$CARGO_TARGET_DIR/debug/mender-local" serve &
-server=$!
-trap 'kill -INT $server 2>/dev/null; wait $server 2>/dev/null; scripts/stack.sh stop' EXIT
-trap 'exit 130' INT TERM
-wait $server
+# In the foreground: Ctrl-C reaches it, it shuts down, then the EXIT trap stops the emulators.
+"$CARGO_TARGET_DIR/debug/mender-local" serve

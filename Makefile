@@ -3,7 +3,7 @@
 #   make test   run every test (starts and stops what the tests need)
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/mender-rs/target
 
-.PHONY: run test reset create-user lint deps
+.PHONY: run test reset create-user lint deps bench
 
 run:
 	scripts/run.sh
@@ -25,3 +25,7 @@ lint:
 
 deps:
 	scripts/deps.sh all
+
+# Benchmarks that print their figures (DynamoDB calls per device request, latency).
+bench:
+	scripts/bench.sh

@@ -19,107 +19,296 @@ async fn users_login_logout_tokens_and_settings() -> anyhow::Result<()> {
     let login = |email: &'static str, password: &'static str| {
         let http = http.clone();
         let url = format!("{}/api/management/v1/useradm/auth/login", stack.url());
-        async move { http.post(url).basic_auth(email, Some(password)).send().await }
+        async move {
+            http.post(url)
+                .basic_auth(email, Some(password))
+                .send()
+                .await
+        }
     };
 
     // Bad logins.
     let r = login("admin@example.com", "wrong-password").await?;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(r.json::<Value>().await?["error"], "unauthorized");
-    let r = http.post(format!("{}/api/management/v1/useradm/auth/login", stack.url())).send().await?;
+    let r = http
+        .post(format!(
+            "{}/api/management/v1/useradm/auth/login",
+            stack.url()
+        ))
+        .send()
+        .await?;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // Creating users.
     let (status, headers, _) = admin
-        .request(Method::POST, "/api/management/v1/useradm/users", Some(json!({"email": "Ops@Example.com", "password": "ops-password-1"})))
+        .request(
+            Method::POST,
+            "/api/management/v1/useradm/users",
+            Some(json!({"email": "Ops@Example.com", "password": "ops-password-1"})),
+        )
         .await?;
     assert_eq!(status, StatusCode::CREATED);
-    let location = headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    assert!(location.starts_with("/api/management/v1/useradm/users/"), "{location}");
+    let location = headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        location.starts_with("/api/management/v1/useradm/users/"),
+        "{location}"
+    );
     let ops_id = location.rsplit('/').next().unwrap_or_default().to_owned();
     for (payload, expected, message) in [
-        (json!({"email": "ops@example.com", "password": "another-pass-1"}), StatusCode::UNPROCESSABLE_ENTITY, "user with a given email already exists"),
-        (json!({"email": "short@example.com", "password": "short"}), StatusCode::UNPROCESSABLE_ENTITY, "password: must be minimum 8 characters long"),
-        (json!({"email": "not-an-email", "password": "long-enough-1"}), StatusCode::BAD_REQUEST, "email: must be a valid email address."),
+        (
+            json!({"email": "ops@example.com", "password": "another-pass-1"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "user with a given email already exists",
+        ),
+        (
+            json!({"email": "short@example.com", "password": "short"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "password: must be minimum 8 characters long",
+        ),
+        (
+            json!({"email": "not-an-email", "password": "long-enough-1"}),
+            StatusCode::BAD_REQUEST,
+            "email: must be a valid email address.",
+        ),
     ] {
-        let (status, _, b) = admin.request(Method::POST, "/api/management/v1/useradm/users", Some(payload)).await?;
-        assert_eq!((status, body(&b)["error"].as_str().unwrap_or_default()), (expected, message));
+        let (status, _, b) = admin
+            .request(
+                Method::POST,
+                "/api/management/v1/useradm/users",
+                Some(payload),
+            )
+            .await?;
+        assert_eq!(
+            (status, body(&b)["error"].as_str().unwrap_or_default()),
+            (expected, message)
+        );
     }
-    let (_, _, list) = admin.request(Method::GET, "/api/management/v1/useradm/users", None).await?;
+    let (_, _, list) = admin
+        .request(Method::GET, "/api/management/v1/useradm/users", None)
+        .await?;
     let list = body(&list);
-    let emails: Vec<&str> = list.as_array().map(|a| a.iter().filter_map(|u| u["email"].as_str()).collect()).unwrap_or_default();
-    assert!(emails.contains(&"ops@example.com") && emails.contains(&"admin@example.com"), "{emails:?}");
+    let emails: Vec<&str> = list
+        .as_array()
+        .map(|a| a.iter().filter_map(|u| u["email"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        emails.contains(&"ops@example.com") && emails.contains(&"admin@example.com"),
+        "{emails:?}"
+    );
 
     // The new user: login, me, password change rules.
-    let ops = Mgmt::login(stack.url(), &stack.ca_cert(), "ops@example.com", "ops-password-1").await?;
-    let second_session = Mgmt::login(stack.url(), &stack.ca_cert(), "ops@example.com", "ops-password-1").await?;
-    let (status, _, me) = ops.request(Method::GET, "/api/management/v1/useradm/users/me", None).await?;
-    assert_eq!((status, body(&me)["id"].as_str().unwrap_or_default()), (StatusCode::OK, ops_id.as_str()));
-    let (status, _, b) = ops.request(Method::PUT, "/api/management/v1/useradm/users/me", Some(json!({"password": "ops-password-2"}))).await?;
-    assert_eq!((status, body(&b)["error"].as_str().unwrap_or_default()), (StatusCode::UNPROCESSABLE_ENTITY, "current password mismatch"));
+    let ops = Mgmt::login(
+        stack.url(),
+        &stack.ca_cert(),
+        "ops@example.com",
+        "ops-password-1",
+    )
+    .await?;
+    let second_session = Mgmt::login(
+        stack.url(),
+        &stack.ca_cert(),
+        "ops@example.com",
+        "ops-password-1",
+    )
+    .await?;
+    let (status, _, me) = ops
+        .request(Method::GET, "/api/management/v1/useradm/users/me", None)
+        .await?;
+    assert_eq!(
+        (status, body(&me)["id"].as_str().unwrap_or_default()),
+        (StatusCode::OK, ops_id.as_str())
+    );
+    let (status, _, b) = ops
+        .request(
+            Method::PUT,
+            "/api/management/v1/useradm/users/me",
+            Some(json!({"password": "ops-password-2"})),
+        )
+        .await?;
+    assert_eq!(
+        (status, body(&b)["error"].as_str().unwrap_or_default()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "current password mismatch"
+        )
+    );
     let (status, _, _) = ops
-        .request(Method::PUT, "/api/management/v2/useradm/users/me", Some(json!({"password": "ops-password-2", "current_password": "ops-password-1"})))
+        .request(
+            Method::PUT,
+            "/api/management/v2/useradm/users/me",
+            Some(json!({"password": "ops-password-2", "current_password": "ops-password-1"})),
+        )
         .await?;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(login("ops@example.com", "ops-password-1").await?.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(login("ops@example.com", "ops-password-2").await?.status(), StatusCode::OK);
+    assert_eq!(
+        login("ops@example.com", "ops-password-1").await?.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login("ops@example.com", "ops-password-2").await?.status(),
+        StatusCode::OK
+    );
     // The token used for the change survives; the user's other sessions are revoked.
-    assert_eq!(ops.request(Method::GET, "/api/management/v1/useradm/users/me", None).await?.0, StatusCode::OK);
-    assert_eq!(second_session.request(Method::GET, "/api/management/v1/useradm/users/me", None).await?.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        ops.request(Method::GET, "/api/management/v1/useradm/users/me", None)
+            .await?
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        second_session
+            .request(Method::GET, "/api/management/v1/useradm/users/me", None)
+            .await?
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
     // Changing another user's password is refused.
     let (status, _, _) = ops
-        .request(Method::PUT, &format!("/api/management/v1/useradm/users/{}", admin_id(&admin).await?), Some(json!({"password": "hijacked-pass"})))
+        .request(
+            Method::PUT,
+            &format!(
+                "/api/management/v1/useradm/users/{}",
+                admin_id(&admin).await?
+            ),
+            Some(json!({"password": "hijacked-pass"})),
+        )
         .await?;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
     // Personal access tokens work as bearer tokens until deleted.
-    let (status, headers, pat) = ops.request(Method::POST, "/api/management/v1/useradm/settings/tokens", Some(json!({"name": "ci", "expires_in": 3600}))).await?;
+    let (status, headers, pat) = ops
+        .request(
+            Method::POST,
+            "/api/management/v1/useradm/settings/tokens",
+            Some(json!({"name": "ci", "expires_in": 3600})),
+        )
+        .await?;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/jwt"));
+    assert_eq!(
+        headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/jwt")
+    );
     let pat = String::from_utf8(pat.to_vec())?;
     let with_pat = Mgmt::with_token(stack.url(), &stack.ca_cert(), &pat)?;
-    assert_eq!(with_pat.request(Method::GET, "/api/management/v1/useradm/users/me", None).await?.0, StatusCode::OK);
-    let (status, _, _) = ops.request(Method::POST, "/api/management/v1/useradm/settings/tokens", Some(json!({"name": "ci", "expires_in": 0}))).await?;
+    assert_eq!(
+        with_pat
+            .request(Method::GET, "/api/management/v1/useradm/users/me", None)
+            .await?
+            .0,
+        StatusCode::OK
+    );
+    let (status, _, _) = ops
+        .request(
+            Method::POST,
+            "/api/management/v1/useradm/settings/tokens",
+            Some(json!({"name": "ci", "expires_in": 0})),
+        )
+        .await?;
     assert_eq!(status, StatusCode::CONFLICT);
-    let (_, _, tokens) = ops.request(Method::GET, "/api/management/v1/useradm/settings/tokens", None).await?;
+    let (_, _, tokens) = ops
+        .request(
+            Method::GET,
+            "/api/management/v1/useradm/settings/tokens",
+            None,
+        )
+        .await?;
     let tokens = body(&tokens);
     assert_eq!(tokens.as_array().map(Vec::len), Some(1));
     assert_eq!(tokens[0]["name"], "ci");
     let pat_id = tokens[0]["id"].as_str().unwrap_or_default().to_owned();
-    let (status, _, _) = ops.request(Method::DELETE, &format!("/api/management/v1/useradm/settings/tokens/{pat_id}"), None).await?;
+    let (status, _, _) = ops
+        .request(
+            Method::DELETE,
+            &format!("/api/management/v1/useradm/settings/tokens/{pat_id}"),
+            None,
+        )
+        .await?;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(with_pat.request(Method::GET, "/api/management/v1/useradm/users/me", None).await?.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        with_pat
+            .request(Method::GET, "/api/management/v1/useradm/users/me", None)
+            .await?
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
 
     // Settings with etags.
-    let (status, _, _) = ops.request(Method::POST, "/api/management/v1/useradm/settings/me", Some(json!({"theme": "dark"}))).await?;
+    let (status, _, _) = ops
+        .request(
+            Method::POST,
+            "/api/management/v1/useradm/settings/me",
+            Some(json!({"theme": "dark"})),
+        )
+        .await?;
     assert_eq!(status, StatusCode::CREATED);
-    let (_, headers, settings) = ops.request(Method::GET, "/api/management/v1/useradm/settings/me", None).await?;
+    let (_, headers, settings) = ops
+        .request(Method::GET, "/api/management/v1/useradm/settings/me", None)
+        .await?;
     assert_eq!(body(&settings), json!({"theme": "dark"}));
-    let etag = headers.get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let etag = headers
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     assert!(!etag.is_empty());
     let conditional = |etag: String| {
         let http = http.clone();
         let url = format!("{}/api/management/v1/useradm/settings/me", stack.url());
         let token = ops.token().to_owned();
-        async move { http.post(url).bearer_auth(token).header("if-match", etag).json(&json!({"theme": "light"})).send().await }
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .header("if-match", etag)
+                .json(&json!({"theme": "light"}))
+                .send()
+                .await
+        }
     };
     let r = conditional("not-the-etag".into()).await?;
     assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
-    assert_eq!(ops.request(Method::GET, "/api/management/v1/useradm/settings/me", None).await?.2, settings);
+    assert_eq!(
+        ops.request(Method::GET, "/api/management/v1/useradm/settings/me", None)
+            .await?
+            .2,
+        settings
+    );
     assert_eq!(conditional(etag).await?.status(), StatusCode::CREATED);
 
     // Logout revokes the token; deleting the user revokes everything.
-    let (status, _, _) = ops.request(Method::POST, "/api/management/v1/useradm/auth/logout", None).await?;
+    let (status, _, _) = ops
+        .request(Method::POST, "/api/management/v1/useradm/auth/logout", None)
+        .await?;
     assert_eq!(status, StatusCode::ACCEPTED);
-    assert_eq!(ops.request(Method::GET, "/api/management/v1/useradm/users/me", None).await?.0, StatusCode::UNAUTHORIZED);
-    let (status, _, _) = admin.request(Method::DELETE, &format!("/api/management/v1/useradm/users/{ops_id}"), None).await?;
+    assert_eq!(
+        ops.request(Method::GET, "/api/management/v1/useradm/users/me", None)
+            .await?
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, _, _) = admin
+        .request(
+            Method::DELETE,
+            &format!("/api/management/v1/useradm/users/{ops_id}"),
+            None,
+        )
+        .await?;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(login("ops@example.com", "ops-password-2").await?.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        login("ops@example.com", "ops-password-2").await?.status(),
+        StatusCode::UNAUTHORIZED
+    );
     stack.stop().await;
     Ok(())
 }
 
 async fn admin_id(admin: &Mgmt) -> anyhow::Result<String> {
-    let (_, _, me) = admin.request(Method::GET, "/api/management/v1/useradm/users/me", None).await?;
+    let (_, _, me) = admin
+        .request(Method::GET, "/api/management/v1/useradm/users/me", None)
+        .await?;
     Ok(body(&me)["id"].as_str().unwrap_or_default().to_owned())
 }

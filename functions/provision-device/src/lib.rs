@@ -2,21 +2,12 @@
 //! the first time. Inventory gets its status (revision-guarded), then deviceauth remembers the
 //! device is provisioned. Idempotent: a redelivered message changes nothing more.
 
+use services::workflow_step::{parse_job, wrong_workflow, StepError};
 use services::Services;
 use workflows::Job;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("not a provision_device message: {0}")]
-    Malformed(String),
-    #[error("inventory: {0}")]
-    Inventory(#[from] inventory::Error),
-    #[error("deviceauth: {0}")]
-    Deviceauth(#[from] deviceauth::Error),
-}
-
-pub async fn process(services: &Services, body: &str) -> Result<(), Error> {
-    let job: Job = serde_json::from_str(body).map_err(|e| Error::Malformed(e.to_string()))?;
+pub async fn process(services: &Services, body: &str) -> Result<(), StepError> {
+    let job = parse_job(body)?;
     let Job::ProvisionDevice {
         tenant_id,
         device,
@@ -24,7 +15,7 @@ pub async fn process(services: &Services, body: &str) -> Result<(), Error> {
         ..
     } = job
     else {
-        return Err(Error::Malformed(body.chars().take(200).collect()));
+        return Err(wrong_workflow(&job));
     };
     if !services.deviceauth.is_live(&tenant_id, &device.id).await? {
         tracing::info!(device_id = %device.id, "device gone or decommissioning; nothing to provision");

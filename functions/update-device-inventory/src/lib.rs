@@ -1,21 +1,12 @@
 //! `update-device-inventory` workflow step (upstream `update_device_inventory`): writes identity
 //! data or the check-in time into a scope of the device's inventory. Upserts are idempotent.
 
+use services::workflow_step::{parse_job, wrong_workflow, StepError};
 use services::Services;
 use workflows::Job;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("not an update_device_inventory message: {0}")]
-    Malformed(String),
-    #[error("inventory: {0}")]
-    Inventory(#[from] inventory::Error),
-    #[error("deviceauth: {0}")]
-    Deviceauth(#[from] deviceauth::Error),
-}
-
-pub async fn process(services: &Services, body: &str) -> Result<(), Error> {
-    let job: Job = serde_json::from_str(body).map_err(|e| Error::Malformed(e.to_string()))?;
+pub async fn process(services: &Services, body: &str) -> Result<(), StepError> {
+    let job = parse_job(body)?;
     let Job::UpdateDeviceInventory {
         tenant_id,
         device_id,
@@ -24,7 +15,7 @@ pub async fn process(services: &Services, body: &str) -> Result<(), Error> {
         ..
     } = job
     else {
-        return Err(Error::Malformed(body.chars().take(200).collect()));
+        return Err(wrong_workflow(&job));
     };
     if !services.deviceauth.is_live(&tenant_id, &device_id).await? {
         return Ok(());

@@ -1,20 +1,10 @@
 //! Lambda entry point of `update-device-inventory`: an SQS consumer reporting partial batch failures.
 #![recursion_limit = "256"]
 
-use lambda_runtime::{service_fn, LambdaEvent};
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    mender_aws::init_tracing();
-    let services = services::Services::from_env().await?;
-    let services = &services;
-    lambda_runtime::run(service_fn(
-        |event: LambdaEvent<aws_lambda_events::event::sqs::SqsEvent>| async move {
-            mender_aws::sqs::handle_batch(event, |body| async move {
-                update_device_inventory::process(services, &body).await
-            })
-            .await
-        },
-    ))
+    services::workflow_step::run(|services, body| async move {
+        update_device_inventory::process(&services, &body).await
+    })
     .await
 }

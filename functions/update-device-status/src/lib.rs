@@ -2,21 +2,12 @@
 //! auth status into inventory's `identity/status`, only when the revision is newer, so late or
 //! repeated messages never roll it back. Status `decommissioned` removes the inventory device.
 
+use services::workflow_step::{parse_job, wrong_workflow, StepError};
 use services::Services;
 use workflows::Job;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("not an update_device_status message: {0}")]
-    Malformed(String),
-    #[error("inventory: {0}")]
-    Inventory(#[from] inventory::Error),
-    #[error("deviceauth: {0}")]
-    Deviceauth(#[from] deviceauth::Error),
-}
-
-pub async fn process(services: &Services, body: &str) -> Result<(), Error> {
-    let job: Job = serde_json::from_str(body).map_err(|e| Error::Malformed(e.to_string()))?;
+pub async fn process(services: &Services, body: &str) -> Result<(), StepError> {
+    let job = parse_job(body)?;
     let Job::UpdateDeviceStatus {
         tenant_id,
         devices,
@@ -24,7 +15,7 @@ pub async fn process(services: &Services, body: &str) -> Result<(), Error> {
         ..
     } = job
     else {
-        return Err(Error::Malformed(body.chars().take(200).collect()));
+        return Err(wrong_workflow(&job));
     };
     for device in devices {
         if device_status == "decommissioned" {

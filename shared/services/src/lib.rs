@@ -1,6 +1,8 @@
 //! Wiring: builds the domain services from the configuration and the SDK configuration, once
 //! per process (Lambda init or the local server). No network calls happen here.
 
+pub mod workflow_step;
+
 use std::sync::Arc;
 
 use mender_config::Config;

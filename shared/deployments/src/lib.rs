@@ -1,0 +1,11 @@
+//! deployments: artifacts (metadata; the files live in S3), deployments, the per-device
+//! deployment state machine, statistics, and the device's `next` selection (SPEC §5).
+//!
+//! `model` holds the rules as plain Rust; `store` the DynamoDB table; `service` the operations.
+
+pub mod model;
+pub mod service;
+pub mod store;
+
+pub use model::{Artifact, Deployment, DeviceDeployment};
+pub use service::{Deployments, Error};

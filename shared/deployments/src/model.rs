@@ -1,0 +1,391 @@
+//! Artifacts, deployments and device deployments as plain data, with upstream's rules: the
+//! device statuses and their order, which statuses a device may report, the deployment status
+//! computed from its counters, artifact choice for a device, and the uniqueness keys of an
+//! artifact (name x every combination of its depends).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+/// Device deployment statuses in upstream's internal sort order.
+pub const STATUS_ORDER: [&str; 13] = [
+    "failure",
+    "aborted",
+    "pause_before_installing",
+    "pause_before_committing",
+    "pause_before_rebooting",
+    "downloading",
+    "installing",
+    "rebooting",
+    "pending",
+    "success",
+    "noartifact",
+    "already-installed",
+    "decommissioned",
+];
+
+/// Statuses that end a device deployment.
+pub const TERMINAL: [&str; 6] = [
+    "success",
+    "failure",
+    "already-installed",
+    "noartifact",
+    "aborted",
+    "decommissioned",
+];
+
+/// What a device may report.
+pub const DEVICE_REPORTABLE: [&str; 9] = [
+    "downloading",
+    "installing",
+    "rebooting",
+    "success",
+    "failure",
+    "already-installed",
+    "pause_before_installing",
+    "pause_before_committing",
+    "pause_before_rebooting",
+];
+
+pub fn is_terminal(status: &str) -> bool {
+    TERMINAL.contains(&status)
+}
+
+pub fn status_rank(status: &str) -> usize {
+    STATUS_ORDER
+        .iter()
+        .position(|s| *s == status)
+        .unwrap_or(STATUS_ORDER.len())
+}
+
+/// Expands a status filter alias (`pause`, `active`, `finished`) or a single status.
+pub fn status_filter(filter: &str) -> Option<Vec<&'static str>> {
+    match filter {
+        "pause" => Some(vec![
+            "pause_before_installing",
+            "pause_before_committing",
+            "pause_before_rebooting",
+        ]),
+        "active" => Some(vec![
+            "pause_before_installing",
+            "pause_before_committing",
+            "pause_before_rebooting",
+            "downloading",
+            "installing",
+            "rebooting",
+            "pending",
+        ]),
+        "finished" => Some(TERMINAL.to_vec()),
+        other => STATUS_ORDER.iter().find(|s| **s == other).map(|s| vec![*s]),
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct ArtifactFile {
+    pub name: String,
+    pub checksum: String,
+    pub size: u64,
+    pub date: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct Update {
+    pub type_info: TypeInfo,
+    pub files: Vec<ArtifactFile>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub metadata: Map<String, Value>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct TypeInfo {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct ArtifactInfo {
+    pub format: String,
+    pub version: u32,
+}
+
+/// An artifact's metadata as stored and shown (`GET /artifacts/{id}`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct Artifact {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub device_types_compatible: Vec<String>,
+    pub info: ArtifactInfo,
+    pub signed: bool,
+    pub updates: Vec<Update>,
+    pub artifact_provides: BTreeMap<String, String>,
+    /// Values are strings or lists of strings; `device_type` is always present.
+    pub artifact_depends: BTreeMap<String, Value>,
+    pub clears_artifact_provides: Vec<String>,
+    pub size: u64,
+    pub modified: String,
+}
+
+impl Artifact {
+    /// The API JSON, with the deprecated `meta_data` list next to `metadata`.
+    pub fn to_json(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or_else(|_| json!({}));
+        if let Some(updates) = v.get_mut("updates").and_then(Value::as_array_mut) {
+            for (update, src) in updates.iter_mut().zip(&self.updates) {
+                if !src.metadata.is_empty() {
+                    let list: Vec<Value> = src
+                        .metadata
+                        .iter()
+                        .map(|(k, v)| json!({"Key": k, "Value": v}))
+                        .collect();
+                    update["meta_data"] = Value::Array(list);
+                }
+            }
+        }
+        v
+    }
+
+    /// Every (key, value) combination of the depends, as canonical JSON strings: two artifacts
+    /// with the same name conflict when they share one. `None` when there are over `max`.
+    pub fn depends_combinations(&self, max: usize) -> Option<Vec<String>> {
+        let mut combos: Vec<BTreeMap<String, String>> = vec![BTreeMap::new()];
+        for (key, value) in &self.artifact_depends {
+            let values: Vec<String> = match value {
+                Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                    .collect(),
+                Value::String(s) => vec![s.clone()],
+                other => vec![other.to_string()],
+            };
+            if values.is_empty() {
+                continue;
+            }
+            let mut next = Vec::with_capacity(combos.len() * values.len());
+            for combo in &combos {
+                for v in &values {
+                    let mut c = combo.clone();
+                    c.insert(key.clone(), v.clone());
+                    next.push(c);
+                }
+            }
+            if next.len() > max {
+                return None;
+            }
+            combos = next;
+        }
+        Some(
+            combos
+                .iter()
+                .map(|c| serde_json::to_string(c).unwrap_or_default())
+                .collect(),
+        )
+    }
+}
+
+/// The 13 per-status counters of a deployment.
+pub type Statistics = BTreeMap<String, i64>;
+
+pub fn empty_statistics() -> Statistics {
+    STATUS_ORDER.iter().map(|s| (s.to_string(), 0)).collect()
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct Deployment {
+    pub id: String,
+    pub name: String,
+    pub artifact_name: String,
+    pub created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+    pub status: String,
+    pub artifacts: Vec<String>,
+    pub device_list: Vec<String>,
+    pub max_devices: i64,
+    pub device_count: i64,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub force_installation: bool,
+    #[serde(default)]
+    pub all_devices: bool,
+    #[serde(default)]
+    pub total_size: u64,
+    /// Counters, kept as top-level `c_<status>` attributes in the store (atomic `ADD`).
+    #[serde(skip)]
+    pub statistics: Statistics,
+}
+
+impl Deployment {
+    /// Upstream's status: finished when the finished time is set or every target is terminal;
+    /// in progress once any device moved; else pending.
+    pub fn computed_status(&self) -> &'static str {
+        if self.finished.is_some() {
+            return "finished";
+        }
+        let terminal: i64 = TERMINAL
+            .iter()
+            .map(|s| self.statistics.get(*s).copied().unwrap_or(0))
+            .sum();
+        if self.max_devices > 0 && terminal >= self.max_devices {
+            return "finished";
+        }
+        let moved = self
+            .statistics
+            .iter()
+            .any(|(status, n)| *n > 0 && status != "pending" && status != "decommissioned");
+        if moved {
+            "inprogress"
+        } else {
+            "pending"
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "artifact_name": self.artifact_name,
+            "created": self.created,
+            "finished": self.finished,
+            "status": self.status,
+            "device_count": self.device_count,
+            "max_devices": self.max_devices,
+            "artifacts": self.artifacts,
+            "groups": self.groups,
+            "type": "software",
+            "force_installation": self.force_installation,
+            "statistics": {"status": self.statistics, "total_size": self.total_size},
+        })
+        .as_object()
+        .map(|o| {
+            Value::Object(
+                o.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )
+        })
+        .unwrap_or(Value::Null)
+    }
+}
+
+/// One device's progress in one deployment.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct DeviceDeployment {
+    pub id: String,
+    pub deployment_id: String,
+    pub device_id: String,
+    pub status: String,
+    pub created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substate: Option<String>,
+    /// Set once the device fetched the deployment (`next`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_id: Option<String>,
+    /// The device's first `next` request (device type, artifact name), for consistency checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    #[serde(default)]
+    pub log: bool,
+}
+
+/// Among a deployment's artifacts, the smallest one compatible with `device_type`.
+pub fn choose_artifact<'a>(artifacts: &'a [Artifact], device_type: &str) -> Option<&'a Artifact> {
+    artifacts
+        .iter()
+        .filter(|a| a.device_types_compatible.iter().any(|t| t == device_type))
+        .min_by_key(|a| a.size)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployment_status_from_counters() {
+        let mut d = Deployment {
+            max_devices: 2,
+            statistics: empty_statistics(),
+            ..Default::default()
+        };
+        d.statistics.insert("pending".into(), 2);
+        assert_eq!(d.computed_status(), "pending");
+        d.statistics.insert("pending".into(), 1);
+        d.statistics.insert("downloading".into(), 1);
+        assert_eq!(d.computed_status(), "inprogress");
+        d.statistics.insert("downloading".into(), 0);
+        d.statistics.insert("success".into(), 1);
+        d.statistics.insert("pending".into(), 0);
+        d.statistics.insert("decommissioned".into(), 1);
+        assert_eq!(d.computed_status(), "finished");
+        let only_decommissioned = Deployment {
+            max_devices: 2,
+            statistics: [
+                ("pending".to_string(), 1),
+                ("decommissioned".to_string(), 1),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        };
+        assert_eq!(only_decommissioned.computed_status(), "pending");
+    }
+
+    #[test]
+    fn combinations_of_depends() {
+        let a = Artifact {
+            name: "n".into(),
+            artifact_depends: [
+                ("device_type".to_string(), json!(["a", "b"])),
+                ("k".to_string(), json!("v")),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        };
+        let combos = a.depends_combinations(1024).unwrap();
+        assert_eq!(
+            combos,
+            vec![
+                r#"{"device_type":"a","k":"v"}"#,
+                r#"{"device_type":"b","k":"v"}"#
+            ]
+        );
+        assert_eq!(a.depends_combinations(1), None);
+    }
+
+    #[test]
+    fn smallest_compatible_artifact() {
+        let art = |id: &str, t: &str, size| Artifact {
+            id: id.into(),
+            device_types_compatible: vec![t.into()],
+            size,
+            ..Default::default()
+        };
+        let all = vec![
+            art("big", "x", 10),
+            art("small", "x", 5),
+            art("other", "y", 1),
+        ];
+        assert_eq!(
+            choose_artifact(&all, "x").map(|a| a.id.as_str()),
+            Some("small")
+        );
+        assert!(choose_artifact(&all, "z").is_none());
+    }
+
+    #[test]
+    fn status_aliases() {
+        assert_eq!(status_filter("pause").unwrap().len(), 3);
+        assert!(status_filter("finished").unwrap().contains(&"aborted"));
+        assert_eq!(status_filter("success"), Some(vec!["success"]));
+        assert_eq!(status_filter("bogus"), None);
+    }
+}

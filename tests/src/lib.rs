@@ -2,6 +2,7 @@
 //! share: real Debian clients driven as child processes, and a management API client.
 
 pub mod device;
+pub mod infra;
 pub mod mender_cli;
 pub mod mender_client;
 pub mod mgmt;

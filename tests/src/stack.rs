@@ -24,6 +24,8 @@ impl TestStack {
         if std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_err() {
             anyhow::bail!("the emulators are not configured: run the tests with `make test`");
         }
+        // Server logs (errors behind a 500) show up in the output of a failing test.
+        mender_aws::init_tracing();
         let state = TempDir::new("stack")?;
         let prefix = format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let stack = Stack::start(Options {

@@ -1,6 +1,7 @@
 //! `decommission-device` workflow step (upstream `decommission_device`): removes the device's
-//! inventory entry, then its auth sets, tokens and record in deviceauth. (Deployments and
-//! deviceconnect clean-up join here when those services exist.) Idempotent.
+//! unfinished deployments (they end as `decommissioned`), its inventory entry, then its auth
+//! sets, tokens and record in deviceauth. (deviceconnect clean-up joins here when that service
+//! exists.) Idempotent.
 
 use services::workflow_step::{parse_job, wrong_workflow, StepError};
 use services::Services;
@@ -16,6 +17,10 @@ pub async fn process(services: &Services, body: &str) -> Result<(), StepError> {
     else {
         return Err(wrong_workflow(&job));
     };
+    services
+        .deployments
+        .end_device_deployments(&tenant_id, &device_id, "decommissioned")
+        .await?;
     services
         .inventory
         .delete_device(&tenant_id, &device_id)

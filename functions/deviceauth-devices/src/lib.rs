@@ -5,20 +5,24 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use axum::Router;
 use deviceauth::AuthRequestOutcome;
 use mender_http::json::check_json_content_type;
-use mender_http::{ApiError, ApiResult};
+use mender_http::{ApiError, ApiResult, Route};
 use services::Services;
 
+/// Every route of this function and its handler. `infra/template.yaml` has one `HttpApi` event
+/// per entry and the local server serves exactly these (checked by `tests/tests/template.rs`).
+/// One line per route (hence no rustfmt): grep a path, read its handler.
+#[rustfmt::skip]
+pub fn routes() -> Vec<Route<Services>> {
+    vec![
+        Route::post("/api/devices/v1/authentication/auth_requests", auth_request),
+    ]
+}
+
 pub fn router(services: Services) -> Router {
-    Router::new()
-        .route(
-            "/api/devices/v1/authentication/auth_requests",
-            post(auth_request),
-        )
-        .with_state(services)
+    mender_http::routes::router(routes()).with_state(services)
 }
 
 async fn auth_request(

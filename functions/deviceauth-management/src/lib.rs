@@ -5,51 +5,40 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use deviceauth::service::DeviceFilter;
 use deviceauth::Device;
 use mender_http::json::{check_json_content_type, parse_json};
 use mender_http::paging::{link_headers, query_pairs, Extent, Paging};
-use mender_http::{ApiResult, MenderJson, UserAuth};
+use mender_http::{ApiResult, MenderJson, Route, UserAuth};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use services::Services;
 
 const BASE: &str = "/api/management/v2/devauth";
 
+/// Every route of this function and its handler. `infra/template.yaml` has one `HttpApi` event
+/// per entry and the local server serves exactly these (checked by `tests/tests/template.rs`).
+/// One line per route (hence no rustfmt): grep a path, read its handler.
+#[rustfmt::skip]
+pub fn routes() -> Vec<Route<Services>> {
+    vec![
+        Route::get("/api/management/v2/devauth/devices", list_devices),
+        Route::post("/api/management/v2/devauth/devices", preauthorize),
+        Route::post("/api/management/v2/devauth/devices/search", search_devices),
+        Route::get("/api/management/v2/devauth/devices/count", count_devices),
+        Route::get("/api/management/v2/devauth/devices/{id}", get_device),
+        Route::delete("/api/management/v2/devauth/devices/{id}", decommission),
+        Route::delete("/api/management/v2/devauth/devices/{id}/auth/{aid}", delete_auth_set),
+        Route::get("/api/management/v2/devauth/devices/{id}/auth/{aid}/status", get_auth_status),
+        Route::put("/api/management/v2/devauth/devices/{id}/auth/{aid}/status", set_auth_status),
+        Route::delete("/api/management/v2/devauth/tokens/{id}", revoke_token),
+        Route::get("/api/management/v2/devauth/limits/{name}", get_limit),
+    ]
+}
+
 pub fn router(services: Services) -> Router {
-    Router::new()
-        .route(
-            "/api/management/v2/devauth/devices",
-            get(list_devices).post(preauthorize),
-        )
-        .route(
-            "/api/management/v2/devauth/devices/search",
-            post(search_devices),
-        )
-        .route(
-            "/api/management/v2/devauth/devices/count",
-            get(count_devices),
-        )
-        .route(
-            "/api/management/v2/devauth/devices/{id}",
-            get(get_device).delete(decommission),
-        )
-        .route(
-            "/api/management/v2/devauth/devices/{id}/auth/{aid}",
-            delete(delete_auth_set),
-        )
-        .route(
-            "/api/management/v2/devauth/devices/{id}/auth/{aid}/status",
-            get(get_auth_status).put(set_auth_status),
-        )
-        .route(
-            "/api/management/v2/devauth/tokens/{id}",
-            delete(revoke_token),
-        )
-        .route("/api/management/v2/devauth/limits/{name}", get(get_limit))
-        .with_state(services)
+    mender_http::routes::router(routes()).with_state(services)
 }
 
 /// A page of devices with upstream's "has next" `Link` headers (no total).

@@ -3,19 +3,24 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::put;
 use axum::Router;
 use inventory::AttributeIn;
-use mender_http::{ApiResult, DeviceAuth, MenderJson};
+use mender_http::{ApiResult, DeviceAuth, MenderJson, Route};
 use services::Services;
 
+/// Every route of this function and its handler. `infra/template.yaml` has one `HttpApi` event
+/// per entry and the local server serves exactly these (checked by `tests/tests/template.rs`).
+/// One line per route (hence no rustfmt): grep a path, read its handler.
+#[rustfmt::skip]
+pub fn routes() -> Vec<Route<Services>> {
+    vec![
+        Route::put("/api/devices/v1/inventory/device/attributes", replace_attributes),
+        Route::patch("/api/devices/v1/inventory/device/attributes", merge_attributes),
+    ]
+}
+
 pub fn router(services: Services) -> Router {
-    Router::new()
-        .route(
-            "/api/devices/v1/inventory/device/attributes",
-            put(replace_attributes).patch(merge_attributes),
-        )
-        .with_state(services)
+    mender_http::routes::router(routes()).with_state(services)
 }
 
 async fn replace_attributes(

@@ -4,49 +4,41 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
 use axum::{Json, Router};
 use inventory::service::ListQuery;
 use inventory::AttributeIn;
 use mender_http::paging::{link_headers, query_pairs, Extent, Paging};
-use mender_http::{ApiError, ApiResult, MenderJson, UserAuth};
+use mender_http::{ApiError, ApiResult, MenderJson, Route, UserAuth};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use services::Services;
 
 const BASE: &str = "/api/management/v1/inventory";
 
+/// Every route of this function and its handler. `infra/template.yaml` has one `HttpApi` event
+/// per entry and the local server serves exactly these (checked by `tests/tests/template.rs`).
+/// One line per route (hence no rustfmt): grep a path, read its handler.
+#[rustfmt::skip]
+pub fn routes() -> Vec<Route<Services>> {
+    vec![
+        Route::get("/api/management/v1/inventory/devices", list_devices),
+        Route::get("/api/management/v1/inventory/devices/{id}", get_device),
+        Route::delete("/api/management/v1/inventory/devices/{id}", clear_device),
+        Route::put("/api/management/v1/inventory/devices/{id}/tags", replace_tags),
+        Route::patch("/api/management/v1/inventory/devices/{id}/tags", merge_tags),
+        Route::get("/api/management/v1/inventory/devices/{id}/group", get_group),
+        Route::put("/api/management/v1/inventory/devices/{id}/group", set_group),
+        Route::delete("/api/management/v1/inventory/devices/{id}/group/{name}", clear_group),
+        Route::get("/api/management/v1/inventory/groups", list_groups),
+        Route::delete("/api/management/v1/inventory/groups/{name}", delete_group),
+        Route::get("/api/management/v1/inventory/groups/{name}/devices", group_devices),
+        Route::patch("/api/management/v1/inventory/groups/{name}/devices", add_to_group),
+        Route::delete("/api/management/v1/inventory/groups/{name}/devices", remove_from_group),
+    ]
+}
+
 pub fn router(services: Services) -> Router {
-    Router::new()
-        .route("/api/management/v1/inventory/devices", get(list_devices))
-        .route(
-            "/api/management/v1/inventory/devices/{id}",
-            get(get_device).delete(clear_device),
-        )
-        .route(
-            "/api/management/v1/inventory/devices/{id}/tags",
-            put(replace_tags).patch(merge_tags),
-        )
-        .route(
-            "/api/management/v1/inventory/devices/{id}/group",
-            get(get_group).put(set_group),
-        )
-        .route(
-            "/api/management/v1/inventory/devices/{id}/group/{name}",
-            delete(clear_group),
-        )
-        .route("/api/management/v1/inventory/groups", get(list_groups))
-        .route(
-            "/api/management/v1/inventory/groups/{name}",
-            delete(delete_group),
-        )
-        .route(
-            "/api/management/v1/inventory/groups/{name}/devices",
-            get(group_devices)
-                .patch(add_to_group)
-                .delete(remove_from_group),
-        )
-        .with_state(services)
+    mender_http::routes::router(routes()).with_state(services)
 }
 
 fn with_links(mut response: Response, links: Vec<String>, total: u64) -> Response {

@@ -6,49 +6,44 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use base64::Engine;
 use mender_http::json::parse_json;
 use mender_http::paging::{query_pairs, Paging};
-use mender_http::{ApiError, ApiResult, MenderJson, UserAuth};
+use mender_http::{ApiError, ApiResult, MenderJson, Route, UserAuth};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use services::Services;
 use useradm::service::{UserFilter, UserUpdate};
 
+/// Every route of this function and its handler. `infra/template.yaml` has one `HttpApi` event
+/// per entry and the local server serves exactly these (checked by `tests/tests/template.rs`).
+/// One line per route (hence no rustfmt): grep a path, read its handler.
+#[rustfmt::skip]
+pub fn routes() -> Vec<Route<Services>> {
+    vec![
+        Route::post("/api/management/v1/useradm/auth/login", login),
+        Route::post("/api/management/v1/useradm/auth/logout", logout),
+        Route::get("/api/management/v1/useradm/users", list_users),
+        Route::post("/api/management/v1/useradm/users", create_user),
+        Route::get("/api/management/v1/useradm/users/{id}", get_user),
+        Route::put("/api/management/v1/useradm/users/{id}", update_user),
+        Route::delete("/api/management/v1/useradm/users/{id}", delete_user),
+        Route::put("/api/management/v2/useradm/users/me", update_me_v2),
+        Route::get("/api/management/v1/useradm/settings", get_settings),
+        Route::post("/api/management/v1/useradm/settings", set_settings),
+        Route::get("/api/management/v1/useradm/settings/me", get_my_settings),
+        Route::post("/api/management/v1/useradm/settings/me", set_my_settings),
+        Route::get("/api/management/v1/useradm/settings/tokens", list_tokens),
+        Route::post("/api/management/v1/useradm/settings/tokens", create_token),
+        Route::delete("/api/management/v1/useradm/settings/tokens/{id}", delete_token),
+        Route::get("/api/management/v1/useradm/plans", plans),
+        Route::get("/api/management/v1/useradm/plan_binding", plan_binding),
+    ]
+}
+
 pub fn router(services: Services) -> Router {
-    Router::new()
-        .route("/api/management/v1/useradm/auth/login", post(login))
-        .route("/api/management/v1/useradm/auth/logout", post(logout))
-        .route(
-            "/api/management/v1/useradm/users",
-            get(list_users).post(create_user),
-        )
-        .route(
-            "/api/management/v1/useradm/users/{id}",
-            get(get_user).put(update_user).delete(delete_user),
-        )
-        .route("/api/management/v2/useradm/users/me", put(update_me_v2))
-        .route(
-            "/api/management/v1/useradm/settings",
-            get(get_settings).post(set_settings),
-        )
-        .route(
-            "/api/management/v1/useradm/settings/me",
-            get(get_my_settings).post(set_my_settings),
-        )
-        .route(
-            "/api/management/v1/useradm/settings/tokens",
-            get(list_tokens).post(create_token),
-        )
-        .route(
-            "/api/management/v1/useradm/settings/tokens/{id}",
-            delete(delete_token),
-        )
-        .route("/api/management/v1/useradm/plans", get(plans))
-        .route("/api/management/v1/useradm/plan_binding", get(plan_binding))
-        .with_state(services)
+    mender_http::routes::router(routes()).with_state(services)
 }
 
 fn jwt_response(token: String) -> Response {

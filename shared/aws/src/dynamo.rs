@@ -168,3 +168,11 @@ pub fn text(item: &Item, name: &str) -> String {
 pub fn built<T>(result: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, DynamoError> {
     result.map_err(|e| DynamoError::Other(e.to_string()))
 }
+
+/// Waits before retrying a conditional write that lost a race: jittered, growing with the
+/// attempt, capped at 50 ms, so many concurrent writers of one item all get through.
+pub async fn backoff(attempt: usize) {
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 10;
+    let millis = (2u64.saturating_pow(attempt.min(5) as u32) + jitter).min(50);
+    tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+}

@@ -3,10 +3,12 @@
 //! helpers, the SQS batch handler with partial batch failures, and logging set-up.
 
 pub mod dynamo;
+pub mod s3;
 pub mod sqs;
 
 pub use aws_config::SdkConfig;
 pub use aws_sdk_dynamodb;
+pub use aws_sdk_s3;
 pub use aws_sdk_sqs;
 
 /// Loads region, credentials and endpoint overrides from the environment (no network call).

@@ -10,6 +10,8 @@ pub mod vars {
     pub const DEVICEAUTH_TABLE: &str = "DEVICEAUTH_TABLE";
     pub const USERADM_TABLE: &str = "USERADM_TABLE";
     pub const INVENTORY_TABLE: &str = "INVENTORY_TABLE";
+    pub const DEPLOYMENTS_TABLE: &str = "DEPLOYMENTS_TABLE";
+    pub const ARTIFACTS_BUCKET: &str = "ARTIFACTS_BUCKET";
     pub const PROVISION_DEVICE_QUEUE_URL: &str = "PROVISION_DEVICE_QUEUE_URL";
     pub const UPDATE_DEVICE_STATUS_QUEUE_URL: &str = "UPDATE_DEVICE_STATUS_QUEUE_URL";
     pub const UPDATE_DEVICE_INVENTORY_QUEUE_URL: &str = "UPDATE_DEVICE_INVENTORY_QUEUE_URL";
@@ -46,6 +48,8 @@ pub struct Config {
     pub deviceauth_table: String,
     pub useradm_table: String,
     pub inventory_table: String,
+    pub deployments_table: String,
+    pub artifacts_bucket: String,
     pub queues: QueueUrls,
     /// PEM of the JWT signing key.
     pub jwt_private_key_pem: String,
@@ -71,6 +75,8 @@ impl Config {
             deviceauth_table: deviceauth.to_owned(),
             useradm_table: useradm.to_owned(),
             inventory_table: inventory.to_owned(),
+            deployments_table: String::new(),
+            artifacts_bucket: String::new(),
             queues,
             jwt_private_key_pem,
             device_token_lifetime_secs: 604_800,
@@ -105,6 +111,8 @@ impl Config {
             },
             key,
         );
+        config.deployments_table = opt(vars::DEPLOYMENTS_TABLE);
+        config.artifacts_bucket = opt(vars::ARTIFACTS_BUCKET);
         if let Ok(cost) = env::var(vars::BCRYPT_COST) {
             config.bcrypt_cost = cost
                 .parse()

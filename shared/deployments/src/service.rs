@@ -13,7 +13,7 @@ use crate::model::{
 };
 use crate::store::{Store, MAX_ARTIFACT_COMBINATIONS};
 
-const MAX_ATTEMPTS: usize = 16;
+const MAX_ATTEMPTS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -338,7 +338,10 @@ impl Deployments {
     where
         F: FnMut(&mut DeviceDeployment) -> Result<bool, Error>,
     {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                mender_aws::dynamo::backoff(attempt).await;
+            }
             let Some(current) = self
                 .store
                 .device_deployment(tenant, deployment_id, device_id)

@@ -502,8 +502,9 @@ impl Store {
                     deployment_pk(tenant, &dd.deployment_id),
                     format!("DEV#{}", dd.device_id),
                 )))
-                .update_expression("SET artifact_id = :a, request = :r")
+                .update_expression("SET artifact_id = :a, #request = :r")
                 .condition_expression("attribute_exists(pk) AND attribute_not_exists(artifact_id)")
+                .expression_attribute_names("#request", "request")
                 .expression_attribute_values(":a", s(artifact_id))
                 .expression_attribute_values(":r", s(request))
                 .build(),

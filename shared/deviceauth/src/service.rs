@@ -18,7 +18,7 @@ use crate::model::{AuthSet, Device, TransitionError, ACCEPTED, PENDING, PREAUTHO
 use crate::store::{Store, TokenRecord};
 
 /// Attempts of a read-modify-write before giving up on a hot device.
-const MAX_ATTEMPTS: usize = 8;
+const MAX_ATTEMPTS: usize = 32;
 /// Inventory learns the check-in time at most this often (upstream: daily).
 const INVENTORY_CHECK_IN_SECS: i64 = 24 * 3600;
 pub const MAX_DEVICES: &str = "max_devices";
@@ -244,7 +244,10 @@ impl Deviceauth {
             .map_err(|_| Error::Unauthorized("signature verification failed".into()))?;
         let pubkey = key.canonical_pem().to_owned();
 
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                mender_aws::dynamo::backoff(attempt).await;
+            }
             let now_ts = ts(now());
             // The device: found by identity, or created with this key as a pending auth set.
             let Some(device_id) = self
@@ -420,7 +423,10 @@ impl Deviceauth {
         aid: &str,
         target: &str,
     ) -> Result<(), Error> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                mender_aws::dynamo::backoff(attempt).await;
+            }
             let mut device = self.store.get_device(tenant, device_id).await?;
             let Some(device) = device.as_mut() else {
                 // Upstream looks the auth set up first: unknown ids are a 404.
@@ -491,7 +497,10 @@ impl Deviceauth {
         let key =
             PublicKey::from_pem(pubkey).map_err(|e| Error::BadRequest(format!("pubkey: {e}")))?;
         let pubkey = key.canonical_pem().to_owned();
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                mender_aws::dynamo::backoff(attempt).await;
+            }
             let now_ts = ts(now());
             let new_set = AuthSet {
                 id: new_id(),
@@ -557,7 +566,10 @@ impl Deviceauth {
         device_id: &str,
         aid: &str,
     ) -> Result<(), Error> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                mender_aws::dynamo::backoff(attempt).await;
+            }
             let mut device = self
                 .store
                 .get_device(tenant, device_id)
@@ -601,7 +613,10 @@ impl Deviceauth {
 
     /// `DELETE /devices/{id}`: tokens stop working now; the workflow removes the rest.
     pub async fn decommission(&self, tenant: &str, device_id: &str) -> Result<(), Error> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                mender_aws::dynamo::backoff(attempt).await;
+            }
             let mut device = self
                 .store
                 .get_device(tenant, device_id)
@@ -654,7 +669,10 @@ impl Deviceauth {
 
     /// Workflow step of `provision_device`: remember the device is provisioned.
     pub async fn set_provisioned(&self, tenant: &str, device_id: &str) -> Result<(), Error> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                mender_aws::dynamo::backoff(attempt).await;
+            }
             let Some(mut device) = self.store.get_device(tenant, device_id).await? else {
                 return Ok(());
             };

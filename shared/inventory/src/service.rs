@@ -13,7 +13,7 @@ use crate::model::{
 };
 use crate::store::Store;
 
-const MAX_ATTEMPTS: usize = 16;
+const MAX_ATTEMPTS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -94,7 +94,10 @@ impl Inventory {
     where
         F: FnMut(&mut InventoryDevice, bool) -> Result<Outcome, Error>,
     {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                mender_aws::dynamo::backoff(attempt).await;
+            }
             let stored = self.store.get(tenant, id).await?;
             let read_version = stored.as_ref().map(|d| d.version);
             let existed = stored.is_some();
@@ -401,5 +404,26 @@ impl Inventory {
         }
         let total = devices.len() as u64;
         Ok((query.paging.slice(devices), total))
+    }
+}
+
+impl Inventory {
+    /// Ids of accepted devices (optionally of one group): deployment targets.
+    pub async fn accepted_devices(
+        &self,
+        tenant: &str,
+        group: Option<&str>,
+    ) -> Result<Vec<String>, Error> {
+        let mut ids: Vec<String> = self
+            .store
+            .list(tenant)
+            .await?
+            .into_iter()
+            .filter(|d| d.get(IDENTITY, "status").and_then(Value::as_str) == Some("accepted"))
+            .filter(|d| group.is_none_or(|g| d.group() == Some(g)))
+            .map(|d| d.id)
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 }

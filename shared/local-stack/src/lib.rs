@@ -1,6 +1,6 @@
-//! The local stack: every function's router on one HTTPS port, the queue consumers in the same
-//! process, and the tables, queues and bucket created on the emulators from
-//! `infra/template.yaml`. Used by `make run` (binary `mender-local`) and by the black-box tests,
+//! The local stack: every function's router on one HTTPS port (exactly the template's routes,
+//! checked at start), the queue consumers in the same process, and the tables, queues and
+//! bucket created on the emulators from `infra/template.yaml`. Used by `make run` (binary `mender-local`) and by the black-box tests,
 //! which start one stack per test with its own resource prefix.
 
 pub mod consumers;
@@ -8,13 +8,15 @@ pub mod resources;
 pub mod template;
 pub mod tls;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use axum::Router;
 use mender_config::Config;
+use mender_http::Route;
 use mender_tokens::Keys;
 use services::Services;
 use tokio::sync::watch;
@@ -44,21 +46,103 @@ pub struct Options {
     pub bcrypt_cost: u32,
 }
 
+/// An API function crate (`functions/<name>`): its route list and its router.
+pub struct ApiFunction {
+    pub name: &'static str,
+    pub routes: fn() -> Vec<Route<Services>>,
+    pub router: fn(Services) -> Router,
+}
+
+/// Every API function; the local server merges their routers.
+pub const API_FUNCTIONS: &[ApiFunction] = &[
+    ApiFunction {
+        name: "useradm-management",
+        routes: useradm_management::routes,
+        router: useradm_management::router,
+    },
+    ApiFunction {
+        name: "deviceauth-devices",
+        routes: deviceauth_devices::routes,
+        router: deviceauth_devices::router,
+    },
+    ApiFunction {
+        name: "deviceauth-management",
+        routes: deviceauth_management::routes,
+        router: deviceauth_management::router,
+    },
+    ApiFunction {
+        name: "inventory-devices",
+        routes: inventory_devices::routes,
+        router: inventory_devices::router,
+    },
+    ApiFunction {
+        name: "inventory-management",
+        routes: inventory_management::routes,
+        router: inventory_management::router,
+    },
+    ApiFunction {
+        name: "deployments-management",
+        routes: deployments_management::routes,
+        router: deployments_management::router,
+    },
+    ApiFunction {
+        name: "deployments-devices",
+        routes: deployments_devices::routes,
+        router: deployments_devices::router,
+    },
+];
+
+/// Every workflow step: its crate (`functions/<name>`, named after the queue) and the queue it
+/// consumes ([`consumers::process`] runs it).
+pub fn workflow_functions() -> Vec<(&'static str, Queue)> {
+    Queue::ALL.iter().map(|q| (q.name(), *q)).collect()
+}
+
+/// Every `(METHOD, path)` the API functions serve.
+pub fn served_routes() -> BTreeSet<(String, String)> {
+    API_FUNCTIONS
+        .iter()
+        .flat_map(|f| mender_http::routes::signatures(&(f.routes)()))
+        .collect()
+}
+
+/// The local server must serve exactly the template's `HttpApi` routes, as API Gateway does.
+pub fn check_routes(resources: &template::Resources) -> anyhow::Result<()> {
+    let template = resources.http_routes();
+    let served = served_routes();
+    let show = |set: Vec<&(String, String)>| {
+        set.iter()
+            .map(|(m, p)| format!("{m} {p}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let missing: Vec<_> = template.difference(&served).collect();
+    let extra: Vec<_> = served.difference(&template).collect();
+    if !missing.is_empty() || !extra.is_empty() {
+        bail!(
+            "routes differ between infra/template.yaml and the functions' routes(): \
+             in the template but served by no function: [{}]; served but not in the template: [{}]",
+            show(missing),
+            show(extra)
+        );
+    }
+    Ok(())
+}
+
 /// Every router of every API function, with the common layers. Route conflicts between
 /// functions panic here, at start, never at request time.
 pub fn app(services: Services) -> Router {
-    let router = Router::new()
-        .merge(useradm_management::router(services.clone()))
-        .merge(deviceauth_devices::router(services.clone()))
-        .merge(deviceauth_management::router(services.clone()))
-        .merge(inventory_devices::router(services.clone()))
-        .merge(inventory_management::router(services));
+    let router = API_FUNCTIONS.iter().fold(Router::new(), |router, f| {
+        router.merge((f.router)(services.clone()))
+    });
     mender_http::finish(router)
 }
 
 /// What the stack is made of: SDK clients, created resources and the services.
 pub struct Parts {
     pub services: Services,
+    /// What the template describes.
+    pub resources: template::Resources,
     pub created: Created,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
@@ -103,9 +187,21 @@ pub async fn prepare(options: &Options) -> anyhow::Result<Parts> {
         client: sqs.clone(),
         urls: config.queues.clone(),
     });
-    let services = Services::with_parts(config, dynamodb.clone(), publisher)?;
+    config.deployments_table = created
+        .tables
+        .get("DeploymentsTable")
+        .cloned()
+        .unwrap_or_default();
+    config.artifacts_bucket = created
+        .buckets
+        .get("ArtifactsBucket")
+        .cloned()
+        .unwrap_or_default();
+    let storage = mender_aws::s3::ArtifactStorage::new(&sdk, &config.artifacts_bucket);
+    let services = Services::with_parts(config, dynamodb.clone(), storage, publisher)?;
     Ok(Parts {
         services,
+        resources,
         created,
         dynamodb,
         sqs,
@@ -138,6 +234,7 @@ impl Stack {
     pub async fn start(options: Options) -> anyhow::Result<Stack> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let parts = prepare(&options).await?;
+        check_routes(&parts.resources)?;
         if let Some(admin) = &options.admin {
             ensure_admin(&parts.services, admin).await?;
         }

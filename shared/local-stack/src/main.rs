@@ -2,11 +2,15 @@
 //! command (`create-user --username E --password P`, like upstream's `useradm create-user`),
 //! and `reset` (empty every table, queue and bucket, recreate the admin user).
 //! Emulator endpoints come from `AWS_ENDPOINT_URL*` (see `scripts/stack.sh`).
+//! `create-user` also serves a deployed stack: with `USERADM_TABLE` set (the stack output
+//! `UseradmTableName`) it writes the user into that table and creates nothing.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use local_stack::{ensure_admin, prepare, resources, Options, Stack};
+use mender_config::{vars, Config, QueueUrls};
+use mender_tokens::Keys;
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name)
@@ -57,9 +61,11 @@ async fn main() -> anyhow::Result<()> {
             else {
                 bail!("usage: mender-local create-user --username EMAIL --password PASSWORD");
             };
-            let parts = prepare(&options).await?;
-            let user = parts
-                .services
+            let services = match std::env::var(vars::USERADM_TABLE) {
+                Ok(table) if !table.is_empty() => deployed(&table, options.bcrypt_cost).await?,
+                _ => prepare(&options).await?.services,
+            };
+            let user = services
                 .useradm
                 .create_user("", &email, &password)
                 .await
@@ -83,6 +89,21 @@ async fn main() -> anyhow::Result<()> {
         }
         other => bail!("unknown command {other}; use serve, create-user or reset"),
     }
+}
+
+/// The services of a deployed stack for `create-user`: `USERADM_TABLE` names its useradm table
+/// (the stack output `UseradmTableName`); the SDK's usual environment (`AWS_PROFILE`,
+/// `AWS_REGION`, ...) reaches the account. Nothing is created, and no token is signed, so a
+/// throwaway key stands in for the stack's JWT key.
+async fn deployed(useradm_table: &str, bcrypt_cost: u32) -> anyhow::Result<services::Services> {
+    let sdk = mender_aws::load_sdk_config().await;
+    let mut config = Config::with_resources(
+        ["", useradm_table, ""],
+        QueueUrls::default(),
+        Keys::generate_rsa_pem()?,
+    );
+    config.bcrypt_cost = bcrypt_cost;
+    Ok(services::Services::new(config, &sdk)?)
 }
 
 async fn serve(options: Options) -> anyhow::Result<()> {

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
-    ScalarAttributeType, TimeToLiveSpecification, WriteRequest,
+    AttributeDefinition, BillingMode, DeleteRequest, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    WriteRequest,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use mender_config::QueueUrls;
@@ -105,10 +106,33 @@ pub async fn create(
                         .build()?,
                 );
             }
-            request
-                .send()
-                .await
-                .with_context(|| format!("creating table {name}"))?;
+            for (index, keys) in &table.indexes {
+                let mut gsi = GlobalSecondaryIndex::builder()
+                    .index_name(index)
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    );
+                for (attr, kind) in keys {
+                    gsi = gsi.key_schema(
+                        KeySchemaElement::builder()
+                            .attribute_name(attr)
+                            .key_type(KeyType::from(kind.as_str()))
+                            .build()?,
+                    );
+                }
+                request = request.global_secondary_indexes(gsi.build()?);
+            }
+            if let Err(e) = request.send().await {
+                // Another process may have created it a moment ago.
+                let in_use = e
+                    .as_service_error()
+                    .is_some_and(|s| s.is_resource_in_use_exception());
+                if !in_use {
+                    return Err(anyhow::Error::new(e).context(format!("creating table {name}")));
+                }
+            }
             if let Some(ttl) = &table.ttl_attribute {
                 dynamodb
                     .update_time_to_live()

@@ -1,8 +1,11 @@
 //! Reads `infra/template.yaml`, the single source of truth, for what the local stack must
 //! create: DynamoDB tables (keys, TTL), SQS queues (FIFO, visibility, dead-letter redrive) and
-//! the artifacts bucket. CloudFormation short tags (`!Ref`, `!GetAtt`, `!Sub`) are understood
-//! where the template uses them.
+//! the artifacts bucket; and for what it must serve and what the template checks compare with
+//! the code: each function's crate, HTTP routes, queue and the resources its IAM policies name.
+//! CloudFormation short tags (`!Ref`, `!GetAtt`, `!Sub`) are understood where the template uses
+//! them.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{anyhow, Context};
@@ -16,6 +19,8 @@ pub struct TableDef {
     /// (name, HASH|RANGE).
     pub key_schema: Vec<(String, String)>,
     pub ttl_attribute: Option<String>,
+    /// Global secondary indexes: (name, key schema); all attributes projected.
+    pub indexes: Vec<(String, Vec<(String, String)>)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -27,11 +32,51 @@ pub struct QueueDef {
     pub dead_letter: Option<(String, i64)>,
 }
 
+/// An `AWS::Serverless::Function`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FunctionDef {
+    pub logical_id: String,
+    /// As written, e.g. `../functions/inventory-devices` (relative to the template).
+    pub code_uri: String,
+    /// `Metadata.BuildMethod`, e.g. `makefile`.
+    pub build_method: Option<String>,
+    /// `(METHOD, path)` of each `HttpApi` event, method upper-cased.
+    pub http_routes: Vec<(String, String)>,
+    /// Logical ids of the queues of its `SQS` events.
+    pub sqs_queues: Vec<String>,
+    /// Logical ids its `Policies` refer to (`!Ref`, `!GetAtt`, `${...}` in `!Sub`).
+    pub policy_refs: BTreeSet<String>,
+    /// Literal strings in `Resource` fields of its policies (`*`, hand-written ARNs), and
+    /// managed policies named by string: anything a logical id does not pin down.
+    pub policy_literals: Vec<String>,
+}
+
+impl FunctionDef {
+    /// The crate directory name when `CodeUri` is `../functions/<crate>`.
+    pub fn crate_name(&self) -> Option<&str> {
+        self.code_uri
+            .trim_end_matches('/')
+            .strip_prefix("../functions/")
+            .filter(|name| !name.is_empty() && !name.contains('/'))
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Resources {
     pub tables: Vec<TableDef>,
     pub queues: Vec<QueueDef>,
     pub buckets: Vec<String>,
+    pub functions: Vec<FunctionDef>,
+}
+
+impl Resources {
+    /// Every `(METHOD, path)` the template routes to a function.
+    pub fn http_routes(&self) -> BTreeSet<(String, String)> {
+        self.functions
+            .iter()
+            .flat_map(|f| f.http_routes.iter().cloned())
+            .collect()
+    }
 }
 
 fn str_of(v: &Value) -> Option<String> {
@@ -56,6 +101,110 @@ fn get_att_target(v: &Value) -> Option<String> {
             .and_then(str_of),
         _ => None,
     }
+}
+
+/// Collects the logical ids `v` refers to into `refs`, and literal `Resource` strings (or
+/// string policies) into `literals`.
+fn collect_refs(
+    v: &Value,
+    in_resource: bool,
+    refs: &mut BTreeSet<String>,
+    literals: &mut Vec<String>,
+) {
+    match v {
+        Value::Tagged(t) => match t.tag.to_string().as_str() {
+            "!Ref" => refs.extend(str_of(&t.value).filter(|r| !r.starts_with("AWS::"))),
+            "!GetAtt" => refs.extend(get_att_target(v)),
+            "!Sub" => {
+                let text = match &t.value {
+                    Value::Sequence(s) => s.first().and_then(str_of),
+                    other => str_of(other),
+                };
+                let text = text.unwrap_or_default();
+                let mut pinned = false;
+                for part in text.split("${").skip(1) {
+                    let name = part.split('}').next().unwrap_or("");
+                    let name = name.split('.').next().unwrap_or("");
+                    if !name.starts_with("AWS::") && !name.is_empty() {
+                        refs.insert(name.to_owned());
+                        pinned = true;
+                    }
+                }
+                // `arn:...:${AWS::AccountId}:table/*` names no resource of the stack
+                if in_resource && !pinned {
+                    literals.push(text);
+                }
+            }
+            _ => collect_refs(&t.value, in_resource, refs, literals),
+        },
+        Value::Mapping(m) => {
+            if let Some(target) = m.get("Ref").and_then(str_of) {
+                if !target.starts_with("AWS::") {
+                    refs.insert(target);
+                }
+            } else if m.contains_key("Fn::GetAtt") {
+                refs.extend(get_att_target(v));
+            } else {
+                for (key, value) in m {
+                    let is_resource = matches!(key.as_str(), Some("Resource" | "NotResource"));
+                    collect_refs(value, in_resource || is_resource, refs, literals);
+                }
+            }
+        }
+        Value::Sequence(s) => {
+            for item in s {
+                collect_refs(item, in_resource, refs, literals);
+            }
+        }
+        Value::String(text) if in_resource => literals.push(text.clone()),
+        _ => {}
+    }
+}
+
+fn function_def(id: String, resource: &Value, props: &Value) -> FunctionDef {
+    let mut def = FunctionDef {
+        logical_id: id,
+        code_uri: props.get("CodeUri").and_then(str_of).unwrap_or_default(),
+        build_method: resource
+            .get("Metadata")
+            .and_then(|m| m.get("BuildMethod"))
+            .and_then(str_of),
+        ..Default::default()
+    };
+    if let Some(events) = props.get("Events").and_then(Value::as_mapping) {
+        for event in events.values() {
+            let kind = event.get("Type").and_then(str_of).unwrap_or_default();
+            let p = event.get("Properties").cloned().unwrap_or(Value::Null);
+            match kind.as_str() {
+                "HttpApi" => def.http_routes.push((
+                    p.get("Method")
+                        .and_then(str_of)
+                        .unwrap_or_default()
+                        .to_ascii_uppercase(),
+                    p.get("Path").and_then(str_of).unwrap_or_default(),
+                )),
+                "SQS" => def
+                    .sqs_queues
+                    .extend(p.get("Queue").and_then(get_att_target)),
+                _ => {}
+            }
+        }
+    }
+    for policy in props
+        .get("Policies")
+        .map(|p| match p {
+            Value::Sequence(s) => s.clone(),
+            other => vec![other.clone()],
+        })
+        .unwrap_or_default()
+    {
+        match &policy {
+            // a managed policy by name or ARN: not pinned to this stack's resources
+            Value::String(name) => def.policy_literals.push(name.clone()),
+            other => collect_refs(other, false, &mut def.policy_refs, &mut def.policy_literals),
+        }
+    }
+    def
 }
 
 pub fn load(path: &Path) -> anyhow::Result<Resources> {
@@ -96,11 +245,35 @@ pub fn parse(text: &str) -> anyhow::Result<Resources> {
                         .then(|| t.get("AttributeName").and_then(str_of))
                         .flatten()
                 });
+                let indexes = props
+                    .get("GlobalSecondaryIndexes")
+                    .and_then(Value::as_sequence)
+                    .map(|list| {
+                        list.iter()
+                            .filter_map(|index| {
+                                let name = index.get("IndexName").and_then(str_of)?;
+                                let keys = index
+                                    .get("KeySchema")
+                                    .and_then(Value::as_sequence)?
+                                    .iter()
+                                    .filter_map(|k| {
+                                        Some((
+                                            k.get("AttributeName").and_then(str_of)?,
+                                            k.get("KeyType").and_then(str_of)?,
+                                        ))
+                                    })
+                                    .collect();
+                                Some((name, keys))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 out.tables.push(TableDef {
                     logical_id: id,
                     attributes: pairs("AttributeDefinitions", "AttributeName", "AttributeType"),
                     key_schema: pairs("KeySchema", "AttributeName", "KeyType"),
                     ttl_attribute: ttl,
+                    indexes,
                 });
             }
             "AWS::SQS::Queue" => {
@@ -128,6 +301,7 @@ pub fn parse(text: &str) -> anyhow::Result<Resources> {
                 });
             }
             "AWS::S3::Bucket" => out.buckets.push(id),
+            "AWS::Serverless::Function" => out.functions.push(function_def(id, resource, &props)),
             _ => {}
         }
     }
@@ -172,5 +346,48 @@ Resources:
         let q = r.queues.iter().find(|q| q.logical_id == "Q").unwrap();
         assert_eq!(q.dead_letter, Some(("D".into(), 5)));
         assert!(q.fifo);
+    }
+
+    #[test]
+    fn reads_functions() {
+        let r = parse(
+            r#"
+Resources:
+  F:
+    Type: AWS::Serverless::Function
+    Metadata: {BuildMethod: makefile}
+    Properties:
+      CodeUri: ../functions/f
+      Policies:
+        - AmazonS3FullAccess
+        - DynamoDBReadPolicy: {TableName: !Ref T}
+        - Version: "2012-10-17"
+          Statement:
+            - Effect: Allow
+              Action: dynamodb:GetItem
+              Resource: [!GetAtt U.Arn, !Sub "${V.Arn}/index/*", "*", !Sub "arn:aws:dynamodb:${AWS::Region}:${AWS::AccountId}:table/*"]
+      Events:
+        A: {Type: HttpApi, Properties: {Method: get, Path: "/a/{id}"}}
+        B: {Type: SQS, Properties: {Queue: !GetAtt Q.Arn}}
+"#,
+        )
+        .unwrap();
+        let f = &r.functions[0];
+        assert_eq!(f.crate_name(), Some("f"));
+        assert_eq!(f.build_method.as_deref(), Some("makefile"));
+        assert_eq!(f.http_routes, vec![("GET".into(), "/a/{id}".into())]);
+        assert_eq!(f.sqs_queues, vec!["Q".to_string()]);
+        assert_eq!(
+            f.policy_refs.iter().map(String::as_str).collect::<Vec<_>>(),
+            vec!["T", "U", "V"]
+        );
+        assert_eq!(
+            f.policy_literals,
+            vec![
+                "AmazonS3FullAccess",
+                "*",
+                "arn:aws:dynamodb:${AWS::Region}:${AWS::AccountId}:table/*"
+            ]
+        );
     }
 }

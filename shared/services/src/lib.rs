@@ -5,6 +5,7 @@ pub mod workflow_step;
 
 use std::sync::Arc;
 
+use mender_aws::s3::ArtifactStorage;
 use mender_config::Config;
 use mender_http::Authenticator;
 use mender_tokens::Keys;
@@ -26,6 +27,9 @@ pub struct Services {
     pub useradm: useradm::Useradm,
     pub deviceauth: deviceauth::Deviceauth,
     pub inventory: inventory::Inventory,
+    pub deployments: deployments::Deployments,
+    /// Artifact objects in S3.
+    pub artifacts: ArtifactStorage,
     pub auth: Authenticator,
 }
 
@@ -43,12 +47,14 @@ impl Services {
             client: mender_aws::sqs(sdk),
             urls: config.queues.clone(),
         });
-        Self::with_parts(config, dynamodb, publisher)
+        let artifacts = ArtifactStorage::new(sdk, &config.artifacts_bucket);
+        Self::with_parts(config, dynamodb, artifacts, publisher)
     }
 
     pub fn with_parts(
         config: Config,
         dynamodb: mender_aws::aws_sdk_dynamodb::Client,
+        artifacts: ArtifactStorage,
         publisher: Arc<dyn Publisher>,
     ) -> Result<Self, InitError> {
         let keys = Keys::from_pem(&config.jwt_private_key_pem)?;
@@ -66,7 +72,10 @@ impl Services {
             check_in_interval_secs: config.check_in_interval_secs,
         };
         let inventory = inventory::Inventory {
-            store: inventory::store::Store::new(dynamodb, &config.inventory_table),
+            store: inventory::store::Store::new(dynamodb.clone(), &config.inventory_table),
+        };
+        let deployments = deployments::Deployments {
+            store: deployments::store::Store::new(dynamodb, &config.deployments_table),
         };
         let auth = Authenticator {
             keys: keys.clone(),
@@ -79,6 +88,8 @@ impl Services {
             useradm,
             deviceauth,
             inventory,
+            deployments,
+            artifacts,
             auth,
         })
     }

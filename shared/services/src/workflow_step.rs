@@ -17,6 +17,8 @@ pub enum StepError {
     Inventory(#[from] inventory::Error),
     #[error("deviceauth: {0}")]
     Deviceauth(#[from] deviceauth::Error),
+    #[error("deployments: {0}")]
+    Deployments(#[from] deployments::Error),
 }
 
 /// Parses a queue message body.

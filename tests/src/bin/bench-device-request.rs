@@ -90,8 +90,12 @@ async fn main() -> anyhow::Result<()> {
         client: parts.sqs.clone(),
         urls: parts.services.config.queues.clone(),
     });
-    let services =
-        services::Services::with_parts(parts.services.config.clone(), dynamodb, publisher)?;
+    let services = services::Services::with_parts(
+        parts.services.config.clone(),
+        dynamodb,
+        parts.services.artifacts.clone(),
+        publisher,
+    )?;
 
     // A device, admitted through the domain code.
     let device = Device::new("http://unused", reqwest::Client::new(), "02:00:00:00:be:01");

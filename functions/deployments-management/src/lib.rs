@@ -1,0 +1,650 @@
+//! deployments management API: artifacts (upload, list, get, edit, delete, download link) and
+//! deployments (create for devices, all devices or a group; list, get, statistics, devices,
+//! logs, abort; a device's history and abort). The artifact upload lives in `upload`.
+
+pub mod upload;
+
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Multipart, Path, RawQuery, State};
+use axum::handler::Handler;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use deployments::model::{status_filter, DeviceDeployment};
+use deployments::service::NewDeployment;
+use deployments::Deployment;
+use mender_aws::s3::ArtifactStorage;
+use mender_http::paging::{link_headers, query_pairs, Extent, Paging};
+use mender_http::{ApiError, ApiResult, MenderJson, Route, UserAuth};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use services::Services;
+
+/// Users' download links are valid 15 minutes.
+pub const DOWNLOAD_LINK_LIFETIME: Duration = Duration::from_secs(900);
+const V1: &str = "/api/management/v1/deployments";
+
+/// Every route of this function and its handler (one `HttpApi` event each in the template).
+pub fn routes() -> Vec<Route<Services>> {
+    let upload = upload_artifact.layer(DefaultBodyLimit::max(upload::MAX_ARTIFACT_SIZE as usize));
+    vec![
+        Route::get("/api/management/v1/deployments/artifacts", list_artifacts),
+        Route::post("/api/management/v1/deployments/artifacts", upload),
+        Route::get(
+            "/api/management/v1/deployments/artifacts/{id}",
+            get_artifact,
+        ),
+        Route::put(
+            "/api/management/v1/deployments/artifacts/{id}",
+            edit_artifact,
+        ),
+        Route::delete(
+            "/api/management/v1/deployments/artifacts/{id}",
+            delete_artifact,
+        ),
+        Route::get(
+            "/api/management/v1/deployments/artifacts/{id}/download",
+            download_link,
+        ),
+        Route::get(
+            "/api/management/v2/deployments/artifacts",
+            list_artifacts_v2,
+        ),
+        Route::post(
+            "/api/management/v1/deployments/deployments",
+            create_deployment,
+        ),
+        Route::post(
+            "/api/management/v1/deployments/deployments/group/{name}",
+            create_group_deployment,
+        ),
+        Route::get(
+            "/api/management/v1/deployments/deployments",
+            list_deployments,
+        ),
+        Route::get(
+            "/api/management/v2/deployments/deployments",
+            list_deployments,
+        ),
+        Route::get(
+            "/api/management/v1/deployments/deployments/{id}",
+            get_deployment,
+        ),
+        Route::put(
+            "/api/management/v1/deployments/deployments/{id}/status",
+            abort_deployment,
+        ),
+        Route::get(
+            "/api/management/v1/deployments/deployments/{id}/statistics",
+            statistics,
+        ),
+        Route::get(
+            "/api/management/v1/deployments/deployments/{id}/devices",
+            deployment_devices,
+        ),
+        Route::get(
+            "/api/management/v1/deployments/deployments/{id}/devices/list",
+            deployment_devices_page,
+        ),
+        Route::get(
+            "/api/management/v1/deployments/deployments/{id}/device_list",
+            device_list,
+        ),
+        Route::get(
+            "/api/management/v1/deployments/deployments/{id}/devices/{device_id}/log",
+            device_log,
+        ),
+        Route::get(
+            "/api/management/v1/deployments/deployments/devices/{id}",
+            device_history,
+        ),
+        Route::delete(
+            "/api/management/v1/deployments/deployments/devices/{id}",
+            abort_device,
+        ),
+    ]
+}
+
+pub fn router(services: Services) -> Router {
+    mender_http::routes::router(routes()).with_state(services)
+}
+
+fn check_uuid(id: &str) -> ApiResult<()> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| ())
+        .map_err(|_| ApiError::bad_request("ID is not a valid UUID"))
+}
+
+fn with_links(mut response: Response, links: Vec<String>, total: Option<u64>) -> Response {
+    for link in links {
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            response.headers_mut().append(header::LINK, value);
+        }
+    }
+    if let Some(total) = total {
+        response
+            .headers_mut()
+            .insert("x-total-count", HeaderValue::from(total));
+    }
+    response
+}
+
+// ----- artifacts -----
+
+async fn upload_artifact(
+    State(s): State<Services>,
+    auth: UserAuth,
+    form: Multipart,
+) -> ApiResult<Response> {
+    let artifact = upload::upload(&s, auth.tenant(), form).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("{V1}/artifacts/{}", artifact.id))],
+    )
+        .into_response())
+}
+
+async fn list_artifacts(
+    State(s): State<Services>,
+    auth: UserAuth,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let pairs = query_pairs(q.as_deref());
+    let find = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.to_ascii_lowercase())
+    };
+    let (name, description, device_type) = (find("name"), find("description"), find("device_type"));
+    let artifacts: Vec<Value> = s
+        .deployments
+        .artifacts(auth.tenant())
+        .await?
+        .iter()
+        .filter(|a| {
+            name.as_deref()
+                .is_none_or(|n| a.name.to_ascii_lowercase().contains(n))
+        })
+        .filter(|a| {
+            description
+                .as_deref()
+                .is_none_or(|d| a.description.to_ascii_lowercase().contains(d))
+        })
+        .filter(|a| {
+            device_type.as_deref().is_none_or(|t| {
+                a.device_types_compatible
+                    .iter()
+                    .any(|x| x.to_ascii_lowercase().contains(t))
+            })
+        })
+        .map(deployments::Artifact::to_json)
+        .collect();
+    Ok(Json(Value::Array(artifacts)))
+}
+
+/// v2 list: exact or `prefix*` name filters, strict paging, sorted by name, has-next links.
+async fn list_artifacts_v2(
+    State(s): State<Services>,
+    auth: UserAuth,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let pairs = query_pairs(q.as_deref());
+    let paging = Paging::from_pairs(&pairs)?;
+    let names: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k == "name")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let matches = |pattern: &str, value: &str| match pattern.strip_suffix('*') {
+        Some(prefix) if !prefix.ends_with('\\') => value.starts_with(prefix),
+        _ => value == pattern.replace("\\*", "*"),
+    };
+    let one = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let (description, device_type) = (one("description"), one("device_type"));
+    let all: Vec<deployments::Artifact> = s
+        .deployments
+        .artifacts(auth.tenant())
+        .await?
+        .into_iter()
+        .filter(|a| names.is_empty() || names.iter().any(|n| matches(n, &a.name)))
+        .filter(|a| {
+            description
+                .as_deref()
+                .is_none_or(|d| matches(d, &a.description))
+        })
+        .filter(|a| {
+            device_type
+                .as_deref()
+                .is_none_or(|t| a.device_types_compatible.iter().any(|x| matches(t, x)))
+        })
+        .collect();
+    let has_next = all.len() > paging.offset() + paging.per_page as usize;
+    let page: Vec<Value> = paging
+        .slice(all)
+        .iter()
+        .map(deployments::Artifact::to_json)
+        .collect();
+    let links = link_headers(
+        "/api/management/v2/deployments/artifacts",
+        &pairs,
+        paging,
+        Extent::HasNext(has_next),
+    );
+    Ok(with_links(
+        Json(Value::Array(page)).into_response(),
+        links,
+        None,
+    ))
+}
+
+async fn get_artifact(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    check_uuid(&id)?;
+    Ok(Json(
+        s.deployments.artifact(auth.tenant(), &id).await?.to_json(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct Description {
+    #[serde(default)]
+    description: String,
+}
+
+async fn edit_artifact(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+    MenderJson(body): MenderJson<Description>,
+) -> ApiResult<StatusCode> {
+    check_uuid(&id)?;
+    s.deployments
+        .set_description(auth.tenant(), &id, body.description)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_artifact(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    check_uuid(&id)?;
+    s.deployments.delete_artifact(auth.tenant(), &id).await?;
+    s.artifacts
+        .delete(&ArtifactStorage::key(auth.tenant(), &id))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn download_link(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    check_uuid(&id)?;
+    let artifact = s.deployments.artifact(auth.tenant(), &id).await?;
+    let link = s
+        .artifacts
+        .presign_get(
+            &ArtifactStorage::key(auth.tenant(), &id),
+            DOWNLOAD_LINK_LIFETIME,
+            &format!("{}.mender", artifact.name),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        json!({"uri": link.uri, "expire": link.expire, "method": "GET"}),
+    ))
+}
+
+// ----- deployments -----
+
+async fn created(deployment: Deployment) -> Response {
+    (
+        StatusCode::CREATED,
+        [(
+            header::LOCATION,
+            format!("{V1}/deployments/{}", deployment.id),
+        )],
+    )
+        .into_response()
+}
+
+async fn create_deployment(
+    State(s): State<Services>,
+    auth: UserAuth,
+    MenderJson(request): MenderJson<NewDeployment>,
+) -> ApiResult<Response> {
+    let devices = request.devices.clone().unwrap_or_default();
+    let targets = match (devices.is_empty(), request.all_devices) {
+        (false, true) => {
+            return Err(ApiError::bad_request(
+                "Invalid deployments definition: list of devices provided togheter with all_devices flag",
+            ))
+        }
+        (true, false) => {
+            return Err(ApiError::bad_request(
+                "Invalid deployments definition: provide list of devices or set all_devices flag",
+            ))
+        }
+        (true, true) => s.inventory.accepted_devices(auth.tenant(), None).await?,
+        (false, false) => {
+            if devices.iter().any(String::is_empty) {
+                return Err(ApiError::bad_request("Invalid deployments definition: devices: cannot be blank."));
+            }
+            devices
+        }
+    };
+    let groups = match targets.as_slice() {
+        [single] => s
+            .inventory
+            .get_device(auth.tenant(), single)
+            .await
+            .ok()
+            .and_then(|d| d.group().map(str::to_owned))
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(created(
+        s.deployments
+            .create_deployment(auth.tenant(), &request, targets, groups)
+            .await?,
+    )
+    .await)
+}
+
+async fn create_group_deployment(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(group): Path<String>,
+    MenderJson(request): MenderJson<NewDeployment>,
+) -> ApiResult<Response> {
+    if request.all_devices || request.devices.as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(ApiError::bad_request(
+            "Invalid deployments definition: devices and all_devices are not allowed for a group",
+        ));
+    }
+    let targets = s
+        .inventory
+        .accepted_devices(auth.tenant(), Some(&group))
+        .await?;
+    Ok(created(
+        s.deployments
+            .create_deployment(auth.tenant(), &request, targets, vec![group])
+            .await?,
+    )
+    .await)
+}
+
+/// v1 and v2 list: `status`, `type`, `created_after/before` (inclusive), `sort`, `search` (v1),
+/// repeatable `id` and `name` (v2); paging with totals.
+async fn list_deployments(
+    State(s): State<Services>,
+    auth: UserAuth,
+    uri: axum::http::Uri,
+) -> ApiResult<Response> {
+    let pairs = query_pairs(uri.query());
+    let paging = Paging::from_pairs(&pairs)?;
+    let mut all = s.deployments.deployments(auth.tenant()).await?;
+    let all_of = |k: &str| {
+        pairs
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    for (key, value) in &pairs {
+        match key.as_str() {
+            "status" => {
+                let wanted = match value.as_str() {
+                    "pending" | "inprogress" | "finished" => value.clone(),
+                    "aborted" => "finished".into(),
+                    other => return Err(ApiError::bad_request(format!("unknown status {other}"))),
+                };
+                all.retain(|d| d.status == wanted);
+            }
+            "type" if value != "software" => all.clear(),
+            "created_after" | "created_before" => {
+                let t: i64 = value
+                    .parse()
+                    .map_err(|_| ApiError::bad_request(format!("invalid {key}: {value}")))?;
+                let after = key == "created_after";
+                all.retain(|d| {
+                    let c = chrono::DateTime::parse_from_rfc3339(&d.created)
+                        .map(|c| c.timestamp())
+                        .unwrap_or(0);
+                    if after {
+                        c >= t
+                    } else {
+                        c <= t
+                    }
+                });
+            }
+            "sort" => match value.as_str() {
+                "asc" => all.reverse(),
+                "desc" => {}
+                _ => return Err(ApiError::bad_request("invalid sort order")),
+            },
+            "search" => {
+                let needle = value.to_ascii_lowercase();
+                all.retain(|d| {
+                    d.name.to_ascii_lowercase().contains(&needle)
+                        || d.artifact_name.to_ascii_lowercase().contains(&needle)
+                });
+            }
+            _ => {}
+        }
+    }
+    let (ids, names) = (all_of("id"), all_of("name"));
+    all.retain(|d| {
+        (ids.is_empty() || ids.contains(&d.id)) && (names.is_empty() || names.contains(&d.name))
+    });
+    let total = all.len() as u64;
+    let page: Vec<Value> = paging.slice(all).iter().map(Deployment::to_json).collect();
+    let links = link_headers(uri.path(), &pairs, paging, Extent::Total(total));
+    Ok(with_links(
+        Json(Value::Array(page)).into_response(),
+        links,
+        Some(total),
+    ))
+}
+
+async fn get_deployment(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    check_uuid(&id)?;
+    Ok(Json(
+        s.deployments
+            .deployment(auth.tenant(), &id)
+            .await?
+            .to_json(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct StatusBody {
+    status: String,
+}
+
+async fn abort_deployment(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+    MenderJson(body): MenderJson<StatusBody>,
+) -> ApiResult<StatusCode> {
+    check_uuid(&id)?;
+    if body.status != "aborted" {
+        return Err(ApiError::bad_request("Unexpected deployment status"));
+    }
+    s.deployments.abort(auth.tenant(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn statistics(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    check_uuid(&id)?;
+    Ok(Json(json!(
+        s.deployments
+            .deployment(auth.tenant(), &id)
+            .await?
+            .statistics
+    )))
+}
+
+/// A device deployment as upstream's `DeviceWithImage`.
+async fn device_json(s: &Services, tenant: &str, dd: &DeviceDeployment) -> Value {
+    let mut v =
+        json!({"id": dd.device_id, "status": dd.status, "created": dd.created, "log": dd.log});
+    for (k, value) in [
+        ("started", &dd.started),
+        ("finished", &dd.finished),
+        ("substate", &dd.substate),
+    ] {
+        if let Some(value) = value {
+            v[k] = Value::String(value.clone());
+        }
+    }
+    if let Some(artifact_id) = &dd.artifact_id {
+        if let Ok(artifact) = s.deployments.artifact(tenant, artifact_id).await {
+            v["image"] = artifact.to_json();
+        }
+    }
+    v
+}
+
+async fn deployment_devices(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    check_uuid(&id)?;
+    let mut out = Vec::new();
+    for dd in s.deployments.deployment_devices(auth.tenant(), &id).await? {
+        out.push(device_json(&s, auth.tenant(), &dd).await);
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+async fn deployment_devices_page(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    check_uuid(&id)?;
+    let pairs = query_pairs(q.as_deref());
+    let paging = Paging::from_pairs(&pairs)?;
+    let mut devices = s.deployments.deployment_devices(auth.tenant(), &id).await?;
+    if let Some((_, status)) = pairs.iter().find(|(k, _)| k == "status") {
+        let wanted = status_filter(status)
+            .ok_or_else(|| ApiError::bad_request(format!("invalid status: {status}")))?;
+        devices.retain(|d| wanted.contains(&d.status.as_str()));
+    }
+    let total = devices.len() as u64;
+    let mut out = Vec::new();
+    for dd in paging.slice(devices) {
+        out.push(device_json(&s, auth.tenant(), &dd).await);
+    }
+    let links = link_headers(
+        &format!("{V1}/deployments/{id}/devices/list"),
+        &pairs,
+        paging,
+        Extent::Total(total),
+    );
+    Ok(with_links(
+        Json(Value::Array(out)).into_response(),
+        links,
+        Some(total),
+    ))
+}
+
+async fn device_list(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    check_uuid(&id)?;
+    Ok(Json(json!(
+        s.deployments
+            .deployment(auth.tenant(), &id)
+            .await?
+            .device_list
+    )))
+}
+
+async fn device_log(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path((id, device)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    check_uuid(&id)?;
+    let text = s.deployments.log_text(auth.tenant(), &id, &device).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain")], text).into_response())
+}
+
+/// A device's deployments, newest first (`per_page` at most 20).
+async fn device_history(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(device): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let pairs = query_pairs(q.as_deref());
+    let paging = Paging::from_pairs(&pairs)?;
+    if paging.per_page > 20 {
+        return Err(ApiError::bad_request(
+            "parameter \"per_page\" above limit (max: 20)",
+        ));
+    }
+    let mut history = s.deployments.device_history(auth.tenant(), &device).await?;
+    if let Some((_, status)) = pairs.iter().find(|(k, _)| k == "status") {
+        let wanted = status_filter(status)
+            .ok_or_else(|| ApiError::bad_request(format!("invalid status: {status}")))?;
+        history.retain(|(_, dd)| wanted.contains(&dd.status.as_str()));
+    }
+    let total = history.len() as u64;
+    let mut out = Vec::new();
+    for (deployment, dd) in paging.slice(history) {
+        out.push(json!({"id": dd.id, "deployment": deployment.to_json(), "device": device_json(&s, auth.tenant(), &dd).await}));
+    }
+    let links = link_headers(
+        &format!("{V1}/deployments/devices/{device}"),
+        &pairs,
+        paging,
+        Extent::Total(total),
+    );
+    Ok(with_links(
+        Json(Value::Array(out)).into_response(),
+        links,
+        Some(total),
+    ))
+}
+
+async fn abort_device(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(device): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.deployments
+        .end_device_deployments(auth.tenant(), &device, "aborted")
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

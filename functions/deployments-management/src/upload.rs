@@ -1,0 +1,204 @@
+//! The multipart artifact upload: parts `size`, `description`, `artifact_id`, then `artifact`
+//! (last). The artifact is streamed to S3 and, at the same time, parsed and checksummed on a
+//! blocking thread fed through a channel, so memory stays flat whatever the size.
+
+use std::io::Read;
+
+use axum::extract::multipart::Field;
+use axum::extract::Multipart;
+use bytes::Bytes;
+use deployments::model::{Artifact, ArtifactFile, ArtifactInfo, TypeInfo, Update};
+use mender_artifact::{read_artifact, ReadOptions};
+use mender_aws::s3::ArtifactStorage;
+use mender_http::{ApiError, ApiResult};
+use serde_json::Value;
+use services::Services;
+
+/// Upstream's `storage.max_image_size`.
+pub const MAX_ARTIFACT_SIZE: u64 = 10 * 1024 * 1024 * 1024;
+
+/// A `Read` over chunks arriving from async code.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(e.to_string())
+}
+
+/// The server's view of a parsed artifact.
+pub fn to_artifact(
+    id: String,
+    description: String,
+    size: u64,
+    info: mender_artifact::ArtifactInfo,
+) -> Artifact {
+    let depends = info
+        .depends
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(Value::Null)))
+        .collect();
+    Artifact {
+        id,
+        name: info.name.clone(),
+        description,
+        device_types_compatible: info.device_types_compatible.clone(),
+        info: ArtifactInfo {
+            format: info.format.clone(),
+            version: info.version,
+        },
+        signed: info.signed,
+        updates: info
+            .payloads
+            .iter()
+            .map(|p| Update {
+                type_info: TypeInfo {
+                    kind: p.payload_type.clone().unwrap_or_default(),
+                },
+                files: p
+                    .files
+                    .iter()
+                    .map(|f| ArtifactFile {
+                        name: f.name.clone(),
+                        checksum: f.checksum.clone(),
+                        size: f.size.unwrap_or(0),
+                        date: f.date.clone().unwrap_or_default(),
+                    })
+                    .collect(),
+                metadata: p.meta_data.clone(),
+            })
+            .collect(),
+        artifact_provides: info.provides.clone(),
+        artifact_depends: depends,
+        clears_artifact_provides: info.clears_provides.clone(),
+        size,
+        modified: mender_http::time::now_string(),
+    }
+}
+
+/// Reads the form up to the artifact part, streams and parses the artifact, stores it.
+pub async fn upload(s: &Services, tenant: &str, mut form: Multipart) -> ApiResult<Artifact> {
+    let mut description = String::new();
+    let mut declared_size: Option<u64> = None;
+    let mut id = uuid::Uuid::new_v4().to_string();
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_ascii_lowercase();
+        match name.as_str() {
+            "description" => description = field.text().await.map_err(bad)?,
+            "size" => {
+                let text = field.text().await.map_err(bad)?;
+                let size: u64 = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| ApiError::bad_request("size: must be a number"))?;
+                if size > MAX_ARTIFACT_SIZE {
+                    return Err(ApiError::new(
+                        mender_http::error::StatusCode::PAYLOAD_TOO_LARGE,
+                        "Artifact file too large",
+                    ));
+                }
+                declared_size = Some(size);
+            }
+            "artifact_id" => {
+                let text = field.text().await.map_err(bad)?;
+                id = uuid::Uuid::parse_str(text.trim())
+                    .map_err(|_| ApiError::bad_request("artifact_id: must be a valid UUID"))?
+                    .to_string();
+            }
+            "artifact" => return store(s, tenant, id, description, declared_size, field).await,
+            _ => {}
+        }
+    }
+    Err(ApiError::bad_request(
+        "request does not contain the artifact file",
+    ))
+}
+
+async fn store(
+    s: &Services,
+    tenant: &str,
+    id: String,
+    description: String,
+    declared: Option<u64>,
+    mut field: Field<'_>,
+) -> ApiResult<Artifact> {
+    let key = ArtifactStorage::key(tenant, &id);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let parser = tokio::task::spawn_blocking(move || {
+        let mut reader = ChannelReader {
+            rx,
+            current: Bytes::new(),
+        };
+        let parsed = read_artifact(&mut reader, &ReadOptions::full());
+        // Drain what follows the artifact so the sender never blocks on a full channel.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        parsed
+    });
+    let mut upload = s
+        .artifacts
+        .start_upload(&key)
+        .await
+        .map_err(ApiError::internal)?;
+    let streamed: ApiResult<()> = async {
+        while let Some(chunk) = field.chunk().await.map_err(bad)? {
+            if upload.size + chunk.len() as u64 > declared.unwrap_or(MAX_ARTIFACT_SIZE) {
+                return Err(ApiError::new(
+                    mender_http::error::StatusCode::PAYLOAD_TOO_LARGE,
+                    "Artifact file too large",
+                ));
+            }
+            upload.push(&chunk).await.map_err(ApiError::internal)?;
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    let parsed = parser.await.map_err(ApiError::internal)?;
+    let size = upload.size;
+    let info = match (streamed, parsed) {
+        (Err(e), _) => {
+            upload.abort().await;
+            return Err(e);
+        }
+        (Ok(()), Err(e)) => {
+            upload.abort().await;
+            return Err(ApiError::bad_request(format!("invalid artifact: {e}")));
+        }
+        (Ok(()), Ok(info)) => info,
+    };
+    if declared.is_some_and(|d| d != size) {
+        upload.abort().await;
+        return Err(ApiError::bad_request(
+            "artifact size does not match the size part",
+        ));
+    }
+    upload.finish().await.map_err(ApiError::internal)?;
+    let artifact = to_artifact(id, description, size, info);
+    match s.deployments.add_artifact(tenant, artifact).await {
+        Ok(artifact) => Ok(artifact),
+        Err(e) => {
+            if let Err(delete) = s.artifacts.delete(&key).await {
+                tracing::warn!(error = %delete, "could not remove a refused artifact's object");
+            }
+            Err(e.into())
+        }
+    }
+}

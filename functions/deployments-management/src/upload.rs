@@ -1,14 +1,11 @@
 //! The multipart artifact upload: parts `size`, `description`, `artifact_id`, then `artifact`
-//! (last). The artifact is streamed to S3 and, at the same time, parsed and checksummed on a
-//! blocking thread fed through a channel, so memory stays flat whatever the size.
-
-use std::io::Read;
+//! (last). The artifact is streamed to S3 and, at the same time, parsed and checksummed by
+//! `mender_artifact::StreamParser`, so memory stays flat whatever the size.
 
 use axum::extract::multipart::Field;
 use axum::extract::Multipart;
-use bytes::Bytes;
 use deployments::model::{Artifact, ArtifactFile, ArtifactInfo, TypeInfo, Update};
-use mender_artifact::{read_artifact, ReadOptions};
+use mender_artifact::{ReadOptions, StreamParser};
 use mender_aws::s3::ArtifactStorage;
 use mender_http::{ApiError, ApiResult};
 use serde_json::Value;
@@ -16,26 +13,6 @@ use services::Services;
 
 /// Upstream's `storage.max_image_size`.
 pub const MAX_ARTIFACT_SIZE: u64 = 10 * 1024 * 1024 * 1024;
-
-/// A `Read` over chunks arriving from async code.
-struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-    current: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => self.current = chunk,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request(e.to_string())
@@ -138,40 +115,23 @@ async fn store(
     mut field: Field<'_>,
 ) -> ApiResult<Artifact> {
     let key = ArtifactStorage::key(tenant, &id);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-    let parser = tokio::task::spawn_blocking(move || {
-        let mut reader = ChannelReader {
-            rx,
-            current: Bytes::new(),
-        };
-        let parsed = read_artifact(&mut reader, &ReadOptions::full());
-        // Drain what follows the artifact so the sender never blocks on a full channel.
-        let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        parsed
-    });
-    let mut upload = s
-        .artifacts
-        .start_upload(&key)
-        .await
-        .map_err(ApiError::internal)?;
+    let mut parser = StreamParser::spawn(ReadOptions::full());
+    let mut upload = s.artifacts.start_upload(&key).await.map_err(ApiError::internal)?;
     let streamed: ApiResult<()> = async {
         while let Some(chunk) = field.chunk().await.map_err(bad)? {
             if upload.size + chunk.len() as u64 > declared.unwrap_or(MAX_ARTIFACT_SIZE) {
-                return Err(ApiError::new(
-                    mender_http::error::StatusCode::PAYLOAD_TOO_LARGE,
-                    "Artifact file too large",
-                ));
+                return Err(ApiError::new(mender_http::error::StatusCode::PAYLOAD_TOO_LARGE, "Artifact file too large"));
             }
             upload.push(&chunk).await.map_err(ApiError::internal)?;
-            if tx.send(chunk).await.is_err() {
+            if parser.feed(chunk).await.is_err() {
+                // The artifact is invalid: `finish` reports why.
                 break;
             }
         }
         Ok(())
     }
     .await;
-    drop(tx);
-    let parsed = parser.await.map_err(ApiError::internal)?;
+    let parsed = parser.finish().await;
     let size = upload.size;
     let info = match (streamed, parsed) {
         (Err(e), _) => {

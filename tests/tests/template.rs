@@ -27,6 +27,8 @@ use tower::ServiceExt;
 /// queues of the workflows it starts and the buckets it reads or writes. The SQS event-source permissions of the workflow
 /// steps come from their `SQS` events, not from `Policies`.
 const ACCESS: &[(&str, &[&str])] = &[
+    // direct uploads: the deployments table and the uploaded objects
+    ("process-artifact", &["DeploymentsTable", "ArtifactsBucket"]),
     // useradm only
     ("useradm-management", &["UseradmTable"]),
     // deviceauth; starts provisioning, status and identity workflows
@@ -84,6 +86,7 @@ const ACCESS: &[(&str, &[&str])] = &[
             "InventoryTable",
             "UseradmTable",
             "ArtifactsBucket",
+            "ProcessArtifactQueue",
         ],
     ),
     // deployments, deviceauth (device token check, check-in), the artifacts bucket (download

@@ -23,6 +23,8 @@ use services::Services;
 
 /// Users' download links are valid 15 minutes.
 pub const DOWNLOAD_LINK_LIFETIME: Duration = Duration::from_secs(900);
+/// Direct upload links are valid an hour (upstream `storage.upload_expire_seconds`).
+pub const UPLOAD_LINK_LIFETIME: Duration = Duration::from_secs(3600);
 const V1: &str = "/api/management/v1/deployments";
 
 /// Every route of this function and its handler (one `HttpApi` event each in the template).
@@ -50,6 +52,14 @@ pub fn routes() -> Vec<Route<Services>> {
         Route::get(
             "/api/management/v2/deployments/artifacts",
             list_artifacts_v2,
+        ),
+        Route::post(
+            "/api/management/v1/deployments/artifacts/directupload",
+            start_direct_upload,
+        ),
+        Route::post(
+            "/api/management/v1/deployments/artifacts/directupload/{id}/complete",
+            complete_direct_upload,
         ),
         Route::post(
             "/api/management/v1/deployments/deployments",
@@ -307,6 +317,49 @@ async fn download_link(
     Ok(Json(
         json!({"uri": link.uri, "expire": link.expire, "method": "GET"}),
     ))
+}
+
+/// Direct upload, step 1: a presigned PUT link for a new artifact id.
+async fn start_direct_upload(State(s): State<Services>, auth: UserAuth) -> ApiResult<Json<Value>> {
+    let id = s.deployments.start_direct_upload(auth.tenant()).await?;
+    let link = s
+        .artifacts
+        .presign_put(
+            &ArtifactStorage::key(auth.tenant(), &id),
+            UPLOAD_LINK_LIFETIME,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        json!({"id": id, "uri": link.uri, "expire": link.expire, "method": "PUT"}),
+    ))
+}
+
+/// Direct upload, step 3 (after the client's PUT): 202, then `process-artifact` parses it.
+async fn complete_direct_upload(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    check_uuid(&id)?;
+    let stored = s
+        .artifacts
+        .size(&ArtifactStorage::key(auth.tenant(), &id))
+        .await
+        .map_err(ApiError::internal)?;
+    if stored.is_none() {
+        return Err(ApiError::not_found("Resource not found"));
+    }
+    s.deployments
+        .complete_direct_upload(auth.tenant(), &id)
+        .await?;
+    let job = workflows::Job::ProcessArtifact {
+        request_id: mender_http::request_id::current().unwrap_or_default(),
+        tenant_id: auth.tenant().to_owned(),
+        artifact_id: id,
+    };
+    s.workflows.publish(job).await.map_err(ApiError::internal)?;
+    Ok(StatusCode::ACCEPTED)
 }
 
 // ----- deployments -----

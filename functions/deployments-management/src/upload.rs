@@ -4,11 +4,10 @@
 
 use axum::extract::multipart::Field;
 use axum::extract::Multipart;
-use deployments::model::{Artifact, ArtifactFile, ArtifactInfo, TypeInfo, Update};
+use deployments::model::Artifact;
 use mender_artifact::{ReadOptions, StreamParser};
 use mender_aws::s3::ArtifactStorage;
 use mender_http::{ApiError, ApiResult};
-use serde_json::Value;
 use services::Services;
 
 /// Upstream's `storage.max_image_size`.
@@ -16,56 +15,6 @@ pub const MAX_ARTIFACT_SIZE: u64 = 10 * 1024 * 1024 * 1024;
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request(e.to_string())
-}
-
-/// The server's view of a parsed artifact.
-pub fn to_artifact(
-    id: String,
-    description: String,
-    size: u64,
-    info: mender_artifact::ArtifactInfo,
-) -> Artifact {
-    let depends = info
-        .depends
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(Value::Null)))
-        .collect();
-    Artifact {
-        id,
-        name: info.name.clone(),
-        description,
-        device_types_compatible: info.device_types_compatible.clone(),
-        info: ArtifactInfo {
-            format: info.format.clone(),
-            version: info.version,
-        },
-        signed: info.signed,
-        updates: info
-            .payloads
-            .iter()
-            .map(|p| Update {
-                type_info: TypeInfo {
-                    kind: p.payload_type.clone().unwrap_or_default(),
-                },
-                files: p
-                    .files
-                    .iter()
-                    .map(|f| ArtifactFile {
-                        name: f.name.clone(),
-                        checksum: f.checksum.clone(),
-                        size: f.size.unwrap_or(0),
-                        date: f.date.clone().unwrap_or_default(),
-                    })
-                    .collect(),
-                metadata: p.meta_data.clone(),
-            })
-            .collect(),
-        artifact_provides: info.provides.clone(),
-        artifact_depends: depends,
-        clears_artifact_provides: info.clears_provides.clone(),
-        size,
-        modified: mender_http::time::now_string(),
-    }
 }
 
 /// Reads the form up to the artifact part, streams and parses the artifact, stores it.
@@ -116,11 +65,18 @@ async fn store(
 ) -> ApiResult<Artifact> {
     let key = ArtifactStorage::key(tenant, &id);
     let mut parser = StreamParser::spawn(ReadOptions::full());
-    let mut upload = s.artifacts.start_upload(&key).await.map_err(ApiError::internal)?;
+    let mut upload = s
+        .artifacts
+        .start_upload(&key)
+        .await
+        .map_err(ApiError::internal)?;
     let streamed: ApiResult<()> = async {
         while let Some(chunk) = field.chunk().await.map_err(bad)? {
             if upload.size + chunk.len() as u64 > declared.unwrap_or(MAX_ARTIFACT_SIZE) {
-                return Err(ApiError::new(mender_http::error::StatusCode::PAYLOAD_TOO_LARGE, "Artifact file too large"));
+                return Err(ApiError::new(
+                    mender_http::error::StatusCode::PAYLOAD_TOO_LARGE,
+                    "Artifact file too large",
+                ));
             }
             upload.push(&chunk).await.map_err(ApiError::internal)?;
             if parser.feed(chunk).await.is_err() {
@@ -151,7 +107,7 @@ async fn store(
         ));
     }
     upload.finish().await.map_err(ApiError::internal)?;
-    let artifact = to_artifact(id, description, size, info);
+    let artifact = Artifact::from_parsed(id, description, size, info);
     match s.deployments.add_artifact(tenant, artifact).await {
         Ok(artifact) => Ok(artifact),
         Err(e) => {

@@ -16,6 +16,7 @@ pub mod vars {
     pub const UPDATE_DEVICE_STATUS_QUEUE_URL: &str = "UPDATE_DEVICE_STATUS_QUEUE_URL";
     pub const UPDATE_DEVICE_INVENTORY_QUEUE_URL: &str = "UPDATE_DEVICE_INVENTORY_QUEUE_URL";
     pub const DECOMMISSION_DEVICE_QUEUE_URL: &str = "DECOMMISSION_DEVICE_QUEUE_URL";
+    pub const PROCESS_ARTIFACT_QUEUE_URL: &str = "PROCESS_ARTIFACT_QUEUE_URL";
     /// PEM text of the server's private key (RSA => RS256, Ed25519 => EdDSA).
     pub const JWT_PRIVATE_KEY: &str = "JWT_PRIVATE_KEY";
     /// Path of a PEM file holding the key, used when `JWT_PRIVATE_KEY` is unset.
@@ -40,6 +41,7 @@ pub struct QueueUrls {
     pub update_device_status: String,
     pub update_device_inventory: String,
     pub decommission_device: String,
+    pub process_artifact: String,
 }
 
 /// Everything a function needs to know about its surroundings.
@@ -108,6 +110,7 @@ impl Config {
                 update_device_status: opt(vars::UPDATE_DEVICE_STATUS_QUEUE_URL),
                 update_device_inventory: opt(vars::UPDATE_DEVICE_INVENTORY_QUEUE_URL),
                 decommission_device: opt(vars::DECOMMISSION_DEVICE_QUEUE_URL),
+                process_artifact: opt(vars::PROCESS_ARTIFACT_QUEUE_URL),
             },
             key,
         );

@@ -128,6 +128,56 @@ pub struct Artifact {
 }
 
 impl Artifact {
+    /// The server's view of an artifact the reader parsed.
+    pub fn from_parsed(
+        id: String,
+        description: String,
+        size: u64,
+        info: mender_artifact::ArtifactInfo,
+    ) -> Artifact {
+        let depends = info
+            .depends
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(Value::Null)))
+            .collect();
+        Artifact {
+            id,
+            name: info.name.clone(),
+            description,
+            device_types_compatible: info.device_types_compatible.clone(),
+            info: ArtifactInfo {
+                format: info.format.clone(),
+                version: info.version,
+            },
+            signed: info.signed,
+            updates: info
+                .payloads
+                .iter()
+                .map(|p| Update {
+                    type_info: TypeInfo {
+                        kind: p.payload_type.clone().unwrap_or_default(),
+                    },
+                    files: p
+                        .files
+                        .iter()
+                        .map(|f| ArtifactFile {
+                            name: f.name.clone(),
+                            checksum: f.checksum.clone(),
+                            size: f.size.unwrap_or(0),
+                            date: f.date.clone().unwrap_or_default(),
+                        })
+                        .collect(),
+                    metadata: p.meta_data.clone(),
+                })
+                .collect(),
+            artifact_provides: info.provides.clone(),
+            artifact_depends: depends,
+            clears_artifact_provides: info.clears_provides.clone(),
+            size,
+            modified: mender_http::time::now_string(),
+        }
+    }
+
     /// The API JSON, with the deprecated `meta_data` list next to `metadata`.
     pub fn to_json(&self) -> Value {
         let mut v = serde_json::to_value(self).unwrap_or_else(|_| json!({}));

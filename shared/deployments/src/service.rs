@@ -640,3 +640,57 @@ impl Deployments {
         Ok(history)
     }
 }
+
+impl Deployments {
+    /// Records a direct upload's intent (status `pending`) and returns its id.
+    pub async fn start_direct_upload(&self, tenant: &str) -> Result<String, Error> {
+        let now = now();
+        let intent = crate::store::UploadIntent {
+            id: uuid::Uuid::new_v4().to_string(),
+            status: "pending".into(),
+            issued_ts: now.clone(),
+            updated_ts: now,
+        };
+        self.store.put_intent(tenant, &intent).await?;
+        Ok(intent.id)
+    }
+
+    /// `complete`: a pending intent becomes `processing`; anything else is 404.
+    pub async fn complete_direct_upload(&self, tenant: &str, id: &str) -> Result<(), Error> {
+        match self
+            .store
+            .move_intent(tenant, id, "pending", "processing", &now())
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(DynamoError::ConditionFailed) => Err(Error::NotFound("Resource not found".into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Ends a processing intent (`completed` or `aborted`); repeated calls are no-ops.
+    pub async fn finish_direct_upload(
+        &self,
+        tenant: &str,
+        id: &str,
+        status: &str,
+    ) -> Result<(), Error> {
+        match self
+            .store
+            .move_intent(tenant, id, "processing", status, &now())
+            .await
+        {
+            Ok(()) | Err(DynamoError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The intent's status, if the upload exists.
+    pub async fn direct_upload_status(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<String>, Error> {
+        Ok(self.store.get_intent(tenant, id).await?.map(|i| i.status))
+    }
+}

@@ -560,3 +560,64 @@ impl Store {
         Ok(())
     }
 }
+
+/// A direct upload: the presigned PUT was issued; `complete` moves it to processing, the
+/// `process-artifact` step to completed or aborted.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct UploadIntent {
+    pub id: String,
+    pub status: String,
+    pub issued_ts: String,
+    pub updated_ts: String,
+}
+
+impl Store {
+    pub async fn put_intent(&self, tenant: &str, intent: &UploadIntent) -> Result<(), DynamoError> {
+        let item = to_item(tenant_pk(tenant), format!("UPLOAD#{}", intent.id), intent)?;
+        self.table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    pub async fn get_intent(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<UploadIntent>, DynamoError> {
+        self.table
+            .get_as(key(tenant_pk(tenant), format!("UPLOAD#{id}")))
+            .await
+    }
+
+    /// Moves an intent from `from` to `to`; `ConditionFailed` when it is not in `from`.
+    pub async fn move_intent(
+        &self,
+        tenant: &str,
+        id: &str,
+        from: &str,
+        to: &str,
+        when: &str,
+    ) -> Result<(), DynamoError> {
+        self.table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .set_key(Some(key(tenant_pk(tenant), format!("UPLOAD#{id}"))))
+            .update_expression("SET #status = :to, updated_ts = :when")
+            .condition_expression("#status = :from")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":from", s(from))
+            .expression_attribute_values(":to", s(to))
+            .expression_attribute_values(":when", s(when))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}

@@ -22,6 +22,9 @@ pub async fn process(queue: Queue, services: &Services, body: &str) -> Result<()
         Queue::DecommissionDevice => decommission_device::process(services, body)
             .await
             .map_err(|e| e.to_string()),
+        Queue::ProcessArtifact => process_artifact::process(services, body)
+            .await
+            .map_err(|e| e.to_string()),
     };
     result
 }

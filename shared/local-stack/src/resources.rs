@@ -34,6 +34,7 @@ pub fn queue_logical_id(queue: Queue) -> &'static str {
         Queue::UpdateDeviceStatus => "UpdateDeviceStatusQueue",
         Queue::UpdateDeviceInventory => "UpdateDeviceInventoryQueue",
         Queue::DecommissionDevice => "DecommissionDeviceQueue",
+        Queue::ProcessArtifact => "ProcessArtifactQueue",
     }
 }
 
@@ -57,6 +58,7 @@ impl Created {
             update_device_status: url(Queue::UpdateDeviceStatus)?,
             update_device_inventory: url(Queue::UpdateDeviceInventory)?,
             decommission_device: url(Queue::DecommissionDevice)?,
+            process_artifact: url(Queue::ProcessArtifact)?,
         })
     }
 }

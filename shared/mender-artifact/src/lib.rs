@@ -1,14 +1,41 @@
-//! Streaming reader and writer for Mender artifacts (formats v2 and v3).
+//! Streaming reader and writer for Mender artifacts (formats v2 and v3), the Rust
+//! counterpart of the Go `mender-artifact` library as the deployments service uses it.
 //!
-//! * [`read_artifact`] parses an artifact from any [`std::io::Read`] in one forward pass
-//!   with bounded memory, either header-only ([`ReadMode::HeaderOnly`], e.g. over a ranged
-//!   S3 GET) or verifying every checksum ([`ReadMode::Full`]). Errors are typed
-//!   ([`Error`]); malformed input never panics.
-//! * [`StreamParser`] / [`read_artifact_async`] run the same parser on a blocking thread fed
-//!   from async code, so a server can parse an upload while streaming it to S3.
-//! * [`write_artifact`] writes a v3 module-image artifact (`single-file`, `script`, ...)
-//!   that `mender-artifact read` accepts; [`ArtifactSpec::single_file`] builds what the
-//!   `single-file` update module expects.
+//! # Reading
+//!
+//! [`read_artifact`] parses an artifact from any [`std::io::Read`] in a single forward
+//! pass. Memory does not grow with the artifact: payload data is hashed in 64 KiB chunks,
+//! only metadata members are buffered (each capped, see [`ReadOptions`]) and decoders are
+//! bounded ([`ReadOptions::max_decoder_memory`]). Two modes:
+//!
+//! * [`ReadMode::Full`] ([`verify_artifact`]): checks the member order, the `version` and
+//!   `header.tar*` checksums, every payload file's SHA-256 against the manifest and that
+//!   every manifest entry was present; reads to EOF ([`ArtifactInfo::size`] = bytes read).
+//! * [`ReadMode::HeaderOnly`] ([`read_header`]): stops at the end of `header.tar*`
+//!   (`header-augment.tar*` for augmented artifacts), typically a few KiB into the file,
+//!   so an artifact stored in S3 can be parsed through a `Read` that issues ranged GETs
+//!   lazily (or one GET of the first 64 KiB; a short read surfaces as
+//!   [`Error::Truncated`]).
+//!
+//! Malformed input (truncated, not a tar, wrong checksum, members out of order, unknown
+//! version, oversized header...) always yields a typed [`Error`], never a panic.
+//!
+//! # Parsing an upload while streaming it elsewhere
+//!
+//! [`StreamParser`] runs the parser on tokio's blocking pool and takes the upload chunk by
+//! chunk ([`StreamParser::feed`] with back-pressure, [`StreamParser::finish`] for the
+//! result), so a handler can forward each chunk to S3 and to the parser; a malformed
+//! artifact makes `feed` fail early. [`read_artifact_async`] wraps an
+//! [`tokio::io::AsyncRead`] the same way.
+//!
+//! # Writing
+//!
+//! [`write_artifact`] writes a v3 module-image artifact laid out like
+//! `mender-artifact write module-image` (same header-info/type-info JSON, default provides
+//! `rootfs-image.<type>.version` and clears `rootfs-image.<type>.*`), gzip/xz/zstd or
+//! uncompressed. [`ArtifactSpec::single_file`] builds what upstream's
+//! `single-file-artifact-gen` produces for the `single-file` update module (payload files
+//! `dest_dir`, `filename`, `permissions` and the file). Signing is not supported.
 
 mod compression;
 mod error;

@@ -28,6 +28,8 @@ pub struct Services {
     pub deviceauth: deviceauth::Deviceauth,
     pub inventory: inventory::Inventory,
     pub deployments: deployments::Deployments,
+    /// Starts workflows (queue messages).
+    pub workflows: Arc<dyn Publisher>,
     /// Artifact objects in S3.
     pub artifacts: ArtifactStorage,
     pub auth: Authenticator,
@@ -67,7 +69,7 @@ impl Services {
         let deviceauth = deviceauth::Deviceauth {
             store: deviceauth::store::Store::new(dynamodb.clone(), &config.deviceauth_table),
             keys: keys.clone(),
-            workflows: publisher,
+            workflows: publisher.clone(),
             token_lifetime_secs: config.device_token_lifetime_secs,
             check_in_interval_secs: config.check_in_interval_secs,
         };
@@ -89,6 +91,7 @@ impl Services {
             deviceauth,
             inventory,
             deployments,
+            workflows: publisher,
             artifacts,
             auth,
         })

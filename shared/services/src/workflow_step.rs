@@ -19,6 +19,8 @@ pub enum StepError {
     Deviceauth(#[from] deviceauth::Error),
     #[error("deployments: {0}")]
     Deployments(#[from] deployments::Error),
+    #[error("{0}")]
+    Storage(#[from] mender_aws::s3::S3Error),
 }
 
 /// Parses a queue message body.

@@ -55,6 +55,12 @@ pub enum Job {
         tenant_id: String,
         device_id: String,
     },
+    /// A direct upload completed: parse and verify the object, then store the artifact.
+    ProcessArtifact {
+        request_id: String,
+        tenant_id: String,
+        artifact_id: String,
+    },
 }
 
 /// The queues, one per workflow.
@@ -64,14 +70,16 @@ pub enum Queue {
     UpdateDeviceStatus,
     UpdateDeviceInventory,
     DecommissionDevice,
+    ProcessArtifact,
 }
 
 impl Queue {
-    pub const ALL: [Queue; 4] = [
+    pub const ALL: [Queue; 5] = [
         Queue::ProvisionDevice,
         Queue::UpdateDeviceStatus,
         Queue::UpdateDeviceInventory,
         Queue::DecommissionDevice,
+        Queue::ProcessArtifact,
     ];
 
     /// The workflow step's name (function and queue name stem).
@@ -81,6 +89,7 @@ impl Queue {
             Queue::UpdateDeviceStatus => "update-device-status",
             Queue::UpdateDeviceInventory => "update-device-inventory",
             Queue::DecommissionDevice => "decommission-device",
+            Queue::ProcessArtifact => "process-artifact",
         }
     }
 
@@ -90,6 +99,7 @@ impl Queue {
             Queue::UpdateDeviceStatus => &urls.update_device_status,
             Queue::UpdateDeviceInventory => &urls.update_device_inventory,
             Queue::DecommissionDevice => &urls.decommission_device,
+            Queue::ProcessArtifact => &urls.process_artifact,
         }
     }
 }
@@ -101,6 +111,7 @@ impl Job {
             Job::UpdateDeviceStatus { .. } => Queue::UpdateDeviceStatus,
             Job::UpdateDeviceInventory { .. } => Queue::UpdateDeviceInventory,
             Job::DecommissionDevice { .. } => Queue::DecommissionDevice,
+            Job::ProcessArtifact { .. } => Queue::ProcessArtifact,
         }
     }
 
@@ -113,6 +124,7 @@ impl Job {
             }
             Job::UpdateDeviceInventory { device_id, .. }
             | Job::DecommissionDevice { device_id, .. } => device_id.clone(),
+            Job::ProcessArtifact { artifact_id, .. } => artifact_id.clone(),
         }
     }
 }

@@ -9,3 +9,24 @@ trap 'scripts/stack.sh stop' EXIT
 scripts/stack.sh start
 eval "$(scripts/stack.sh env)"
 cargo run -q -p black-box-tests --bin bench-device-request
+
+# The artifact reader on a 256 MiB artifact, next to `mender-artifact read` and plain sha256 of
+# the same file (release build of the reader; the file is made once and kept).
+ART_DIR=${MENDER_RS_HOME:-$HOME/.cache/mender-rs}/bench
+mkdir -p "$ART_DIR"
+ART=$ART_DIR/256mib.mender
+if [ ! -f "$ART" ]; then
+  head -c $((256 * 1024 * 1024)) /dev/urandom > "$ART_DIR/payload.bin"
+  mender-artifact write module-image -T single-file -n bench-256 -t bench --compression none \
+    -f "$ART_DIR/payload.bin" -o "$ART"
+  rm -f "$ART_DIR/payload.bin"
+fi
+echo "artifact: $ART ($(stat -c %s "$ART") bytes, uncompressed payload)"
+cargo build -q --release -p mender-artifact --bin artifact-bench
+"$CARGO_TARGET_DIR/release/artifact-bench" "$ART"
+t0=$(date +%s.%N); mender-artifact read "$ART" >/dev/null; t1=$(date +%s.%N)
+echo "mender-artifact read (header): $(echo "$t1 - $t0" | bc) s"
+t0=$(date +%s.%N); mender-artifact validate "$ART" >/dev/null 2>&1; t1=$(date +%s.%N)
+echo "mender-artifact validate (full checksums): $(echo "$t1 - $t0" | bc) s"
+t0=$(date +%s.%N); openssl dgst -sha256 "$ART" >/dev/null; t1=$(date +%s.%N)
+echo "openssl dgst -sha256 of the same file: $(echo "$t1 - $t0" | bc) s"

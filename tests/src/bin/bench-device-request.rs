@@ -165,6 +165,24 @@ async fn main() -> anyhow::Result<()> {
     latencies.sort();
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
 
+    // An idle update check: v2 `deployments/next` with nothing pending (204).
+    let poll = || {
+        axum::http::Request::post("/api/devices/v2/deployments/device/deployments/next")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"device_provides":{"device_type":"bench","artifact_name":"initial"},"update_control_map":true}"#))
+    };
+    counter.take();
+    let mut poll_latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let response = app.clone().oneshot(poll()?).await?;
+        anyhow::ensure!(response.status() == 204, "idle poll: {}", response.status());
+        poll_latencies.push(t.elapsed());
+    }
+    let poll_calls = counter.take();
+    poll_latencies.sort();
+
     println!(
         "device token check ({n} calls): {} per request; mean {:.2} ms against DynamoDB Local",
         per_request(&check_calls, n),
@@ -178,6 +196,15 @@ async fn main() -> anyhow::Result<()> {
         "idle inventory PUT latency: median {:.2} ms, p99 {:.2} ms (debug build, DynamoDB Local)",
         ms(latencies[n / 2]),
         ms(latencies[n * 99 / 100])
+    );
+    println!(
+        "idle deployments/next (v2 POST, 204) through the router ({n} requests): {} per request (budget: 2 reads, no writes)",
+        per_request(&poll_calls, n)
+    );
+    println!(
+        "idle deployments/next latency: median {:.2} ms, p99 {:.2} ms (debug build, DynamoDB Local)",
+        ms(poll_latencies[n / 2]),
+        ms(poll_latencies[n * 99 / 100])
     );
     Ok(())
 }

@@ -3,7 +3,7 @@
 #   make test   run every test (starts and stops what the tests need)
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/mender-rs/target
 
-.PHONY: run test reset create-user lint deps bench
+.PHONY: run test reset create-user lint deps bench coverage
 
 run:
 	scripts/run.sh
@@ -29,3 +29,7 @@ deps:
 # Benchmarks that print their figures (DynamoDB calls per device request, latency).
 bench:
 	scripts/bench.sh
+
+# Regenerate docs/COVERAGE.md (which Mender operations are served, by which function).
+coverage:
+	python3 scripts/coverage.py

@@ -24,9 +24,11 @@ fi
 echo "artifact: $ART ($(stat -c %s "$ART") bytes, uncompressed payload)"
 cargo build -q --release -p mender-artifact --bin artifact-bench
 "$CARGO_TARGET_DIR/release/artifact-bench" "$ART"
-t0=$(date +%s.%N); mender-artifact read "$ART" >/dev/null; t1=$(date +%s.%N)
-echo "mender-artifact read (header): $(echo "$t1 - $t0" | bc) s"
-t0=$(date +%s.%N); mender-artifact validate "$ART" >/dev/null 2>&1; t1=$(date +%s.%N)
-echo "mender-artifact validate (full checksums): $(echo "$t1 - $t0" | bc) s"
-t0=$(date +%s.%N); openssl dgst -sha256 "$ART" >/dev/null; t1=$(date +%s.%N)
-echo "openssl dgst -sha256 of the same file: $(echo "$t1 - $t0" | bc) s"
+timed() { # label command...
+  local label=$1; shift
+  local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" -v l="$label" 'BEGIN { printf "%s: %.3f s\n", l, b - a }'
+}
+timed "mender-artifact read (header parse)" mender-artifact read "$ART"
+timed "mender-artifact validate (full checksums)" mender-artifact validate "$ART"
+timed "openssl dgst -sha256 of the same file" openssl dgst -sha256 "$ART"

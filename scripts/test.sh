@@ -13,6 +13,7 @@ export SAM_CLI_TELEMETRY=0
 "$sam_venv/cfn-lint" infra/template.yaml
 "$sam_venv/sam" validate --lint --template-file infra/template.yaml --region eu-west-1
 echo "template: cfn-lint and sam validate --lint passed"
+python3 scripts/coverage.py --check
 export STACK_NAME=test
 scripts/stack.sh stop
 scripts/stack.sh start

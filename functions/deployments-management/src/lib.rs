@@ -2,6 +2,7 @@
 //! deployments (create for devices, all devices or a group; list, get, statistics, devices,
 //! logs, abort; a device's history and abort). The artifact upload lives in `upload`.
 
+pub mod releases;
 pub mod upload;
 
 use std::time::Duration;
@@ -31,6 +32,42 @@ const V1: &str = "/api/management/v1/deployments";
 pub fn routes() -> Vec<Route<Services>> {
     let upload = upload_artifact.layer(DefaultBodyLimit::max(upload::MAX_ARTIFACT_SIZE as usize));
     vec![
+        Route::get(
+            "/api/management/v1/deployments/deployments/releases",
+            releases::list_v1,
+        ),
+        Route::get(
+            "/api/management/v1/deployments/deployments/releases/list",
+            releases::list_v1_paged,
+        ),
+        Route::get(
+            "/api/management/v2/deployments/deployments/releases",
+            releases::list_v2,
+        ),
+        Route::delete(
+            "/api/management/v2/deployments/deployments/releases",
+            releases::delete,
+        ),
+        Route::get(
+            "/api/management/v2/deployments/deployments/releases/{name}",
+            releases::get,
+        ),
+        Route::patch(
+            "/api/management/v2/deployments/deployments/releases/{name}",
+            releases::set_notes,
+        ),
+        Route::put(
+            "/api/management/v2/deployments/deployments/releases/{name}/tags",
+            releases::set_tags,
+        ),
+        Route::get(
+            "/api/management/v2/deployments/releases/all/tags",
+            releases::all_tags,
+        ),
+        Route::get(
+            "/api/management/v2/deployments/releases/all/types",
+            releases::all_types,
+        ),
         Route::get("/api/management/v1/deployments/artifacts", list_artifacts),
         Route::post("/api/management/v1/deployments/artifacts", upload),
         Route::get(
@@ -126,7 +163,11 @@ fn check_uuid(id: &str) -> ApiResult<()> {
         .map_err(|_| ApiError::bad_request("ID is not a valid UUID"))
 }
 
-fn with_links(mut response: Response, links: Vec<String>, total: Option<u64>) -> Response {
+pub(crate) fn with_links(
+    mut response: Response,
+    links: Vec<String>,
+    total: Option<u64>,
+) -> Response {
     for link in links {
         if let Ok(value) = HeaderValue::from_str(&link) {
             response.headers_mut().append(header::LINK, value);

@@ -4,6 +4,7 @@
 //! `model` holds the rules as plain Rust; `store` the DynamoDB table; `service` the operations.
 
 pub mod model;
+pub mod releases;
 pub mod service;
 pub mod store;
 

@@ -28,6 +28,9 @@ pub enum Error {
     ArtifactExists(Value),
     #[error("{0}")]
     Unprocessable(String),
+    /// Releases used by unfinished deployments: 409 with `active_deployments`.
+    #[error("release(s) used in active deployment")]
+    ReleasesInUse(Vec<String>),
     #[error("storage: {0}")]
     Storage(#[from] DynamoError),
     #[error("{0}")]
@@ -45,6 +48,8 @@ impl From<Error> for ApiError {
                     .with_extra("metadata", json!({ "conflict": conflict }))
             }
             Error::Unprocessable(m) => ApiError::unprocessable(m),
+            Error::ReleasesInUse(ids) => ApiError::conflict("release(s) used in active deployment")
+                .with_extra("active_deployments", json!(ids)),
             Error::Storage(e) => ApiError::internal(e),
             Error::Internal(m) => ApiError::internal(m),
         }

@@ -621,3 +621,42 @@ impl Store {
         Ok(())
     }
 }
+
+/// A release's own data (its artifacts are the artifacts with its name).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct ReleaseMeta {
+    pub name: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub notes: String,
+}
+
+impl Store {
+    pub async fn release_metas(&self, tenant: &str) -> Result<Vec<ReleaseMeta>, DynamoError> {
+        self.table.query_prefix_as(&tenant_pk(tenant), "REL#").await
+    }
+
+    pub async fn put_release_meta(
+        &self,
+        tenant: &str,
+        meta: &ReleaseMeta,
+    ) -> Result<(), DynamoError> {
+        let item = to_item(tenant_pk(tenant), format!("REL#{}", meta.name), meta)?;
+        self.table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    pub async fn delete_release_meta(&self, tenant: &str, name: &str) -> Result<(), DynamoError> {
+        self.table
+            .delete(key(tenant_pk(tenant), format!("REL#{name}")))
+            .await
+    }
+}

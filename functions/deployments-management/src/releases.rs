@@ -1,0 +1,250 @@
+//! Release routes (v1 and v2): list with filters, sorting and paging, get, notes, tags,
+//! delete, and the tenant's tags and update types.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use deployments::releases::Release;
+use mender_aws::s3::ArtifactStorage;
+use mender_http::paging::{link_headers, query_pairs, Extent, Paging};
+use mender_http::{ApiError, ApiResult, MenderJson, UserAuth};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use services::Services;
+
+use crate::with_links;
+
+fn values(pairs: &[(String, String)], key: &str) -> Vec<String> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// Filters shared by the lists: `name` (case-insensitive "contains", as upstream's unanchored
+/// regex), `tag` (any of, lower-cased), `update_type`, `description` and `device_type`.
+fn filtered(mut releases: Vec<Release>, pairs: &[(String, String)]) -> Vec<Release> {
+    if let Some(name) = values(pairs, "name")
+        .first()
+        .map(|n| n.to_ascii_lowercase())
+    {
+        releases.retain(|r| r.name.to_ascii_lowercase().contains(&name));
+    }
+    let tags: Vec<String> = values(pairs, "tag")
+        .iter()
+        .map(|t| t.to_ascii_lowercase())
+        .collect();
+    if !tags.is_empty() {
+        releases.retain(|r| r.tags.iter().any(|t| tags.contains(t)));
+    }
+    if let Some(kind) = values(pairs, "update_type").first() {
+        releases.retain(|r| r.update_types().contains(kind));
+    }
+    if let Some(d) = values(pairs, "description")
+        .first()
+        .map(|d| d.to_ascii_lowercase())
+    {
+        releases.retain(|r| {
+            r.artifacts
+                .iter()
+                .any(|a| a.description.to_ascii_lowercase().contains(&d))
+        });
+    }
+    if let Some(t) = values(pairs, "device_type").first() {
+        releases.retain(|r| {
+            r.artifacts
+                .iter()
+                .any(|a| a.device_types_compatible.contains(t))
+        });
+    }
+    releases
+}
+
+/// `sort=name|modified|artifacts_count|tags[:asc|desc]`, default name ascending.
+fn sorted(mut releases: Vec<Release>, pairs: &[(String, String)]) -> ApiResult<Vec<Release>> {
+    let sort = values(pairs, "sort")
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "name:asc".into());
+    let (field, order) = sort.split_once(':').unwrap_or((sort.as_str(), "asc"));
+    match field {
+        "name" => releases.sort_by(|a, b| a.name.cmp(&b.name)),
+        "modified" => releases.sort_by(|a, b| a.modified.cmp(&b.modified)),
+        "artifacts_count" => releases.sort_by_key(|r| r.artifacts.len()),
+        "tags" => releases.sort_by(|a, b| a.tags.cmp(&b.tags)),
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "invalid sort field: {field}"
+            )))
+        }
+    }
+    match order {
+        "asc" => {}
+        "desc" => releases.reverse(),
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "invalid sort order: {order}"
+            )))
+        }
+    }
+    Ok(releases)
+}
+
+/// `GET /api/management/v1/deployments/deployments/releases` (v1 shape, no paging).
+pub async fn list_v1(
+    State(s): State<Services>,
+    auth: UserAuth,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let pairs = query_pairs(q.as_deref());
+    let releases = filtered(s.deployments.releases(auth.tenant()).await?, &pairs);
+    Ok(Json(Value::Array(
+        releases.iter().map(Release::to_json_v1).collect(),
+    )))
+}
+
+async fn page(
+    s: &Services,
+    auth: &UserAuth,
+    path: &str,
+    q: Option<&str>,
+    v2: bool,
+) -> ApiResult<Response> {
+    let pairs = query_pairs(q);
+    let paging = Paging::from_pairs(&pairs)?;
+    let releases = sorted(
+        filtered(s.deployments.releases(auth.tenant()).await?, &pairs),
+        &pairs,
+    )?;
+    let total = releases.len() as u64;
+    let body: Vec<Value> = paging
+        .slice(releases)
+        .iter()
+        .map(|r| if v2 { r.to_json_v2() } else { r.to_json_v1() })
+        .collect();
+    let links = link_headers(path, &pairs, paging, Extent::Total(total));
+    Ok(with_links(
+        Json(Value::Array(body)).into_response(),
+        links,
+        Some(total),
+    ))
+}
+
+/// `GET /api/management/v1/deployments/deployments/releases/list` (v1 shape, paged).
+pub async fn list_v1_paged(
+    State(s): State<Services>,
+    auth: UserAuth,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    page(
+        &s,
+        &auth,
+        "/api/management/v1/deployments/deployments/releases/list",
+        q.as_deref(),
+        false,
+    )
+    .await
+}
+
+/// `GET /api/management/v2/deployments/deployments/releases`.
+pub async fn list_v2(
+    State(s): State<Services>,
+    auth: UserAuth,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    page(
+        &s,
+        &auth,
+        "/api/management/v2/deployments/deployments/releases",
+        q.as_deref(),
+        true,
+    )
+    .await
+}
+
+pub async fn get(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        s.deployments
+            .release(auth.tenant(), &name)
+            .await?
+            .to_json_v2(),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct Notes {
+    #[serde(default)]
+    notes: String,
+}
+
+pub async fn set_notes(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(name): Path<String>,
+    MenderJson(body): MenderJson<Notes>,
+) -> ApiResult<StatusCode> {
+    s.deployments
+        .set_release_notes(auth.tenant(), &name, body.notes)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn set_tags(
+    State(s): State<Services>,
+    auth: UserAuth,
+    Path(name): Path<String>,
+    MenderJson(tags): MenderJson<Vec<String>>,
+) -> ApiResult<StatusCode> {
+    s.deployments
+        .set_release_tags(auth.tenant(), &name, tags)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/management/v2/deployments/deployments/releases?name=a&name=b`.
+pub async fn delete(
+    State(s): State<Services>,
+    auth: UserAuth,
+    RawQuery(q): RawQuery,
+) -> ApiResult<StatusCode> {
+    let names = values(&query_pairs(q.as_deref()), "name");
+    for id in s.deployments.delete_releases(auth.tenant(), &names).await? {
+        s.artifacts
+            .delete(&ArtifactStorage::key(auth.tenant(), &id))
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn all_tags(State(s): State<Services>, auth: UserAuth) -> ApiResult<Json<Value>> {
+    let mut tags: Vec<String> = s
+        .deployments
+        .releases(auth.tenant())
+        .await?
+        .into_iter()
+        .flat_map(|r| r.tags)
+        .collect();
+    tags.sort();
+    tags.dedup();
+    Ok(Json(json!(tags)))
+}
+
+pub async fn all_types(State(s): State<Services>, auth: UserAuth) -> ApiResult<Json<Value>> {
+    let mut types: Vec<String> = s
+        .deployments
+        .releases(auth.tenant())
+        .await?
+        .iter()
+        .flat_map(Release::update_types)
+        .collect();
+    types.sort();
+    types.dedup();
+    Ok(Json(json!(types)))
+}

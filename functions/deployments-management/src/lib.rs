@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Multipart, Path, RawQuery, State};
 use axum::handler::Handler;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use deployments::model::{status_filter, DeviceDeployment};
 use deployments::service::NewDeployment;
 use deployments::Deployment;
 use mender_aws::s3::ArtifactStorage;
-use mender_http::paging::{link_headers, query_pairs, Extent, Paging};
+use mender_http::paging::{link_headers, list_response, query_pairs, Extent, Paging};
 use mender_http::{ApiError, ApiResult, MenderJson, Route, UserAuth};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -163,24 +163,6 @@ fn check_uuid(id: &str) -> ApiResult<()> {
         .map_err(|_| ApiError::bad_request("ID is not a valid UUID"))
 }
 
-pub(crate) fn with_links(
-    mut response: Response,
-    links: Vec<String>,
-    total: Option<u64>,
-) -> Response {
-    for link in links {
-        if let Ok(value) = HeaderValue::from_str(&link) {
-            response.headers_mut().append(header::LINK, value);
-        }
-    }
-    if let Some(total) = total {
-        response
-            .headers_mut()
-            .insert("x-total-count", HeaderValue::from(total));
-    }
-    response
-}
-
 // ----- artifacts -----
 
 async fn upload_artifact(
@@ -288,11 +270,7 @@ async fn list_artifacts_v2(
         paging,
         Extent::HasNext(has_next),
     );
-    Ok(with_links(
-        Json(Value::Array(page)).into_response(),
-        links,
-        None,
-    ))
+    Ok(list_response(page, links, None))
 }
 
 async fn get_artifact(
@@ -549,11 +527,7 @@ async fn list_deployments(
     let total = all.len() as u64;
     let page: Vec<Value> = paging.slice(all).iter().map(Deployment::to_json).collect();
     let links = link_headers(uri.path(), &pairs, paging, Extent::Total(total));
-    Ok(with_links(
-        Json(Value::Array(page)).into_response(),
-        links,
-        Some(total),
-    ))
+    Ok(list_response(page, links, Some(total)))
 }
 
 async fn get_deployment(
@@ -663,11 +637,7 @@ async fn deployment_devices_page(
         paging,
         Extent::Total(total),
     );
-    Ok(with_links(
-        Json(Value::Array(out)).into_response(),
-        links,
-        Some(total),
-    ))
+    Ok(list_response(out, links, Some(total)))
 }
 
 async fn device_list(
@@ -725,11 +695,7 @@ async fn device_history(
         paging,
         Extent::Total(total),
     );
-    Ok(with_links(
-        Json(Value::Array(out)).into_response(),
-        links,
-        Some(total),
-    ))
+    Ok(list_response(out, links, Some(total)))
 }
 
 async fn abort_device(

@@ -3,17 +3,15 @@
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use deployments::releases::Release;
 use mender_aws::s3::ArtifactStorage;
-use mender_http::paging::{link_headers, query_pairs, Extent, Paging};
+use mender_http::paging::{link_headers, list_response, query_pairs, Extent, Paging};
 use mender_http::{ApiError, ApiResult, MenderJson, UserAuth};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use services::Services;
-
-use crate::with_links;
 
 fn values(pairs: &[(String, String)], key: &str) -> Vec<String> {
     pairs
@@ -125,11 +123,7 @@ async fn page(
         .map(|r| if v2 { r.to_json_v2() } else { r.to_json_v1() })
         .collect();
     let links = link_headers(path, &pairs, paging, Extent::Total(total));
-    Ok(with_links(
-        Json(Value::Array(body)).into_response(),
-        links,
-        Some(total),
-    ))
+    Ok(list_response(body, links, Some(total)))
 }
 
 /// `GET /api/management/v1/deployments/deployments/releases/list` (v1 shape, paged).

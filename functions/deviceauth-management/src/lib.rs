@@ -3,13 +3,13 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use deviceauth::service::DeviceFilter;
 use deviceauth::Device;
 use mender_http::json::{check_json_content_type, parse_json};
-use mender_http::paging::{link_headers, query_pairs, Extent, Paging};
+use mender_http::paging::{link_headers, list_response, query_pairs, Extent, Paging};
 use mender_http::{ApiResult, MenderJson, Route, UserAuth};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -50,13 +50,8 @@ fn device_page(
     let paging = Paging::from_pairs(pairs)?;
     let has_next = devices.len() > paging.offset() + paging.per_page as usize;
     let page: Vec<Value> = paging.slice(devices).iter().map(Device::to_json).collect();
-    let mut response = Json(Value::Array(page)).into_response();
-    for link in link_headers(path, pairs, paging, Extent::HasNext(has_next)) {
-        if let Ok(value) = HeaderValue::from_str(&link) {
-            response.headers_mut().append(header::LINK, value);
-        }
-    }
-    Ok(response)
+    let links = link_headers(path, pairs, paging, Extent::HasNext(has_next));
+    Ok(list_response(page, links, None))
 }
 
 async fn list_devices(

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use inventory::service::ListQuery;
 use inventory::AttributeIn;
-use mender_http::paging::{link_headers, query_pairs, Extent, Paging};
+use mender_http::paging::{link_headers, list_response, query_pairs, Extent, Paging};
 use mender_http::{ApiError, ApiResult, MenderJson, Route, UserAuth};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -39,18 +39,6 @@ pub fn routes() -> Vec<Route<Services>> {
 
 pub fn router(services: Services) -> Router {
     mender_http::routes::router(routes()).with_state(services)
-}
-
-fn with_links(mut response: Response, links: Vec<String>, total: u64) -> Response {
-    for link in links {
-        if let Ok(value) = HeaderValue::from_str(&link) {
-            response.headers_mut().append(header::LINK, value);
-        }
-    }
-    response
-        .headers_mut()
-        .insert("x-total-count", HeaderValue::from(total));
-    response
 }
 
 /// `GET /devices`: filters `name=value` / `scope/name=eq:value`, `has_group`, `group`, `sort`.
@@ -105,11 +93,7 @@ async fn list_devices(
         query.paging,
         Extent::Total(total),
     );
-    Ok(with_links(
-        Json(Value::Array(body)).into_response(),
-        links,
-        total,
-    ))
+    Ok(list_response(body, links, Some(total)))
 }
 
 async fn get_device(
@@ -261,10 +245,10 @@ async fn group_devices(
         paging,
         Extent::Total(total),
     );
-    Ok(with_links(
-        Json(json!(paging.slice(ids))).into_response(),
+    Ok(list_response(
+        paging.slice(ids).into_iter().map(Value::String).collect(),
         links,
-        total,
+        Some(total),
     ))
 }
 

@@ -107,6 +107,18 @@ impl Table {
         self.get(key).await?.map(from_item).transpose()
     }
 
+    /// Unconditional write of a whole item.
+    pub async fn put(&self, item: Item) -> Result<(), DynamoError> {
+        self.client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     pub async fn delete(&self, key: Item) -> Result<(), DynamoError> {
         self.client
             .delete_item()

@@ -117,14 +117,7 @@ impl Store {
 
     pub async fn put_artifact(&self, tenant: &str, artifact: &Artifact) -> Result<(), DynamoError> {
         let item = to_item(tenant_pk(tenant), format!("ART#{}", artifact.id), artifact)?;
-        self.table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(classify)?;
+        self.table.put(item).await?;
         Ok(())
     }
 
@@ -435,14 +428,7 @@ impl Store {
     ) -> Result<(), DynamoError> {
         let mut item = key(deployment_pk(tenant, deployment), format!("LOG#{device}"));
         item.insert("messages".into(), s(messages));
-        self.table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(classify)?;
+        self.table.put(item).await?;
         Ok(())
     }
 
@@ -574,14 +560,7 @@ pub struct UploadIntent {
 impl Store {
     pub async fn put_intent(&self, tenant: &str, intent: &UploadIntent) -> Result<(), DynamoError> {
         let item = to_item(tenant_pk(tenant), format!("UPLOAD#{}", intent.id), intent)?;
-        self.table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(classify)?;
+        self.table.put(item).await?;
         Ok(())
     }
 
@@ -643,14 +622,7 @@ impl Store {
         meta: &ReleaseMeta,
     ) -> Result<(), DynamoError> {
         let item = to_item(tenant_pk(tenant), format!("REL#{}", meta.name), meta)?;
-        self.table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(classify)?;
+        self.table.put(item).await?;
         Ok(())
     }
 

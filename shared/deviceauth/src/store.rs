@@ -273,14 +273,7 @@ impl Store {
     pub async fn put_limit(&self, tenant: &str, name: &str, value: i64) -> Result<(), DynamoError> {
         let mut item = key(tenant_pk(tenant), format!("LIMIT#{name}"));
         item.insert("value".into(), AttributeValue::N(value.to_string()));
-        self.table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(classify)?;
+        self.table.put(item).await?;
         Ok(())
     }
 

@@ -121,6 +121,28 @@ pub fn link_headers(
     links
 }
 
+/// A JSON list response with its `Link` headers and, when the total is known, `X-Total-Count`.
+pub fn list_response(
+    items: Vec<serde_json::Value>,
+    links: Vec<String>,
+    total: Option<u64>,
+) -> axum::response::Response {
+    use axum::http::{header, HeaderValue};
+    use axum::response::IntoResponse;
+    let mut response = axum::Json(serde_json::Value::Array(items)).into_response();
+    for link in links {
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            response.headers_mut().append(header::LINK, value);
+        }
+    }
+    if let Some(total) = total {
+        response
+            .headers_mut()
+            .insert("x-total-count", HeaderValue::from(total));
+    }
+    response
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

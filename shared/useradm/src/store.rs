@@ -222,17 +222,12 @@ impl Store {
 
     pub async fn put_token(&self, tenant: &str, token: &TokenRecord) -> Result<(), DynamoError> {
         self.table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(to_item(
+            .put(to_item(
                 user_pk(tenant, &token.user_id),
                 format!("TOKEN#{}", token.jti),
                 token,
-            )?))
-            .send()
-            .await
-            .map_err(classify)?;
+            )?)
+            .await?;
         Ok(())
     }
 

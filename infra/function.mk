@@ -9,7 +9,7 @@
 #                     Debian's gcc-aarch64-linux-gnu.
 #   CARGO_TARGET_DIR  default ~/.cache/mender-rs/target, as for `make run` / `make test`.
 #
-# Every make invocation builds all function crates in one cargo call: with `parallel = true`
+# Every make invocation builds all Lambda function crates in one cargo call: with `parallel = true`
 # the first one builds them while the others wait on cargo's lock and then find them fresh
 # (same package set, so the same feature unification and fingerprints).
 
@@ -17,7 +17,8 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))..)
 LAMBDA_ARCH ?= arm64
 CARGO_TARGET_DIR ?= $(HOME)/.cache/mender-rs/target
 export CARGO_TARGET_DIR
-FUNCTIONS := $(sort $(notdir $(patsubst %/Cargo.toml,%,$(wildcard $(ROOT)/functions/*/Cargo.toml))))
+# the Lambda function crates: those with a Makefile (not the deviceconnect container)
+FUNCTIONS := $(sort $(notdir $(patsubst %/Makefile,%,$(wildcard $(ROOT)/functions/*/Makefile))))
 
 ifeq ($(LAMBDA_ARCH),arm64)
   TARGET := aarch64-unknown-linux-gnu

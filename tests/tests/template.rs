@@ -102,11 +102,21 @@ const ACCESS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// The crates in `functions/` (every directory there).
+/// Crates in `functions/` that are not template functions: `deviceconnect` is the long-running
+/// container service (websockets + NATS, its own Dockerfile) the template leaves a place for; it
+/// has no `HttpApi` routes or Lambda function, so the route and crate checks skip it (the local
+/// server merges its router next to the API functions').
+const CONTAINER_SERVICES: &[&str] = &["deviceconnect"];
+
+/// The Lambda function crates in `functions/` (every directory there but [`CONTAINER_SERVICES`]).
 fn function_dirs() -> anyhow::Result<BTreeSet<String>> {
     let mut names = BTreeSet::new();
     for entry in std::fs::read_dir(root().join("functions"))? {
         let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if CONTAINER_SERVICES.contains(&name.as_str()) {
+            continue;
+        }
         if entry.file_type()?.is_dir() {
             names.insert(entry.file_name().to_string_lossy().into_owned());
         }

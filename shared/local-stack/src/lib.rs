@@ -1,9 +1,11 @@
 //! The local stack: every function's router on one HTTPS port (exactly the template's routes,
-//! checked at start), the queue consumers in the same process, and the tables, queues and
+//! checked at start), deviceconnect's routes on the same port with a `nats-server` child
+//! ([`nats`]), the queue consumers in the same process, and the tables, queues and
 //! bucket created on the emulators from `infra/template.yaml`. Used by `make run` (binary `mender-local`) and by the black-box tests,
 //! which start one stack per test with its own resource prefix.
 
 pub mod consumers;
+pub mod nats;
 pub mod resources;
 pub mod template;
 pub mod tls;
@@ -132,10 +134,19 @@ pub fn check_routes(resources: &template::Resources) -> anyhow::Result<()> {
 /// Every router of every API function, with the common layers. Route conflicts between
 /// functions panic here, at start, never at request time.
 pub fn app(services: Services) -> Router {
-    let router = API_FUNCTIONS.iter().fold(Router::new(), |router, f| {
+    mender_http::finish(api_routers(services))
+}
+
+fn api_routers(services: Services) -> Router {
+    API_FUNCTIONS.iter().fold(Router::new(), |router, f| {
         router.merge((f.router)(services.clone()))
-    });
-    mender_http::finish(router)
+    })
+}
+
+/// [`app`] plus deviceconnect's routes: the container service the template leaves a place for
+/// (not an `HttpApi` function), served on the same origin locally.
+pub fn app_with_deviceconnect(services: Services, dc: deviceconnect::Deviceconnect) -> Router {
+    mender_http::finish(api_routers(services).merge(deviceconnect::router(dc)))
 }
 
 /// What the stack is made of: SDK clients, created resources and the services.
@@ -225,6 +236,11 @@ pub struct Stack {
     pub ca_cert: PathBuf,
     pub services: Services,
     pub created: Created,
+    /// The local NATS server (`nats://127.0.0.1:<port>`) deviceconnect relays through.
+    pub nats_url: String,
+    /// This stack's deviceconnect instance (tests build more instances from its parts).
+    pub deviceconnect: deviceconnect::Deviceconnect,
+    nats: nats::NatsServer,
     stop: watch::Sender<bool>,
     server: axum_server::Handle<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
@@ -250,7 +266,22 @@ impl Stack {
         let port = listener.local_addr()?.port();
         let handle = axum_server::Handle::new();
         let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
-        let app = app(parts.services.clone());
+        let nats = nats::NatsServer::start().await?;
+        let dc = match deviceconnect::Deviceconnect::connect(
+            parts.services.clone(),
+            parts.dynamodb.clone(),
+            parts.created.table("DeviceconnectTable")?,
+            &nats.url,
+        )
+        .await
+        {
+            Ok(dc) => dc,
+            Err(e) => {
+                nats.stop().await;
+                bail!("connecting to the local nats-server: {e}");
+            }
+        };
+        let app = app_with_deviceconnect(parts.services.clone(), dc.clone());
         let mut tasks = vec![tokio::spawn(async move {
             if let Err(e) = server.serve(app.into_make_service()).await {
                 tracing::error!(error = %e, "server stopped");
@@ -274,6 +305,9 @@ impl Stack {
             ca_cert: certs.ca_cert,
             services: parts.services,
             created: parts.created,
+            nats_url: nats.url.clone(),
+            deviceconnect: dc,
+            nats,
             stop,
             server: handle,
             tasks,
@@ -288,5 +322,6 @@ impl Stack {
         for task in self.tasks {
             let _ = task.await;
         }
+        self.nats.stop().await;
     }
 }

@@ -119,6 +119,7 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         stack.ca_cert.display()
     );
     println!("  admin user:   {} / {}", admin.0, admin.1);
+    println!("  NATS:         {}  (deviceconnect relay)", stack.nats_url);
     println!("  Ctrl-C stops it");
     tokio::signal::ctrl_c().await?;
     println!("stopping");

@@ -1,0 +1,317 @@
+//! ProtoMsg frames (`{"hdr": {"proto", "typ", "sid", "props"}, "body"}`, msgpack) handled as raw
+//! bytes: the relay reads the header and re-encodes only the fields the server owns
+//! (`hdr.sid`, `hdr.props.user_id`); every other key and value is copied byte for byte, because
+//! the Go clients decode the exact wire integer types (CLIENTS.md §5).
+
+use std::ops::Range;
+
+use rmpv::Value;
+
+/// A frame that is not a ProtoMsg.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid ProtoMsg: {0}")]
+pub struct FrameError(pub String);
+
+fn err(message: impl std::fmt::Display) -> FrameError {
+    FrameError(message.to_string())
+}
+
+/// One map entry: the key (when it is a string) and the byte ranges of key and value.
+#[derive(Debug, Clone)]
+struct Entry {
+    key: Option<String>,
+    key_span: Range<usize>,
+    value_span: Range<usize>,
+    value: Value,
+}
+
+/// Reads the map starting at `start`; returns its entries and the end offset.
+fn read_map(buf: &[u8], start: usize) -> Result<(Vec<Entry>, usize), FrameError> {
+    let mut rd = buf.get(start..).ok_or_else(|| err("truncated"))?;
+    let len = rmp::decode::read_map_len(&mut rd).map_err(|e| err(format!("{e:?}")))?;
+    let mut pos = buf.len() - rd.len();
+    let mut entries = Vec::new();
+    for _ in 0..len {
+        let key_start = pos;
+        let key = rmpv::decode::read_value(&mut rd).map_err(err)?;
+        pos = buf.len() - rd.len();
+        let key_span = key_start..pos;
+        let value = rmpv::decode::read_value(&mut rd).map_err(err)?;
+        let value_span = pos..buf.len() - rd.len();
+        pos = value_span.end;
+        entries.push(Entry {
+            key: key.as_str().map(str::to_owned),
+            key_span,
+            value_span,
+            value,
+        });
+    }
+    Ok((entries, pos))
+}
+
+fn find<'a>(entries: &'a [Entry], key: &str) -> Option<&'a Entry> {
+    entries.iter().find(|e| e.key.as_deref() == Some(key))
+}
+
+/// A decoded ProtoMsg header over the frame's raw bytes.
+#[derive(Debug, Clone)]
+pub struct ProtoMsg {
+    pub proto: u64,
+    pub typ: Option<String>,
+    pub sid: Option<String>,
+    top: Vec<Entry>,
+    hdr: Vec<Entry>,
+}
+
+/// Protocol numbers.
+pub const PROTO_SHELL: u64 = 1;
+pub const PROTO_MENDER_CLIENT: u16 = 4;
+
+/// Decodes a frame: one msgpack map (nothing after it) whose `hdr` is a map with an integer
+/// `proto`; `typ` and `sid`, when present, are strings (or nil).
+pub fn parse(buf: &[u8]) -> Result<ProtoMsg, FrameError> {
+    let (top, end) = read_map(buf, 0)?;
+    if end != buf.len() {
+        return Err(err("trailing bytes"));
+    }
+    let hdr_entry = find(&top, "hdr").ok_or_else(|| err("no hdr"))?;
+    if !hdr_entry.value.is_map() {
+        return Err(err("hdr is not a map"));
+    }
+    let (hdr, _) = read_map(buf, hdr_entry.value_span.start)?;
+    let proto = find(&hdr, "proto")
+        .and_then(|e| e.value.as_u64())
+        .filter(|p| *p <= u64::from(u16::MAX))
+        .ok_or_else(|| err("hdr.proto is not a uint16"))?;
+    let string = |key: &str| -> Result<Option<String>, FrameError> {
+        match find(&hdr, key).map(|e| &e.value) {
+            None | Some(Value::Nil) => Ok(None),
+            Some(Value::String(s)) => s
+                .as_str()
+                .map(|s| Some(s.to_owned()))
+                .ok_or_else(|| err(format!("hdr.{key} is not UTF-8"))),
+            Some(_) => Err(err(format!("hdr.{key} is not a string"))),
+        }
+    };
+    let typ = string("typ")?;
+    let sid = string("sid")?;
+    match find(&hdr, "props").map(|e| &e.value) {
+        None | Some(Value::Nil) | Some(Value::Map(_)) => {}
+        Some(_) => return Err(err("hdr.props is not a map")),
+    }
+    Ok(ProtoMsg {
+        proto,
+        typ,
+        sid,
+        top,
+        hdr,
+    })
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = rmp::encode::write_str(out, s);
+}
+
+fn write_map_len(out: &mut Vec<u8>, len: usize) {
+    let _ = rmp::encode::write_map_len(out, u32::try_from(len).unwrap_or(u32::MAX));
+}
+
+/// The frame with `hdr.sid = sid` and `hdr.props.user_id = user_id`; everything else is copied
+/// unchanged (key order kept, missing `sid` / `props` appended to `hdr`).
+pub fn stamp(buf: &[u8], msg: &ProtoMsg, sid: &str, user_id: &str) -> Result<Vec<u8>, FrameError> {
+    let raw = |r: &Range<usize>| buf.get(r.clone()).unwrap_or_default();
+    let mut out = Vec::with_capacity(buf.len() + 64);
+    write_map_len(&mut out, msg.top.len());
+    for entry in &msg.top {
+        out.extend_from_slice(raw(&entry.key_span));
+        if entry.key.as_deref() != Some("hdr") {
+            out.extend_from_slice(raw(&entry.value_span));
+            continue;
+        }
+        let has_sid = find(&msg.hdr, "sid").is_some();
+        let has_props = find(&msg.hdr, "props").is_some();
+        write_map_len(
+            &mut out,
+            msg.hdr.len() + usize::from(!has_sid) + usize::from(!has_props),
+        );
+        for h in &msg.hdr {
+            out.extend_from_slice(raw(&h.key_span));
+            match h.key.as_deref() {
+                Some("sid") => write_str(&mut out, sid),
+                Some("props") => write_props(&mut out, buf, h, user_id)?,
+                _ => out.extend_from_slice(raw(&h.value_span)),
+            }
+        }
+        if !has_sid {
+            write_str(&mut out, "sid");
+            write_str(&mut out, sid);
+        }
+        if !has_props {
+            write_str(&mut out, "props");
+            write_map_len(&mut out, 1);
+            write_str(&mut out, "user_id");
+            write_str(&mut out, user_id);
+        }
+    }
+    Ok(out)
+}
+
+fn write_props(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    props: &Entry,
+    user_id: &str,
+) -> Result<(), FrameError> {
+    let entries = if props.value.is_map() {
+        read_map(buf, props.value_span.start)?.0
+    } else {
+        Vec::new()
+    };
+    let kept: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| e.key.as_deref() != Some("user_id"))
+        .collect();
+    write_map_len(out, kept.len() + 1);
+    for e in kept {
+        out.extend_from_slice(buf.get(e.key_span.clone()).unwrap_or_default());
+        out.extend_from_slice(buf.get(e.value_span.clone()).unwrap_or_default());
+    }
+    write_str(out, "user_id");
+    write_str(out, user_id);
+    Ok(())
+}
+
+/// A new frame `{"hdr": {"proto": <uint16>, "typ", "sid", "props": {"user_id"}}, "body"}`.
+pub fn build(proto: u16, typ: &str, sid: &str, user_id: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_map_len(&mut out, 2);
+    write_str(&mut out, "hdr");
+    write_map_len(&mut out, 4);
+    write_str(&mut out, "proto");
+    let _ = rmp::encode::write_u16(&mut out, proto);
+    write_str(&mut out, "typ");
+    write_str(&mut out, typ);
+    write_str(&mut out, "sid");
+    write_str(&mut out, sid);
+    write_str(&mut out, "props");
+    write_map_len(&mut out, 1);
+    write_str(&mut out, "user_id");
+    write_str(&mut out, user_id);
+    write_str(&mut out, "body");
+    let _ = rmp::encode::write_bin(&mut out, body);
+    out
+}
+
+/// A command for the device without a session: `{"hdr": {"proto": <uint16>, "typ", "props":
+/// {"user_id"}}}` (props omitted without a user), as upstream sends `check-update` /
+/// `send-inventory`.
+pub fn command(proto: u16, typ: &str, user_id: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_map_len(&mut out, 1);
+    write_str(&mut out, "hdr");
+    write_map_len(&mut out, if user_id.is_some() { 3 } else { 2 });
+    write_str(&mut out, "proto");
+    let _ = rmp::encode::write_u16(&mut out, proto);
+    write_str(&mut out, "typ");
+    write_str(&mut out, typ);
+    if let Some(user_id) = user_id {
+        write_str(&mut out, "props");
+        write_map_len(&mut out, 1);
+        write_str(&mut out, "user_id");
+        write_str(&mut out, user_id);
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// mender-cli's first message: widths as int64 (0xd3), proto as uint16 (0xcd), no sid.
+    fn cli_new() -> Vec<u8> {
+        let mut b = Vec::new();
+        write_map_len(&mut b, 1);
+        write_str(&mut b, "hdr");
+        write_map_len(&mut b, 3);
+        write_str(&mut b, "proto");
+        rmp::encode::write_u16(&mut b, 1).unwrap();
+        write_str(&mut b, "typ");
+        write_str(&mut b, "new");
+        write_str(&mut b, "props");
+        write_map_len(&mut b, 2);
+        write_str(&mut b, "terminal_width");
+        rmp::encode::write_i64(&mut b, 120).unwrap();
+        write_str(&mut b, "terminal_height");
+        rmp::encode::write_i64(&mut b, 30).unwrap();
+        b
+    }
+
+    #[test]
+    fn stamps_sid_and_user_id_and_keeps_wire_types() {
+        let frame = cli_new();
+        let msg = parse(&frame).unwrap();
+        assert_eq!(msg.proto, 1);
+        assert_eq!(msg.typ.as_deref(), Some("new"));
+        assert_eq!(msg.sid, None);
+        let out = stamp(&frame, &msg, "s-1", "u-1").unwrap();
+        let again = parse(&out).unwrap();
+        assert_eq!(again.sid.as_deref(), Some("s-1"));
+        // int64 widths and the uint16 proto survive byte for byte
+        let d3 = [0xd3, 0, 0, 0, 0, 0, 0, 0, 120];
+        assert!(out.windows(d3.len()).any(|w| w == d3));
+        assert!(out.windows(3).any(|w| w == [0xcd, 0, 1]));
+        let value = rmpv::decode::read_value(&mut &out[..]).unwrap();
+        let props = &value["hdr"]["props"];
+        assert_eq!(props["user_id"].as_str(), Some("u-1"));
+        assert_eq!(props["terminal_height"].as_i64(), Some(30));
+    }
+
+    #[test]
+    fn replaces_an_existing_sid_and_user_id() {
+        let value = Value::Map(vec![
+            (
+                "hdr".into(),
+                Value::Map(vec![
+                    ("proto".into(), 1.into()),
+                    ("typ".into(), "shell".into()),
+                    ("sid".into(), "forged".into()),
+                    (
+                        "props".into(),
+                        Value::Map(vec![("user_id".into(), "someone".into())]),
+                    ),
+                ]),
+            ),
+            ("body".into(), Value::Binary(b"ls\n".to_vec())),
+        ]);
+        let mut frame = Vec::new();
+        rmpv::encode::write_value(&mut frame, &value).unwrap();
+        let msg = parse(&frame).unwrap();
+        let out = stamp(&frame, &msg, "mine", "me").unwrap();
+        let v = rmpv::decode::read_value(&mut &out[..]).unwrap();
+        assert_eq!(v["hdr"]["sid"].as_str(), Some("mine"));
+        assert_eq!(v["hdr"]["props"]["user_id"].as_str(), Some("me"));
+        assert_eq!(v["body"].as_slice(), Some(&b"ls\n"[..]));
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_protomsg() {
+        assert!(parse(b"not msgpack at all").is_err());
+        assert!(parse(&[0xc1]).is_err());
+        let mut no_hdr = Vec::new();
+        rmpv::encode::write_value(&mut no_hdr, &Value::Map(vec![("body".into(), 1.into())]))
+            .unwrap();
+        assert!(parse(&no_hdr).is_err());
+        let mut trailing = cli_new();
+        trailing.push(0);
+        assert!(parse(&trailing).is_err());
+    }
+
+    #[test]
+    fn builds_a_stop() {
+        let frame = build(1, "stop", "s", "u", b"user disconnected");
+        let msg = parse(&frame).unwrap();
+        assert_eq!((msg.proto, msg.typ.as_deref()), (1, Some("stop")));
+    }
+}

@@ -1,0 +1,717 @@
+//! deviceconnect: two instances on one nats-server bridge a user on instance A to a device on
+//! instance B (server-assigned session id, `props.user_id` stamped, everything else relayed
+//! byte for byte), connection status follows the device socket, and bad input is refused
+//! without disturbing other sessions.
+//!
+//! Needs the emulators and nats-server (`make test`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use black_box_tests::device::Device;
+use black_box_tests::mgmt::https_client;
+use black_box_tests::{wait_for, Mgmt, TestStack};
+use deviceconnect::Deviceconnect;
+use futures::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use rmpv::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Serves one deviceconnect instance on plain HTTP (as the container does behind its load
+/// balancer).
+async fn serve(dc: Deviceconnect) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = mender_http::finish(deviceconnect::router(dc));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+/// Two instances: A is the stack's own deviceconnect, B a second one with its own NATS
+/// connection.
+async fn two_instances(stack: &TestStack) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+    let a = stack.stack.deviceconnect.clone();
+    let b = a.another_instance(&stack.stack.nats_url).await?;
+    Ok((serve(a).await?, serve(b).await?))
+}
+
+async fn accepted_device(
+    stack: &TestStack,
+    admin: &Mgmt,
+    mac: &str,
+) -> anyhow::Result<(String, String)> {
+    let mut device = Device::new(stack.url(), https_client(&stack.ca_cert())?, mac);
+    device.authenticate().await?;
+    let listed = admin.wait_for_device_by_mac(mac, WAIT).await?;
+    let id = listed["id"].as_str().unwrap_or_default().to_owned();
+    admin.accept_device(&id).await?;
+    anyhow::ensure!(device.authenticate().await? == StatusCode::OK);
+    let token = device.token.clone().context("no device token")?;
+    Ok((id, token))
+}
+
+async fn ws_connect(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<Ws> {
+    let mut request = format!("ws://{addr}{path}").into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse()?);
+    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+    Ok(ws)
+}
+
+async fn device_ws(addr: SocketAddr, token: &str) -> anyhow::Result<Ws> {
+    ws_connect(addr, "/api/devices/v1/deviceconnect/connect", token).await
+}
+
+async fn user_ws(addr: SocketAddr, device_id: &str, token: &str) -> anyhow::Result<Ws> {
+    ws_connect(
+        addr,
+        &format!("/api/management/v1/deviceconnect/devices/{device_id}/connect"),
+        token,
+    )
+    .await
+}
+
+/// The next binary frame (pings skipped); fails on close or timeout.
+async fn next_binary(ws: &mut Ws) -> anyhow::Result<Vec<u8>> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Err(_) => bail!("no frame within {WAIT:?}"),
+            Ok(None) => bail!("websocket ended"),
+            Ok(Some(frame)) => match frame? {
+                Message::Binary(data) => return Ok(data.to_vec()),
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => bail!("unexpected frame {other:?}"),
+            },
+        }
+    }
+}
+
+/// Waits for the server to close the socket; returns the close code (None: closed without a
+/// close frame).
+async fn closed(ws: &mut Ws) -> anyhow::Result<Option<u16>> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Err(_) => bail!("socket not closed within {WAIT:?}"),
+            Ok(None) | Ok(Some(Err(_))) => return Ok(None),
+            Ok(Some(Ok(Message::Close(frame)))) => return Ok(frame.map(|f| u16::from(f.code))),
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// No binary frame arrives within `within`.
+async fn silent(ws: &mut Ws, within: Duration) -> anyhow::Result<()> {
+    match tokio::time::timeout(within, ws.next()).await {
+        Err(_) => Ok(()),
+        Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => Ok(()),
+        Ok(other) => bail!("unexpected {other:?}"),
+    }
+}
+
+fn str_(out: &mut Vec<u8>, s: &str) -> anyhow::Result<()> {
+    rmp::encode::write_str(out, s)?;
+    Ok(())
+}
+
+/// mender-cli's first message: proto as uint16 (0xcd), widths as int64 (0xd3), no sid.
+fn cli_new_shell() -> anyhow::Result<Vec<u8>> {
+    let mut b = Vec::new();
+    rmp::encode::write_map_len(&mut b, 1)?;
+    str_(&mut b, "hdr")?;
+    rmp::encode::write_map_len(&mut b, 3)?;
+    str_(&mut b, "proto")?;
+    rmp::encode::write_u16(&mut b, 1)?;
+    str_(&mut b, "typ")?;
+    str_(&mut b, "new")?;
+    str_(&mut b, "props")?;
+    rmp::encode::write_map_len(&mut b, 2)?;
+    str_(&mut b, "terminal_width")?;
+    rmp::encode::write_i64(&mut b, 120)?;
+    str_(&mut b, "terminal_height")?;
+    rmp::encode::write_i64(&mut b, 30)?;
+    Ok(b)
+}
+
+/// A user shell frame without sid (keystrokes).
+fn cli_shell(keys: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut b = Vec::new();
+    rmp::encode::write_map_len(&mut b, 2)?;
+    str_(&mut b, "hdr")?;
+    rmp::encode::write_map_len(&mut b, 2)?;
+    str_(&mut b, "proto")?;
+    rmp::encode::write_u16(&mut b, 1)?;
+    str_(&mut b, "typ")?;
+    str_(&mut b, "shell")?;
+    str_(&mut b, "body")?;
+    rmp::encode::write_bin(&mut b, keys)?;
+    Ok(b)
+}
+
+/// What mender-connect answers: `status` as int64, body bytes.
+fn device_frame(typ: &str, sid: &str, body: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut b = Vec::new();
+    rmp::encode::write_map_len(&mut b, 2)?;
+    str_(&mut b, "hdr")?;
+    rmp::encode::write_map_len(&mut b, 4)?;
+    str_(&mut b, "proto")?;
+    rmp::encode::write_u16(&mut b, 1)?;
+    str_(&mut b, "typ")?;
+    str_(&mut b, typ)?;
+    str_(&mut b, "sid")?;
+    str_(&mut b, sid)?;
+    str_(&mut b, "props")?;
+    rmp::encode::write_map_len(&mut b, 1)?;
+    str_(&mut b, "status")?;
+    rmp::encode::write_i64(&mut b, 1)?;
+    str_(&mut b, "body")?;
+    rmp::encode::write_bin(&mut b, body)?;
+    Ok(b)
+}
+
+fn decode(frame: &[u8]) -> anyhow::Result<Value> {
+    Ok(rmpv::decode::read_value(&mut &frame[..])?)
+}
+
+/// The `sub` (user id) of a JWT.
+fn jwt_sub(token: &str) -> anyhow::Result<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).context("not a JWT")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes)?;
+    Ok(claims["sub"].as_str().unwrap_or_default().to_owned())
+}
+
+async fn status(admin: &Mgmt, device_id: &str) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+    admin
+        .request_json(
+            Method::GET,
+            &format!("/api/management/v1/deviceconnect/devices/{device_id}"),
+            None,
+        )
+        .await
+}
+
+async fn wait_status(admin: &Mgmt, device_id: &str, want: &str) -> anyhow::Result<()> {
+    wait_for(WAIT, Duration::from_millis(100), || async {
+        match status(admin, device_id).await {
+            Ok((StatusCode::OK, body)) if body["status"] == want => Some(()),
+            _ => None,
+        }
+    })
+    .await
+    .with_context(|| format!("device status never became {want}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_on_one_instance_reaches_device_on_another() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let admin = stack.admin().await?;
+    let (a, b) = two_instances(&stack).await?;
+    let (device_id, device_token) = accepted_device(&stack, &admin, "dc:00:00:00:00:01").await?;
+
+    // never connected: 404 with Mender's body (through the stack's HTTPS origin)
+    let (code, body) = status(&admin, &device_id).await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "device not found");
+
+    let mut device = device_ws(b, &device_token).await?;
+    wait_status(&admin, &device_id, "connected").await?;
+    let (_, body) = status(&admin, &device_id).await?;
+    assert_eq!(body["device_id"], device_id.as_str());
+
+    let mut user = user_ws(a, &device_id, admin.token()).await?;
+    let new = cli_new_shell()?;
+    user.send(Message::Binary(new.clone().into())).await?;
+
+    // the device sees a server-assigned sid and the user id; the rest byte for byte
+    let got = next_binary(&mut device).await?;
+    let value = decode(&got)?;
+    let sid = value["hdr"]["sid"].as_str().unwrap_or_default().to_owned();
+    assert!(uuid::Uuid::parse_str(&sid).is_ok(), "sid {sid:?}");
+    assert_eq!(
+        value["hdr"]["props"]["user_id"].as_str(),
+        Some(jwt_sub(admin.token())?.as_str())
+    );
+    assert_eq!(value["hdr"]["typ"].as_str(), Some("new"));
+    let int64_120 = [0xd3, 0, 0, 0, 0, 0, 0, 0, 120];
+    assert!(got.windows(9).any(|w| w == int64_120), "widths stay int64");
+    assert!(
+        got.windows(3).any(|w| w == [0xcd, 0, 1]),
+        "proto stays uint16"
+    );
+
+    // device -> user: relayed unchanged
+    let started = device_frame("new", &sid, b"Shell started")?;
+    device.send(Message::Binary(started.clone().into())).await?;
+    assert_eq!(next_binary(&mut user).await?, started);
+
+    // keystrokes and output
+    user.send(Message::Binary(cli_shell(b"echo hello\n")?.into()))
+        .await?;
+    let keys = decode(&next_binary(&mut device).await?)?;
+    assert_eq!(keys["hdr"]["sid"].as_str(), Some(sid.as_str()));
+    assert_eq!(keys["body"].as_slice(), Some(&b"echo hello\n"[..]));
+    let output = device_frame("shell", &sid, b"hello\r\n")?;
+    device.send(Message::Binary(output.clone().into())).await?;
+    assert_eq!(next_binary(&mut user).await?, output);
+
+    // mender-client commands reach the device with the user id
+    let (code, body) = admin
+        .request_json(
+            Method::POST,
+            &format!("/api/management/v1/deviceconnect/devices/{device_id}/check-update"),
+            None,
+        )
+        .await?;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    assert_eq!(body, serde_json::Value::Null);
+    let command = decode(&next_binary(&mut device).await?)?;
+    assert_eq!(command["hdr"]["proto"].as_u64(), Some(4));
+    assert_eq!(command["hdr"]["typ"].as_str(), Some("check-update"));
+    assert_eq!(
+        command["hdr"]["props"]["user_id"].as_str(),
+        Some(jwt_sub(admin.token())?.as_str())
+    );
+
+    // the device goes away: disconnected, and the user's session ends
+    device.close(None).await?;
+    wait_status(&admin, &device_id, "disconnected").await?;
+    closed(&mut user).await?;
+    // and a user cannot open a session to a disconnected device
+    let refused = user_ws(a, &device_id, admin.token()).await;
+    assert!(
+        refused.is_err(),
+        "connect to a disconnected device must fail"
+    );
+    let (code, body) = admin
+        .request_json(
+            Method::POST,
+            &format!("/api/management/v1/deviceconnect/devices/{device_id}/send-inventory"),
+            None,
+        )
+        .await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "device not connected");
+
+    stack.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_device_connection_replaces_the_older_one() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let admin = stack.admin().await?;
+    let (a, b) = two_instances(&stack).await?;
+    let (device_id, device_token) = accepted_device(&stack, &admin, "dc:00:00:00:00:02").await?;
+
+    let mut first = device_ws(a, &device_token).await?;
+    wait_status(&admin, &device_id, "connected").await?;
+    let mut second = device_ws(b, &device_token).await?;
+    // the first connection is closed by the newer one (on another instance) ...
+    closed(&mut first).await?;
+    // ... and its late disconnect does not mark the device disconnected
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, body) = status(&admin, &device_id).await?;
+    assert_eq!(body["status"], "connected");
+
+    // the newer connection works
+    let mut user = user_ws(a, &device_id, admin.token()).await?;
+    user.send(Message::Binary(cli_new_shell()?.into())).await?;
+    next_binary(&mut second).await?;
+
+    second.close(None).await?;
+    wait_status(&admin, &device_id, "disconnected").await?;
+    stack.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_without_disturbing_other_sessions() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let admin = stack.admin().await?;
+    let (a, b) = two_instances(&stack).await?;
+    let (device_id, device_token) = accepted_device(&stack, &admin, "dc:00:00:00:00:03").await?;
+    let http = https_client(&stack.ca_cert())?;
+    let mgmt_path = format!("/api/management/v1/deviceconnect/devices/{device_id}");
+
+    // a device token on the user endpoints, a user token on the device endpoint: 4xx with
+    // Mender's body
+    let device_as_user = Mgmt::with_token(stack.url(), &stack.ca_cert(), &device_token)?;
+    let (code, body) = device_as_user
+        .request_json(Method::GET, &mgmt_path, None)
+        .await?;
+    assert!(code.is_client_error(), "{code}");
+    assert!(body["error"].is_string(), "{body}");
+    let response = http
+        .get(format!(
+            "{}/api/devices/v1/deviceconnect/connect",
+            stack.url()
+        ))
+        .bearer_auth(admin.token())
+        .send()
+        .await?;
+    assert!(response.status().is_client_error(), "{}", response.status());
+    assert!(user_ws(a, &device_id, &device_token).await.is_err());
+    assert!(device_ws(b, admin.token()).await.is_err());
+    // unknown device
+    let (code, body) = status(&admin, "00000000-0000-0000-0000-000000000000").await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "device not found");
+    // the connect endpoint without a websocket upgrade
+    let (code, body) = admin
+        .request_json(Method::GET, &format!("{mgmt_path}/connect"), None)
+        .await?;
+    assert!(code.is_client_error(), "{code}");
+    assert!(body["error"].is_string());
+
+    let mut device = device_ws(b, &device_token).await?;
+    wait_status(&admin, &device_id, "connected").await?;
+
+    // a user token of another tenant (same user id, signed with the server key): refused
+    let mut claims: mender_tokens::UserClaims = stack.stack.services.keys.verify(admin.token())?;
+    claims.tenant = "0123456789abcdef01234567".into();
+    let other_tenant = stack.stack.services.keys.issue(&claims)?;
+    let stranger = Mgmt::with_token(stack.url(), &stack.ca_cert(), &other_tenant)?;
+    let (code, _) = stranger.request_json(Method::GET, &mgmt_path, None).await?;
+    assert!(code.is_client_error(), "{code}");
+    assert!(user_ws(a, &device_id, &other_tenant).await.is_err());
+
+    // two sessions on the device
+    let mut one = user_ws(a, &device_id, admin.token()).await?;
+    let mut two = user_ws(b, &device_id, admin.token()).await?;
+    one.send(Message::Binary(cli_new_shell()?.into())).await?;
+    let sid_one = decode(&next_binary(&mut device).await?)?["hdr"]["sid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    two.send(Message::Binary(cli_new_shell()?.into())).await?;
+    let sid_two = decode(&next_binary(&mut device).await?)?["hdr"]["sid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_ne!(sid_one, sid_two);
+
+    // a user frame that is not msgpack closes that session only
+    one.send(Message::Binary(b"definitely not msgpack".to_vec().into()))
+        .await?;
+    assert_eq!(closed(&mut one).await?, Some(1003));
+    // its shell on the device is stopped
+    let stop = decode(&next_binary(&mut device).await?)?;
+    assert_eq!(stop["hdr"]["typ"].as_str(), Some("stop"));
+    assert_eq!(stop["hdr"]["sid"].as_str(), Some(sid_one.as_str()));
+    assert_eq!(stop["body"].as_slice(), Some(&b"user disconnected"[..]));
+    // a text frame likewise
+    let mut three = user_ws(a, &device_id, admin.token()).await?;
+    three.send(Message::Text("{}".into())).await?;
+    assert_eq!(closed(&mut three).await?, Some(1003));
+
+    // a user cannot pick another session's id: the server's sid wins
+    let mut forged = Vec::new();
+    rmpv::encode::write_value(
+        &mut forged,
+        &Value::Map(vec![(
+            "hdr".into(),
+            Value::Map(vec![
+                ("proto".into(), Value::from(1u16)),
+                ("typ".into(), "shell".into()),
+                ("sid".into(), sid_one.as_str().into()),
+            ]),
+        )]),
+    )?;
+    two.send(Message::Binary(forged.into())).await?;
+    let got = decode(&next_binary(&mut device).await?)?;
+    assert_eq!(got["hdr"]["sid"].as_str(), Some(sid_two.as_str()));
+
+    // device frames for an unknown session or with a sid that is no subject token: dropped
+    for sid in [
+        uuid::Uuid::new_v4().to_string(),
+        "a.b".to_owned(),
+        ">".to_owned(),
+    ] {
+        device
+            .send(Message::Binary(
+                device_frame("shell", &sid, b"lost")?.into(),
+            ))
+            .await?;
+    }
+    silent(&mut two, Duration::from_millis(300)).await?;
+    // session two is undisturbed
+    let output = device_frame("shell", &sid_two, b"still here")?;
+    device.send(Message::Binary(output.clone().into())).await?;
+    assert_eq!(next_binary(&mut two).await?, output);
+
+    // a device frame that is not a ProtoMsg closes the device socket
+    device
+        .send(Message::Binary(vec![0x93, 1, 2, 3].into()))
+        .await?;
+    assert_eq!(closed(&mut device).await?, Some(1003));
+    wait_status(&admin, &device_id, "disconnected").await?;
+    closed(&mut two).await?;
+
+    stack.stop().await;
+    Ok(())
+}
+
+/// A child process killed (by its PID) and reaped when dropped.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &std::path::Path,
+) -> anyhow::Result<Proc> {
+    let out = std::fs::File::create(log)?;
+    let mut cmd = std::process::Command::new("/usr/bin/setpriv");
+    cmd.args(["--pdeathsig", "KILL", "--", program])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    Ok(Proc(
+        cmd.spawn().with_context(|| format!("starting {program}"))?,
+    ))
+}
+
+const DBUS_CONFIG: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=@SOCKET@</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow receive_sender="*"/>
+    <allow eavesdrop="true"/>
+  </policy>
+</busconfig>
+"#;
+
+/// The real `mender` daemon (DBus API on a private bus) and `mender-connect` on the stack's
+/// HTTPS origin; a user on a second instance opens a shell and runs `echo hello`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_mender_connect_runs_a_shell_command() -> anyhow::Result<()> {
+    use black_box_tests::{mender_available, ClientOptions, MenderClient};
+    for bin in [
+        "/usr/bin/mender-connect",
+        "/usr/bin/dbus-daemon",
+        "/usr/bin/setpriv",
+    ] {
+        if !std::path::Path::new(bin).is_file() || !mender_available() {
+            eprintln!("skipped: {bin} or mender-client missing");
+            return Ok(());
+        }
+    }
+    let stack = TestStack::start().await?;
+    let admin = stack.admin().await?;
+    let user_instance = serve(
+        stack
+            .stack
+            .deviceconnect
+            .another_instance(&stack.stack.nats_url)
+            .await?,
+    )
+    .await?;
+    let dir = black_box_tests::tempdir::TempDir::new("deviceconnect-real")?;
+    let socket = dir.path().join("system_bus_socket");
+    let dbus_conf = dir.path().join("dbus.conf");
+    std::fs::write(
+        &dbus_conf,
+        DBUS_CONFIG.replace("@SOCKET@", &socket.to_string_lossy()),
+    )?;
+    let _dbus = spawn(
+        "/usr/bin/dbus-daemon",
+        &[
+            &format!("--config-file={}", dbus_conf.display()),
+            "--nofork",
+        ],
+        &[],
+        &dir.path().join("dbus.log"),
+    )?;
+    wait_for(WAIT, Duration::from_millis(50), || async {
+        socket.exists().then_some(())
+    })
+    .await?;
+    let bus = format!("unix:path={}", socket.display());
+
+    let mac = "dc:00:00:00:00:04";
+    let mut options = ClientOptions::new(stack.url(), &stack.ca_cert(), mac);
+    options
+        .extra_config
+        .insert("DBus".into(), serde_json::json!({"Enabled": true}));
+    options
+        .env
+        .push(("DBUS_SYSTEM_BUS_ADDRESS".into(), bus.clone()));
+    let client = MenderClient::start_with(options)?;
+    let listed = admin
+        .wait_for_device_by_mac(mac, Duration::from_secs(30))
+        .await?;
+    let device_id = listed["id"].as_str().unwrap_or_default().to_owned();
+    admin.accept_device(&device_id).await?;
+
+    let connect_conf = dir.path().join("mender-connect.conf");
+    std::fs::write(
+        &connect_conf,
+        serde_json::json!({"ShellCommand": "/bin/sh", "ShellArguments": ["-i"], "User": "root",
+            "ReconnectIntervalSeconds": 2})
+        .to_string(),
+    )?;
+    let connect_log = dir.path().join("mender-connect.log");
+    let _connect = spawn(
+        "/usr/bin/mender-connect",
+        &[
+            "--config",
+            &connect_conf.to_string_lossy(),
+            "--fallback-config",
+            "none",
+            "daemon",
+        ],
+        &[("DBUS_SYSTEM_BUS_ADDRESS", &bus)],
+        &connect_log,
+    )?;
+    let connected = wait_for(
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || async {
+            match status(&admin, &device_id).await {
+                Ok((StatusCode::OK, body)) if body["status"] == "connected" => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    if let Err(e) = connected {
+        bail!(
+            "mender-connect never connected: {e}\nmender-connect log:\n{}\nclient log:\n{}",
+            std::fs::read_to_string(&connect_log).unwrap_or_default(),
+            client.log_tail(40)
+        );
+    }
+
+    let mut user = user_ws(user_instance, &device_id, admin.token()).await?;
+    user.send(Message::Binary(cli_new_shell()?.into())).await?;
+    let started = decode(&next_binary(&mut user).await?)?;
+    assert_eq!(started["hdr"]["typ"].as_str(), Some("new"), "{started}");
+    assert_eq!(
+        started["hdr"]["props"]["status"].as_i64(),
+        Some(1),
+        "{started}"
+    );
+    user.send(Message::Binary(cli_shell(b"echo hel''lo\n")?.into()))
+        .await?;
+    let mut output = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&output).contains("hello") {
+        if std::time::Instant::now() > deadline {
+            bail!("no hello in {:?}", String::from_utf8_lossy(&output));
+        }
+        let frame = decode(&next_binary(&mut user).await?)?;
+        if frame["hdr"]["typ"].as_str() == Some("shell") {
+            output.extend_from_slice(frame["body"].as_slice().unwrap_or_default());
+        }
+    }
+    user.close(None).await?;
+
+    // mender-cli terminal (needs a TTY: tmux) on the stack's HTTPS origin
+    if std::path::Path::new("/usr/bin/tmux").is_file() && black_box_tests::mender_cli_available() {
+        mender_cli_terminal(&stack, &device_id, dir.path()).await?;
+    }
+    drop(client);
+    stack.stop().await;
+    Ok(())
+}
+
+/// A private tmux server, killed when dropped.
+struct Tmux(std::path::PathBuf);
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = std::process::Command::new("/usr/bin/tmux")
+            .arg("-S")
+            .arg(&self.0)
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    async fn wait_for_screen(&self, what: &str, f: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+        let found = wait_for(
+            Duration::from_secs(20),
+            Duration::from_millis(200),
+            || async {
+                self.run(&["capture-pane", "-p"])
+                    .ok()
+                    .filter(|s| f(s))
+                    .map(|_| ())
+            },
+        )
+        .await;
+        if found.is_err() {
+            bail!(
+                "{what} never showed; screen:\n{}",
+                self.run(&["capture-pane", "-p"]).unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+async fn mender_cli_terminal(
+    stack: &TestStack,
+    device_id: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    use black_box_tests::stack::{ADMIN_EMAIL, ADMIN_PASSWORD};
+    let cli = black_box_tests::MenderCli::new(stack.url(), &stack.ca_cert())?;
+    cli.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await?
+        .ensure_success()?;
+    let command = format!(
+        "env HOME='{}' SSL_CERT_FILE='{}' /usr/bin/mender-cli --server '{}' terminal '{}'; sleep 60",
+        cli.home().display(),
+        stack.ca_cert().display(),
+        stack.url(),
+        device_id
+    );
+    let tmux = Tmux(dir.join("tmux.sock"));
+    tmux.run(&["new-session", "-d", "-x", "120", "-y", "30", &command])?;
+    tmux.wait_for_screen("the shell prompt", |s| s.contains('#') || s.contains('$'))
+        .await?;
+    tmux.run(&["send-keys", "echo hel''lo", "Enter"])?;
+    tmux.wait_for_screen("hello", |s| s.lines().any(|l| l.trim() == "hello"))
+        .await?;
+    // CTRL+] quits mender-cli
+    tmux.run(&["send-keys", "C-]"])?;
+    Ok(())
+}

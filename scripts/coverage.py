@@ -120,6 +120,10 @@ def render():
 
 
 if __name__ == "__main__":
+    if not COUNT.exists():
+        # The spec lives beside the repository (../shared); without it there is nothing to compare.
+        print(f"coverage: {COUNT} not found, check skipped", file=sys.stderr)
+        sys.exit(0 if "--check" in sys.argv else 1)
     text = render()
     if "--check" in sys.argv:
         if OUT.read_text() != text:

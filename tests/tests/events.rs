@@ -258,6 +258,57 @@ async fn decommission_device_sample_removes_the_device_everywhere() -> anyhow::R
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_artifact_sample_stores_a_directly_uploaded_artifact() -> anyhow::Result<()> {
+    let (services, _state) = stack_services().await?;
+    // A direct upload: the intent, the object in S3 (written by our artifact writer), complete.
+    let id = services.deployments.start_direct_upload("").await?;
+    let mut spec =
+        mender_artifact::ArtifactSpec::module_image("from-sample", vec!["board".into()], "script");
+    spec.files.push(mender_artifact::PayloadFile::from_bytes(
+        "run.sh",
+        b"#!/bin/sh\ntrue\n".to_vec(),
+    ));
+    let mut bytes = Vec::new();
+    mender_artifact::write_artifact(spec, &mut bytes)?;
+    services
+        .artifacts
+        .client
+        .put_object()
+        .bucket(&services.artifacts.bucket)
+        .key(mender_aws::s3::ArtifactStorage::key("", &id))
+        .body(bytes.clone().into())
+        .send()
+        .await?;
+    services.deployments.complete_direct_upload("", &id).await?;
+    run_sample!(
+        &services,
+        "process-artifact",
+        &id,
+        process_artifact::process
+    );
+    let artifact = services.deployments.artifact("", &id).await?;
+    assert_eq!(artifact.name, "from-sample");
+    assert_eq!(artifact.size, bytes.len() as u64);
+    assert_eq!(
+        services
+            .deployments
+            .direct_upload_status("", &id)
+            .await?
+            .as_deref(),
+        Some("completed")
+    );
+    // Delivered twice: the same state.
+    run_sample!(
+        &services,
+        "process-artifact",
+        &id,
+        process_artifact::process
+    );
+    assert_eq!(services.deployments.artifacts("").await?.len(), 1);
+    Ok(())
+}
+
 // ------------------------------------------------------------------------------------------------
 // S3
 

@@ -19,28 +19,15 @@ use services::Services;
 pub const DOWNLOAD_LINK_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Every route of this function and its handler (one `HttpApi` event each in the template).
+/// One line per route (hence no rustfmt): grep a path, read its handler.
+#[rustfmt::skip]
 pub fn routes() -> Vec<Route<Services>> {
     vec![
-        Route::post(
-            "/api/devices/v2/deployments/device/deployments/next",
-            next_v2,
-        ),
-        Route::post(
-            "/api/devices/v1/deployments/device/deployments/next",
-            next_v1_post,
-        ),
-        Route::get(
-            "/api/devices/v1/deployments/device/deployments/next",
-            next_v1_get,
-        ),
-        Route::put(
-            "/api/devices/v1/deployments/device/deployments/{id}/status",
-            report_status,
-        ),
-        Route::put(
-            "/api/devices/v1/deployments/device/deployments/{id}/log",
-            upload_log,
-        ),
+        Route::post("/api/devices/v2/deployments/device/deployments/next", next_v2),
+        Route::post("/api/devices/v1/deployments/device/deployments/next", next_v1_post),
+        Route::get("/api/devices/v1/deployments/device/deployments/next", next_v1_get),
+        Route::put("/api/devices/v1/deployments/device/deployments/{id}/status", report_status),
+        Route::put("/api/devices/v1/deployments/device/deployments/{id}/log", upload_log),
     ]
 }
 

@@ -29,127 +29,42 @@ pub const UPLOAD_LINK_LIFETIME: Duration = Duration::from_secs(3600);
 const V1: &str = "/api/management/v1/deployments";
 
 /// Every route of this function and its handler (one `HttpApi` event each in the template).
+/// One line per route (hence no rustfmt): grep a path, read its handler.
+#[rustfmt::skip]
 pub fn routes() -> Vec<Route<Services>> {
     let upload = upload_artifact.layer(DefaultBodyLimit::max(upload::MAX_ARTIFACT_SIZE as usize));
     vec![
-        Route::get(
-            "/api/management/v1/deployments/deployments/releases",
-            releases::list_v1,
-        ),
-        Route::get(
-            "/api/management/v1/deployments/deployments/releases/list",
-            releases::list_v1_paged,
-        ),
-        Route::get(
-            "/api/management/v2/deployments/deployments/releases",
-            releases::list_v2,
-        ),
-        Route::delete(
-            "/api/management/v2/deployments/deployments/releases",
-            releases::delete,
-        ),
-        Route::get(
-            "/api/management/v2/deployments/deployments/releases/{name}",
-            releases::get,
-        ),
-        Route::patch(
-            "/api/management/v2/deployments/deployments/releases/{name}",
-            releases::set_notes,
-        ),
-        Route::put(
-            "/api/management/v2/deployments/deployments/releases/{name}/tags",
-            releases::set_tags,
-        ),
-        Route::get(
-            "/api/management/v2/deployments/releases/all/tags",
-            releases::all_tags,
-        ),
-        Route::get(
-            "/api/management/v2/deployments/releases/all/types",
-            releases::all_types,
-        ),
+        Route::get("/api/management/v1/deployments/deployments/releases", releases::list_v1),
+        Route::get("/api/management/v1/deployments/deployments/releases/list", releases::list_v1_paged),
+        Route::get("/api/management/v2/deployments/deployments/releases", releases::list_v2),
+        Route::delete("/api/management/v2/deployments/deployments/releases", releases::delete),
+        Route::get("/api/management/v2/deployments/deployments/releases/{name}", releases::get),
+        Route::patch("/api/management/v2/deployments/deployments/releases/{name}", releases::set_notes),
+        Route::put("/api/management/v2/deployments/deployments/releases/{name}/tags", releases::set_tags),
+        Route::get("/api/management/v2/deployments/releases/all/tags", releases::all_tags),
+        Route::get("/api/management/v2/deployments/releases/all/types", releases::all_types),
         Route::get("/api/management/v1/deployments/artifacts", list_artifacts),
         Route::post("/api/management/v1/deployments/artifacts", upload),
-        Route::get(
-            "/api/management/v1/deployments/artifacts/{id}",
-            get_artifact,
-        ),
-        Route::put(
-            "/api/management/v1/deployments/artifacts/{id}",
-            edit_artifact,
-        ),
-        Route::delete(
-            "/api/management/v1/deployments/artifacts/{id}",
-            delete_artifact,
-        ),
-        Route::get(
-            "/api/management/v1/deployments/artifacts/{id}/download",
-            download_link,
-        ),
-        Route::get(
-            "/api/management/v2/deployments/artifacts",
-            list_artifacts_v2,
-        ),
-        Route::post(
-            "/api/management/v1/deployments/artifacts/directupload",
-            start_direct_upload,
-        ),
-        Route::post(
-            "/api/management/v1/deployments/artifacts/directupload/{id}/complete",
-            complete_direct_upload,
-        ),
-        Route::post(
-            "/api/management/v1/deployments/deployments",
-            create_deployment,
-        ),
-        Route::post(
-            "/api/management/v1/deployments/deployments/group/{name}",
-            create_group_deployment,
-        ),
-        Route::get(
-            "/api/management/v1/deployments/deployments",
-            list_deployments,
-        ),
-        Route::get(
-            "/api/management/v2/deployments/deployments",
-            list_deployments,
-        ),
-        Route::get(
-            "/api/management/v1/deployments/deployments/{id}",
-            get_deployment,
-        ),
-        Route::put(
-            "/api/management/v1/deployments/deployments/{id}/status",
-            abort_deployment,
-        ),
-        Route::get(
-            "/api/management/v1/deployments/deployments/{id}/statistics",
-            statistics,
-        ),
-        Route::get(
-            "/api/management/v1/deployments/deployments/{id}/devices",
-            deployment_devices,
-        ),
-        Route::get(
-            "/api/management/v1/deployments/deployments/{id}/devices/list",
-            deployment_devices_page,
-        ),
-        Route::get(
-            "/api/management/v1/deployments/deployments/{id}/device_list",
-            device_list,
-        ),
-        Route::get(
-            "/api/management/v1/deployments/deployments/{id}/devices/{device_id}/log",
-            device_log,
-        ),
-        Route::get(
-            "/api/management/v1/deployments/deployments/devices/{id}",
-            device_history,
-        ),
-        Route::delete(
-            "/api/management/v1/deployments/deployments/devices/{id}",
-            abort_device,
-        ),
+        Route::get("/api/management/v1/deployments/artifacts/{id}", get_artifact),
+        Route::put("/api/management/v1/deployments/artifacts/{id}", edit_artifact),
+        Route::delete("/api/management/v1/deployments/artifacts/{id}", delete_artifact),
+        Route::get("/api/management/v1/deployments/artifacts/{id}/download", download_link),
+        Route::get("/api/management/v2/deployments/artifacts", list_artifacts_v2),
+        Route::post("/api/management/v1/deployments/artifacts/directupload", start_direct_upload),
+        Route::post("/api/management/v1/deployments/artifacts/directupload/{id}/complete", complete_direct_upload),
+        Route::post("/api/management/v1/deployments/deployments", create_deployment),
+        Route::post("/api/management/v1/deployments/deployments/group/{name}", create_group_deployment),
+        Route::get("/api/management/v1/deployments/deployments", list_deployments),
+        Route::get("/api/management/v2/deployments/deployments", list_deployments),
+        Route::get("/api/management/v1/deployments/deployments/{id}", get_deployment),
+        Route::put("/api/management/v1/deployments/deployments/{id}/status", abort_deployment),
+        Route::get("/api/management/v1/deployments/deployments/{id}/statistics", statistics),
+        Route::get("/api/management/v1/deployments/deployments/{id}/devices", deployment_devices),
+        Route::get("/api/management/v1/deployments/deployments/{id}/devices/list", deployment_devices_page),
+        Route::get("/api/management/v1/deployments/deployments/{id}/device_list", device_list),
+        Route::get("/api/management/v1/deployments/deployments/{id}/devices/{device_id}/log", device_log),
+        Route::get("/api/management/v1/deployments/deployments/devices/{id}", device_history),
+        Route::delete("/api/management/v1/deployments/deployments/devices/{id}", abort_device),
     ]
 }
 

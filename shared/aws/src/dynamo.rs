@@ -119,6 +119,21 @@ impl Table {
         Ok(())
     }
 
+    /// Writes `items` in one transaction; a failed condition in any of them is
+    /// [`DynamoError::ConditionFailed`].
+    pub async fn transact(
+        &self,
+        items: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
+    ) -> Result<(), DynamoError> {
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     pub async fn delete(&self, key: Item) -> Result<(), DynamoError> {
         self.client
             .delete_item()

@@ -91,13 +91,7 @@ impl Store {
             .condition_expression("attribute_not_exists(pk)")
             .build();
         items.push(TransactWriteItem::builder().put(built(put)?).build());
-        self.table
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-            .map_err(classify)?;
+        self.table.transact(items).await?;
         Ok(())
     }
 
@@ -384,13 +378,7 @@ impl Store {
             )?;
             items.push(TransactWriteItem::builder().update(counters).build());
         }
-        self.table
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-            .map_err(classify)?;
+        self.table.transact(items).await?;
         Ok(())
     }
 
@@ -509,13 +497,11 @@ impl Store {
         )?;
         let result = self
             .table
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(fetch).build())
-            .transact_items(TransactWriteItem::builder().update(count).build())
-            .send()
-            .await
-            .map_err(classify);
+            .transact(vec![
+                TransactWriteItem::builder().update(fetch).build(),
+                TransactWriteItem::builder().update(count).build(),
+            ])
+            .await;
         match result {
             Ok(_) | Err(DynamoError::ConditionFailed) => Ok(()),
             Err(e) => Err(e),

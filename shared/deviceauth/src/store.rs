@@ -93,12 +93,11 @@ impl Store {
                     .build(),
             )
         });
-        let mut request = self.table.client.transact_write_items();
-        for put in puts {
-            request = request.transact_items(TransactWriteItem::builder().put(put?).build());
-        }
-        request.send().await.map_err(classify)?;
-        Ok(())
+        let items = puts
+            .into_iter()
+            .map(|put| Ok(TransactWriteItem::builder().put(put?).build()))
+            .collect::<Result<Vec<_>, DynamoError>>()?;
+        self.table.transact(items).await
     }
 
     /// Stores `device` if nobody changed it since it was read at `device.version`; the stored
@@ -155,12 +154,11 @@ impl Store {
                     .build(),
             )
         });
-        let mut request = self.table.client.transact_write_items();
-        for delete in deletes {
-            request = request.transact_items(TransactWriteItem::builder().delete(delete?).build());
-        }
-        request.send().await.map_err(classify)?;
-        Ok(())
+        let items = deletes
+            .into_iter()
+            .map(|delete| Ok(TransactWriteItem::builder().delete(delete?).build()))
+            .collect::<Result<Vec<_>, DynamoError>>()?;
+        self.table.transact(items).await
     }
 
     pub async fn set_check_in_time(
@@ -209,13 +207,11 @@ impl Store {
                 .build(),
         )?;
         self.table
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .transact_items(TransactWriteItem::builder().condition_check(check).build())
-            .send()
-            .await
-            .map_err(classify)?;
+            .transact(vec![
+                TransactWriteItem::builder().put(put).build(),
+                TransactWriteItem::builder().condition_check(check).build(),
+            ])
+            .await?;
         Ok(())
     }
 

@@ -92,13 +92,11 @@ impl Store {
             .build();
         let item = built(item)?;
         self.table
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(guard).build())
-            .transact_items(TransactWriteItem::builder().put(item).build())
-            .send()
-            .await
-            .map_err(classify)?;
+            .transact(vec![
+                TransactWriteItem::builder().put(guard).build(),
+                TransactWriteItem::builder().put(item).build(),
+            ])
+            .await?;
         Ok(())
     }
 
@@ -175,13 +173,7 @@ impl Store {
                     .build(),
             );
         }
-        self.table
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-            .map_err(classify)?;
+        self.table.transact(items).await?;
         Ok(())
     }
 
@@ -195,12 +187,8 @@ impl Store {
             .build();
         let update = built(update)?;
         self.table
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(update).build())
-            .send()
-            .await
-            .map_err(classify)?;
+            .transact(vec![TransactWriteItem::builder().update(update).build()])
+            .await?;
         Ok(())
     }
 

@@ -219,8 +219,10 @@ async fn user_on_one_instance_reaches_device_on_another() -> anyhow::Result<()> 
     let (a, b) = two_instances(&stack).await?;
     let (device_id, device_token) = accepted_device(&stack, &admin, "dc:00:00:00:00:01").await?;
 
-    // never connected: 404 with Mender's body (through the stack's HTTPS origin)
-    let (code, body) = status(&admin, &device_id).await?;
+    // accepted (provisioned) but never connected: `disconnected` (through the stack's HTTPS
+    // origin); an unknown device: 404 with Mender's body
+    wait_status(&admin, &device_id, "disconnected").await?;
+    let (code, body) = status(&admin, "00000000-0000-0000-0000-00000000ffff").await?;
     assert_eq!(code, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "device not found");
 
@@ -508,9 +510,12 @@ const DBUS_CONFIG: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-B
 "#;
 
 /// The real `mender` daemon (DBus API on a private bus) and `mender-connect` on the stack's
-/// HTTPS origin; a user on a second instance opens a shell and runs `echo hello`.
+/// HTTPS origin: a user on a second instance opens a shell and runs `echo hello`, the playback
+/// of that session shows the command and its output; `mender-cli terminal` (tmux), `mender-cli
+/// cp` both ways (mode kept, bytes identical), `mender-cli port-forward` to an HTTP server on
+/// the device side; stopping mender-connect makes the device `disconnected`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_mender_connect_runs_a_shell_command() -> anyhow::Result<()> {
+async fn real_mender_connect_terminal_files_port_forward_playback() -> anyhow::Result<()> {
     use black_box_tests::{mender_available, ClientOptions, MenderClient};
     for bin in [
         "/usr/bin/mender-connect",
@@ -577,7 +582,7 @@ async fn real_mender_connect_runs_a_shell_command() -> anyhow::Result<()> {
         .to_string(),
     )?;
     let connect_log = dir.path().join("mender-connect.log");
-    let _connect = spawn(
+    let connect = spawn(
         "/usr/bin/mender-connect",
         &[
             "--config",
@@ -610,8 +615,18 @@ async fn real_mender_connect_runs_a_shell_command() -> anyhow::Result<()> {
 
     let mut user = user_ws(user_instance, &device_id, admin.token()).await?;
     user.send(Message::Binary(cli_new_shell()?.into())).await?;
-    let started = decode(&next_binary(&mut user).await?)?;
+    let started = match next_binary(&mut user).await {
+        Ok(frame) => decode(&frame)?,
+        Err(e) => bail!(
+            "no answer to the new shell: {e}\nmender-connect log:\n{}",
+            std::fs::read_to_string(&connect_log).unwrap_or_default()
+        ),
+    };
     assert_eq!(started["hdr"]["typ"].as_str(), Some("new"), "{started}");
+    let sid = started["hdr"]["sid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert_eq!(
         started["hdr"]["props"]["status"].as_i64(),
         Some(1),
@@ -632,12 +647,230 @@ async fn real_mender_connect_runs_a_shell_command() -> anyhow::Result<()> {
     }
     user.close(None).await?;
 
-    // mender-cli terminal (needs a TTY: tmux) on the stack's HTTPS origin
-    if std::path::Path::new("/usr/bin/tmux").is_file() && black_box_tests::mender_cli_available() {
-        mender_cli_terminal(&stack, &device_id, dir.path()).await?;
+    // the recording plays back what was typed (the terminal echoes it) and what was shown
+    let played = wait_for(WAIT, Duration::from_millis(200), || async {
+        let shown = playback(user_instance, &sid, admin.token()).await.ok()?;
+        let text = String::from_utf8_lossy(&shown).into_owned();
+        (text.contains("echo hel''lo") && text.lines().any(|l| l.trim() == "hello")).then_some(text)
+    })
+    .await
+    .context("the playback never showed the command and its output")?;
+    eprintln!("playback: {played:?}");
+
+    if black_box_tests::mender_cli_available() {
+        let cli = black_box_tests::MenderCli::new(stack.url(), &stack.ca_cert())?;
+        cli.login(
+            black_box_tests::stack::ADMIN_EMAIL,
+            black_box_tests::stack::ADMIN_PASSWORD,
+        )
+        .await?
+        .ensure_success()?;
+        // mender-cli terminal (needs a TTY: tmux) on the stack's HTTPS origin
+        if std::path::Path::new("/usr/bin/tmux").is_file() {
+            mender_cli_terminal(&stack, &cli, &device_id, dir.path()).await?;
+        }
+        mender_cli_cp(&stack, &cli, &admin, &device_id, dir.path()).await?;
+        mender_cli_port_forward(&stack, &cli, &device_id, dir.path()).await?;
     }
+
+    // mender-connect stops: the device becomes disconnected
+    drop(connect);
+    wait_for(
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || async {
+            match status(&admin, &device_id).await {
+                Ok((StatusCode::OK, body)) if body["status"] == "disconnected" => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await
+    .context("the device never became disconnected after mender-connect stopped")?;
     drop(client);
     stack.stop().await;
+    Ok(())
+}
+
+/// The shell output of a session's playback (`sleep_ms=0`).
+async fn playback(addr: SocketAddr, sid: &str, token: &str) -> anyhow::Result<Vec<u8>> {
+    let mut ws = ws_connect(
+        addr,
+        &format!("/api/management/v1/deviceconnect/sessions/{sid}/playback?sleep_ms=0"),
+        token,
+    )
+    .await?;
+    let mut shown = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Err(_) => bail!("playback did not end within {WAIT:?}"),
+            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return Ok(shown),
+            Ok(Some(Ok(Message::Binary(frame)))) => {
+                let value = decode(&frame)?;
+                anyhow::ensure!(value["hdr"]["sid"].as_str() == Some(sid), "{value}");
+                if value["hdr"]["typ"].as_str() == Some("shell") {
+                    shown.extend_from_slice(value["body"].as_slice().unwrap_or_default());
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => return Err(e.into()),
+        }
+    }
+}
+
+/// `mender-cli cp` to the device and back: the device-side file has the local file's mode and
+/// bytes, the downloaded copy is byte-identical; the download headers describe the file.
+async fn mender_cli_cp(
+    stack: &TestStack,
+    cli: &black_box_tests::MenderCli,
+    admin: &Mgmt,
+    device_id: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let local = dir.join("upload-src.bin");
+    // 300 KiB of varied bytes: more than one 20-chunk ack window
+    let data: Vec<u8> = (0..300 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&local, &data)?;
+    std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o640))?;
+    let device_dir = dir.join("on-device");
+    std::fs::create_dir_all(&device_dir)?;
+    let remote = device_dir.join("uploaded.bin");
+    let remote = remote.to_string_lossy();
+    cli.run([
+        "cp",
+        &local.to_string_lossy(),
+        &format!("{device_id}:{remote}"),
+    ])
+    .await?
+    .ensure_success()?;
+    let written = std::fs::read(&*remote)?;
+    anyhow::ensure!(written == data, "uploaded file differs");
+    let mode = std::fs::metadata(&*remote)?.permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o640, "uploaded mode {mode:o}");
+
+    let back = dir.join("downloaded.bin");
+    cli.run([
+        "cp".to_owned(),
+        format!("{device_id}:{remote}"),
+        back.to_string_lossy().into_owned(),
+    ])
+    .await?
+    .ensure_success()?;
+    anyhow::ensure!(std::fs::read(&back)? == data, "downloaded file differs");
+
+    let response = admin
+        .http()
+        .get(format!(
+            "{}/api/management/v1/deviceconnect/devices/{device_id}/download",
+            stack.url()
+        ))
+        .query(&[("path", &*remote)])
+        .bearer_auth(admin.token())
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("x-men-file-mode"), "640");
+    assert_eq!(header("x-men-file-size"), data.len().to_string());
+    assert_eq!(header("x-men-file-path"), &*remote);
+    assert_eq!(header("content-type"), "application/octet-stream");
+    assert_eq!(
+        header("content-disposition"),
+        "attachment; filename=\"uploaded.bin\""
+    );
+    assert_eq!(response.bytes().await?.as_ref(), &data[..]);
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `mender-cli port-forward` carries HTTP requests to a server on the device side.
+async fn mender_cli_port_forward(
+    stack: &TestStack,
+    cli: &black_box_tests::MenderCli,
+    device_id: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let served = dir.join("served");
+    std::fs::create_dir_all(&served)?;
+    let page = format!("forwarded through deviceconnect {}\n", uuid::Uuid::new_v4());
+    std::fs::write(served.join("page.txt"), &page)?;
+    let (remote, local) = (free_port()?, free_port()?);
+    let _server = spawn(
+        "/usr/bin/python3",
+        &[
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            &served.to_string_lossy(),
+            &remote.to_string(),
+        ],
+        &[],
+        &dir.join("http-server.log"),
+    )?;
+    let forward_log = dir.join("port-forward.log");
+    let _forward = spawn(
+        "/usr/bin/mender-cli",
+        &[
+            "--server",
+            stack.url(),
+            "port-forward",
+            device_id,
+            &format!("{local}:{remote}"),
+        ],
+        &[
+            ("HOME", &cli.home().to_string_lossy()),
+            ("SSL_CERT_FILE", &stack.ca_cert().to_string_lossy()),
+        ],
+        &forward_log,
+    )?;
+    let http = reqwest::Client::new();
+    let got = wait_for(
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || async {
+            let response = http
+                .get(format!("http://127.0.0.1:{local}/page.txt"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .ok()?;
+            response.text().await.ok()
+        },
+    )
+    .await;
+    let got = match got {
+        Ok(got) => got,
+        Err(e) => bail!(
+            "no answer through the forwarded port: {e}\nport-forward log:\n{}",
+            std::fs::read_to_string(&forward_log).unwrap_or_default()
+        ),
+    };
+    assert_eq!(got, page);
+    // a second request over a new TCP connection
+    let again = http
+        .get(format!("http://127.0.0.1:{local}/page.txt"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert_eq!(again, page);
     Ok(())
 }
 
@@ -689,14 +922,10 @@ impl Drop for Tmux {
 
 async fn mender_cli_terminal(
     stack: &TestStack,
+    cli: &black_box_tests::MenderCli,
     device_id: &str,
     dir: &std::path::Path,
 ) -> anyhow::Result<()> {
-    use black_box_tests::stack::{ADMIN_EMAIL, ADMIN_PASSWORD};
-    let cli = black_box_tests::MenderCli::new(stack.url(), &stack.ca_cert())?;
-    cli.login(ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await?
-        .ensure_success()?;
     let command = format!(
         "env HOME='{}' SSL_CERT_FILE='{}' /usr/bin/mender-cli --server '{}' terminal '{}'; sleep 60",
         cli.home().display(),

@@ -8,18 +8,21 @@
 //!   the template's routes;
 //! * each workflow step is triggered by its own queue;
 //! * each function's IAM policies reach exactly the tables, queues and buckets listed in
-//!   [`ACCESS`] (no `*`, no hand-written ARNs, no managed policies).
+//!   [`ACCESS`] (no `*`, no hand-written ARNs, no managed policies); so does the task role of
+//!   each container service ([`CONTAINER_TASK_ROLES`]).
 //!
 //! `MENDER_TEMPLATE=/path/to/copy.yaml` runs the checks on another template.
 //!
 //! No emulator needed.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use black_box_tests::infra::{function_of, offline_services, root, template};
 use local_stack::resources::queue_logical_id;
+use local_stack::template::FunctionDef;
 use local_stack::{workflow_functions, API_FUNCTIONS};
 use tower::ServiceExt;
 
@@ -64,8 +67,12 @@ const ACCESS: &[(&str, &[&str])] = &[
     ),
     // inventory, useradm (user token check)
     ("inventory-management", &["InventoryTable", "UseradmTable"]),
-    // workflow steps: inventory and deviceauth domain code
-    ("provision-device", &["InventoryTable", "DeviceauthTable"]),
+    // workflow steps: inventory and deviceauth domain code; provision and decommission also
+    // create and delete the device's deviceconnect record
+    (
+        "provision-device",
+        &["InventoryTable", "DeviceauthTable", "DeviceconnectTable"],
+    ),
     (
         "update-device-status",
         &["InventoryTable", "DeviceauthTable"],
@@ -76,7 +83,12 @@ const ACCESS: &[(&str, &[&str])] = &[
     ),
     (
         "decommission-device",
-        &["InventoryTable", "DeviceauthTable", "DeploymentsTable"],
+        &[
+            "InventoryTable",
+            "DeviceauthTable",
+            "DeploymentsTable",
+            "DeviceconnectTable",
+        ],
     ),
     // deployments, inventory (targets), useradm (user token check), the artifacts bucket
     (
@@ -100,13 +112,83 @@ const ACCESS: &[(&str, &[&str])] = &[
             "UpdateDeviceInventoryQueue",
         ],
     ),
+    // the container (task role): its table, deviceauth and useradm (device and user token
+    // checks), the artifacts bucket (session recordings under deviceconnect/recordings/)
+    (
+        "deviceconnect",
+        &[
+            "DeviceconnectTable",
+            "DeviceauthTable",
+            "UseradmTable",
+            "ArtifactsBucket",
+        ],
+    ),
 ];
 
 /// Crates in `functions/` that are not template functions: `deviceconnect` is the long-running
-/// container service (websockets + NATS, its own Dockerfile) the template leaves a place for; it
-/// has no `HttpApi` routes or Lambda function, so the route and crate checks skip it (the local
-/// server merges its router next to the API functions').
+/// container service (websockets + NATS, its own Dockerfile; an ECS service in the template,
+/// created when `DeviceconnectImageUri` is set); it has no `HttpApi` routes or Lambda function,
+/// so the route and crate checks skip it (the local server merges its router next to the API
+/// functions').
 const CONTAINER_SERVICES: &[&str] = &["deviceconnect"];
+
+/// The IAM role (`AWS::IAM::Role`, inline `Policies`) each container service's tasks run as;
+/// checked against [`ACCESS`] like the functions' policies.
+const CONTAINER_TASK_ROLES: &[(&str, &str)] = &[("deviceconnect", "DeviceconnectTaskRole")];
+
+/// The template file the checks read (as `black_box_tests::infra::template`).
+fn template_path() -> PathBuf {
+    std::env::var_os("MENDER_TEMPLATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(local_stack::default_template)
+}
+
+/// Each container task role's policies as a [`FunctionDef`] of its crate, read by the same
+/// parser as the functions' `Policies`: the role is re-typed as a function in a copy of the
+/// template text (an `AWS::IAM::Role`'s inline `Policies` list holds the same statements).
+/// A role written with managed policies is refused, as a function's would be.
+fn container_task_roles() -> anyhow::Result<Vec<FunctionDef>> {
+    let text = std::fs::read_to_string(template_path())?;
+    let mut defs = Vec::new();
+    for (crate_name, role) in CONTAINER_TASK_ROLES {
+        let header = format!("\n  {role}:\n    Type: AWS::IAM::Role\n");
+        let start = text
+            .find(&header)
+            .ok_or_else(|| anyhow::anyhow!("the template has no {role} of Type AWS::IAM::Role"))?;
+        // the role's lines: up to the next line indented less than its properties
+        let body = &text[start + header.len()..];
+        let end = body
+            .match_indices('\n')
+            .map(|(i, _)| i + 1)
+            .find(|&i| {
+                let line = &body[i..];
+                !line.is_empty() && !line.starts_with('\n') && !line.starts_with("   ")
+            })
+            .unwrap_or(body.len());
+        if body[..end].contains("ManagedPolicyArns") {
+            defs.push(FunctionDef {
+                logical_id: (*role).to_owned(),
+                code_uri: format!("../functions/{crate_name}"),
+                policy_literals: vec!["ManagedPolicyArns".to_owned()],
+                ..Default::default()
+            });
+            continue;
+        }
+        let retyped = text.replacen(
+            &header,
+            &format!("\n  {role}:\n    Type: AWS::Serverless::Function\n"),
+            1,
+        );
+        let mut def = local_stack::template::parse(&retyped)?
+            .functions
+            .into_iter()
+            .find(|f| f.logical_id == *role)
+            .ok_or_else(|| anyhow::anyhow!("{role} not parsed"))?;
+        def.code_uri = format!("../functions/{crate_name}");
+        defs.push(def);
+    }
+    Ok(defs)
+}
 
 /// The Lambda function crates in `functions/` (every directory there but [`CONTAINER_SERVICES`]).
 fn function_dirs() -> anyhow::Result<BTreeSet<String>> {
@@ -324,7 +406,8 @@ fn iam_policies_reach_only_each_functions_own_tables_and_queues() -> anyhow::Res
             }
         }
     }
-    for f in &resources.functions {
+    let task_roles = container_task_roles()?;
+    for f in resources.functions.iter().chain(&task_roles) {
         let name = f.crate_name().unwrap_or_default();
         let Some((_, allowed)) = ACCESS.iter().find(|(n, _)| *n == name) else {
             problems.push(format!(

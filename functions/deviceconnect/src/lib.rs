@@ -5,48 +5,48 @@
 //!
 //! NATS subjects (`<tenant>` is `_` for the open-source tenant, whose id is empty):
 //! * `deviceconnect.<tenant>.device.<device id>`: frames for the device (its inbox);
-//! * `deviceconnect.<tenant>.session.<session id>`: frames from the device for one user session;
+//! * `deviceconnect.<tenant>.session.<session id>`: frames from the device for one session
+//!   (a user's terminal websocket, or a file transfer the server runs for an HTTP request);
 //! * `deviceconnect.<tenant>.control.<device id>`: `connect <version>` / `disconnect <version>`
 //!   announcements; an older connection of the same device closes itself on a newer
-//!   `connect`, user sessions of the device close on either.
+//!   `connect`, sessions of the device end on either.
 //!
-//! Connection status lives in DynamoDB ([`store`]) with a connection version, so a stale
-//! disconnect never overwrites a newer connect.
+//! Modules: [`device`] (the device socket), [`session`] (user terminal sessions, recording,
+//! playback), [`filetransfer`] (HTTP upload/download spoken as proto 2 to the device),
+//! [`internal`] (endpoints for the other services). Connection status and session records live
+//! in DynamoDB (`deviceconnect-store`), recordings in S3 ([`recording`]).
 
+pub mod device;
+pub mod filetransfer;
+pub mod internal;
 pub mod protomsg;
-pub mod store;
-
-use std::time::{Duration, Instant};
+pub mod recording;
+pub mod session;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRef, Path, State};
+use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
+use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
-use mender_http::{ApiError, ApiResult, Authenticator, DeviceAuth, Route, UserAuth};
+use mender_http::{ApiError, ApiResult, Authenticator, Route, UserAuth};
 use services::Services;
 
-pub use store::{DeviceRecord, Store};
+pub use deviceconnect_store::{DeviceRecord, Session, Store};
 
 /// Largest websocket message (SPEC §7.1).
 pub const MAX_MESSAGE: usize = 8 * 1024 * 1024;
-/// The server pings the device this often ...
-const PING_INTERVAL: Duration = Duration::from_secs(30);
-/// ... and drops it after this long without any frame.
-const IDLE_LIMIT: Duration = Duration::from_secs(60);
 /// Close code for a frame that is not a ProtoMsg (unsupported data).
 const CLOSE_INVALID: u16 = 1003;
 const SUBPROTOCOL: &str = "protomsg/msgpack";
 
-/// The service's state: the shared services (token checks), the status store and NATS.
+/// The service's state: the shared services (token checks, the deviceconnect store, the
+/// bucket recordings go to) and NATS.
 #[derive(Clone)]
 pub struct Deviceconnect {
     pub services: Services,
-    pub store: Store,
     pub nats: async_nats::Client,
 }
 
@@ -57,61 +57,71 @@ impl FromRef<Deviceconnect> for Authenticator {
 }
 
 impl Deviceconnect {
-    /// Connects to NATS at `nats_url`; `table` is the `DeviceconnectTable`.
+    /// Connects to NATS at `nats_url`.
     pub async fn connect(
         services: Services,
-        dynamodb: aws_sdk_dynamodb::Client,
-        table: &str,
         nats_url: &str,
     ) -> Result<Self, async_nats::ConnectError> {
         let nats = async_nats::connect(nats_url).await?;
-        Ok(Deviceconnect {
-            services,
-            store: Store::new(dynamodb, table),
-            nats,
-        })
+        Ok(Deviceconnect { services, nats })
     }
-}
 
-impl Deviceconnect {
-    /// Another instance with the same services and store and its own NATS connection (as a
-    /// second container would have).
+    /// Another instance with the same services and its own NATS connection (as a second
+    /// container would have).
     pub async fn another_instance(&self, nats_url: &str) -> Result<Self, async_nats::ConnectError> {
-        Ok(Deviceconnect {
-            nats: async_nats::connect(nats_url).await?,
-            ..self.clone()
-        })
+        Self::connect(self.services.clone(), nats_url).await
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.services.deviceconnect
+    }
+
+    /// The device's status record when it is connected.
+    async fn connected(&self, tenant: &str, device_id: &str) -> ApiResult<bool> {
+        let record = self
+            .store()
+            .get(tenant, device_id)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(record.is_some_and(|r| r.is_connected()))
     }
 }
 
 /// Every route of the service.
+#[rustfmt::skip]
 pub fn routes() -> Vec<Route<Deviceconnect>> {
     vec![
-        Route::get("/api/devices/v1/deviceconnect/connect", device_connect),
-        Route::get(
-            "/api/management/v1/deviceconnect/devices/{id}",
-            device_status,
-        ),
-        Route::get(
-            "/api/management/v1/deviceconnect/devices/{id}/connect",
-            user_connect,
-        ),
-        Route::post(
-            "/api/management/v1/deviceconnect/devices/{id}/check-update",
-            check_update,
-        ),
-        Route::post(
-            "/api/management/v1/deviceconnect/devices/{id}/send-inventory",
-            send_inventory,
-        ),
-        Route::get("/api/internal/v1/deviceconnect/alive", alive),
-        Route::get("/api/internal/v1/deviceconnect/health", health),
+        Route::get("/api/devices/v1/deviceconnect/connect", device::connect),
+        Route::get("/api/management/v1/deviceconnect/devices/{id}", device_status),
+        Route::get("/api/management/v1/deviceconnect/devices/{id}/connect", session::connect),
+        Route::post("/api/management/v1/deviceconnect/devices/{id}/check-update", check_update),
+        Route::post("/api/management/v1/deviceconnect/devices/{id}/send-inventory", send_inventory),
+        Route::get("/api/management/v1/deviceconnect/devices/{id}/download", filetransfer::download),
+        Route::put("/api/management/v1/deviceconnect/devices/{id}/upload", filetransfer::upload.layer(DefaultBodyLimit::max(filetransfer::MAX_UPLOAD_SIZE))),
+        Route::get("/api/management/v1/deviceconnect/sessions/{id}/playback", session::playback),
+        Route::get("/api/internal/v1/deviceconnect/alive", internal::alive),
+        Route::get("/api/internal/v1/deviceconnect/health", internal::health),
+        Route::delete("/api/internal/v1/deviceconnect/tenants/{tenant}", internal::delete_tenant),
+        Route::post("/api/internal/v1/deviceconnect/tenants/{tenant}/devices", internal::provision_device),
+        Route::delete("/api/internal/v1/deviceconnect/tenants/{tenant}/devices/{id}", internal::delete_device),
+        Route::post("/api/internal/v1/deviceconnect/tenants/{tenant}/devices/{id}/check-update", internal::check_update),
+        Route::post("/api/internal/v1/deviceconnect/tenants/{tenant}/devices/{id}/send-inventory", internal::send_inventory),
     ]
 }
 
 /// The service's router (without the common layers: see [`mender_http::finish`]).
 pub fn router(dc: Deviceconnect) -> Router {
     mender_http::routes::router(routes()).with_state(dc)
+}
+
+/// The routes clients may reach: all but `/api/internal/...`, which only the other services
+/// call (inside the VPC in AWS). The local stack serves these on its public origin.
+pub fn public_router(dc: Deviceconnect) -> Router {
+    let public = routes()
+        .into_iter()
+        .filter(|r| !r.path.starts_with("/api/internal/"))
+        .collect();
+    mender_http::routes::router(public).with_state(dc)
 }
 
 /// A NATS subject token: the tenant (`_` when empty) or an id; anything that could change the
@@ -144,6 +154,11 @@ fn control_subject(tenant: &str, device_id: &str) -> Option<String> {
     subject(tenant, "control", device_id)
 }
 
+fn path_id(id: Result<Path<String>, PathRejection>) -> ApiResult<String> {
+    id.map(|Path(id)| id)
+        .map_err(|_| ApiError::bad_request("invalid device id"))
+}
+
 fn upgrade(ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> ApiResult<WebSocketUpgrade> {
     let ws = ws.map_err(|e| ApiError::bad_request(format!("websocket upgrade required: {e}")))?;
     Ok(ws.protocols([SUBPROTOCOL]).max_message_size(MAX_MESSAGE))
@@ -156,159 +171,15 @@ fn close(code: u16, reason: &'static str) -> Message {
     }))
 }
 
-async fn alive() -> StatusCode {
-    StatusCode::NO_CONTENT
-}
-
-async fn health(State(dc): State<Deviceconnect>) -> ApiResult<StatusCode> {
-    match dc.nats.connection_state() {
-        async_nats::connection::State::Connected => Ok(StatusCode::NO_CONTENT),
-        other => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("nats: {other}"),
-        )),
-    }
-}
-
-/// `GET /api/devices/v1/deviceconnect/connect`: the device's websocket.
-async fn device_connect(
-    State(dc): State<Deviceconnect>,
-    auth: DeviceAuth,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> ApiResult<Response> {
-    let tenant = auth.tenant().to_owned();
-    let device_id = auth.device_id().to_owned();
-    let (Some(inbox), Some(control)) = (
-        device_subject(&tenant, &device_id),
-        control_subject(&tenant, &device_id),
-    ) else {
-        return Err(ApiError::bad_request("invalid device identity"));
-    };
-    let ws = upgrade(ws)?;
-    Ok(ws.on_upgrade(move |socket| async move {
-        let device = DeviceConn {
-            dc,
-            tenant,
-            device_id,
-            inbox,
-            control,
-        };
-        if let Err(e) = device.run(socket).await {
-            tracing::error!(error = %e, "device connection failed");
-        }
-    }))
-}
-
-struct DeviceConn {
-    dc: Deviceconnect,
-    tenant: String,
-    device_id: String,
-    inbox: String,
-    control: String,
-}
-
-impl DeviceConn {
-    async fn run(self, socket: WebSocket) -> anyhow::Result<()> {
-        let nats = &self.dc.nats;
-        let mut inbox = nats.subscribe(self.inbox.clone()).await?;
-        let mut control = nats.subscribe(self.control.clone()).await?;
-        nats.flush().await?;
-        let version = self.dc.store.connect(&self.tenant, &self.device_id).await?;
-        nats.publish(self.control.clone(), format!("connect {version}").into())
-            .await?;
-        tracing::info!(device_id = %self.device_id, version, "device connected");
-        let result = self.relay(socket, &mut inbox, &mut control, version).await;
-        drop(inbox);
-        drop(control);
-        let marked = self
-            .dc
-            .store
-            .disconnect(&self.tenant, &self.device_id, version)
-            .await;
-        nats.publish(self.control.clone(), format!("disconnect {version}").into())
-            .await?;
-        tracing::info!(device_id = %self.device_id, version, "device disconnected");
-        marked?;
-        result
-    }
-
-    async fn relay(
-        &self,
-        socket: WebSocket,
-        inbox: &mut async_nats::Subscriber,
-        control: &mut async_nats::Subscriber,
-        version: u64,
-    ) -> anyhow::Result<()> {
-        let (mut tx, mut rx) = socket.split();
-        let mut ping =
-            tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
-        let mut last_seen = Instant::now();
-        loop {
-            tokio::select! {
-                frame = rx.next() => {
-                    last_seen = Instant::now();
-                    match frame {
-                        Some(Ok(Message::Binary(data))) => {
-                            let msg = match protomsg::parse(&data) {
-                                Ok(msg) => msg,
-                                Err(e) => {
-                                    tracing::warn!(device_id = %self.device_id, error = %e, "closing device socket");
-                                    let _ = tx.send(close(CLOSE_INVALID, "invalid ProtoMsg")).await;
-                                    return Ok(());
-                                }
-                            };
-                            // Frames for a session nobody holds are dropped (NATS has no
-                            // subscriber); a sid that is not a subject token is dropped here.
-                            match msg.sid.as_deref().and_then(|sid| session_subject(&self.tenant, sid)) {
-                                Some(subject) => self.dc.nats.publish(subject, data).await?,
-                                None => tracing::debug!(device_id = %self.device_id, "frame without a usable sid dropped"),
-                            }
-                        }
-                        Some(Ok(Message::Text(_))) => {
-                            let _ = tx.send(close(CLOSE_INVALID, "binary ProtoMsg frames only")).await;
-                            return Ok(());
-                        }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ok(()),
-                    }
-                }
-                msg = inbox.next() => {
-                    let Some(msg) = msg else { return Ok(()) };
-                    tx.send(Message::Binary(msg.payload)).await?;
-                }
-                msg = control.next() => {
-                    let Some(msg) = msg else { return Ok(()) };
-                    let text = String::from_utf8_lossy(&msg.payload);
-                    let newer = text
-                        .strip_prefix("connect ")
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .is_some_and(|v| v > version);
-                    if newer {
-                        let _ = tx.send(close(1000, "replaced by a newer connection")).await;
-                        return Ok(());
-                    }
-                }
-                _ = ping.tick() => {
-                    if last_seen.elapsed() > IDLE_LIMIT {
-                        let _ = tx.send(close(1000, "keep-alive timeout")).await;
-                        return Ok(());
-                    }
-                    tx.send(Message::Ping(Bytes::from_static(b"60"))).await?;
-                }
-            }
-        }
-    }
-}
-
 /// `GET /api/management/v1/deviceconnect/devices/{id}`.
 async fn device_status(
     State(dc): State<Deviceconnect>,
     auth: UserAuth,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
-    let Path(id) = id.map_err(|_| ApiError::bad_request("invalid device id"))?;
+    let id = path_id(id)?;
     let record = dc
-        .store
+        .store()
         .get(auth.tenant(), &id)
         .await
         .map_err(ApiError::internal)?
@@ -322,7 +193,15 @@ async fn check_update(
     auth: UserAuth,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
-    client_command(&dc, &auth, id, "check-update").await
+    let id = path_id(id)?;
+    client_command(
+        &dc,
+        auth.tenant(),
+        &id,
+        "check-update",
+        Some(auth.user_id()),
+    )
+    .await
 }
 
 /// `POST /api/management/v1/deviceconnect/devices/{id}/send-inventory`.
@@ -331,173 +210,37 @@ async fn send_inventory(
     auth: UserAuth,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
-    client_command(&dc, &auth, id, "send-inventory").await
+    let id = path_id(id)?;
+    client_command(
+        &dc,
+        auth.tenant(),
+        &id,
+        "send-inventory",
+        Some(auth.user_id()),
+    )
+    .await
 }
 
 /// Sends a mender-client command (proto 4) to a connected device: `202` with body `null`,
 /// `404 device not connected` otherwise.
 async fn client_command(
     dc: &Deviceconnect,
-    auth: &UserAuth,
-    id: Result<Path<String>, PathRejection>,
+    tenant: &str,
+    device_id: &str,
     typ: &str,
+    user_id: Option<&str>,
 ) -> ApiResult<Response> {
-    let Path(device_id) = id.map_err(|_| ApiError::bad_request("invalid device id"))?;
     let not_connected = || ApiError::not_found("device not connected");
-    let inbox = device_subject(auth.tenant(), &device_id).ok_or_else(not_connected)?;
-    let record = dc
-        .store
-        .get(auth.tenant(), &device_id)
-        .await
-        .map_err(ApiError::internal)?;
-    if record.is_none_or(|r| r.status != "connected") {
+    let inbox = device_subject(tenant, device_id).ok_or_else(not_connected)?;
+    if !dc.connected(tenant, device_id).await? {
         return Err(not_connected());
     }
-    let frame = protomsg::command(protomsg::PROTO_MENDER_CLIENT, typ, Some(auth.user_id()));
+    let frame = protomsg::command(protomsg::PROTO_MENDER_CLIENT, typ, user_id);
     dc.nats
         .publish(inbox, frame.into())
         .await
         .map_err(ApiError::internal)?;
     Ok((StatusCode::ACCEPTED, axum::Json(serde_json::Value::Null)).into_response())
-}
-
-/// `GET /api/management/v1/deviceconnect/devices/{id}/connect`: a user's terminal session.
-async fn user_connect(
-    State(dc): State<Deviceconnect>,
-    auth: UserAuth,
-    id: Result<Path<String>, PathRejection>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> ApiResult<Response> {
-    let Path(device_id) = id.map_err(|_| ApiError::bad_request("invalid device id"))?;
-    let tenant = auth.tenant().to_owned();
-    let disconnected = || ApiError::not_found("failed to connect to device: device disconnected");
-    let (Some(inbox), Some(control)) = (
-        device_subject(&tenant, &device_id),
-        control_subject(&tenant, &device_id),
-    ) else {
-        return Err(disconnected());
-    };
-    let record = dc
-        .store
-        .get(&tenant, &device_id)
-        .await
-        .map_err(ApiError::internal)?;
-    if record.is_none_or(|r| r.status != "connected") {
-        return Err(disconnected());
-    }
-    let ws = upgrade(ws)?;
-    let sid = uuid::Uuid::new_v4().to_string();
-    let Some(session) = session_subject(&tenant, &sid) else {
-        return Err(ApiError::internal("session subject"));
-    };
-    let user = UserSession {
-        dc,
-        user_id: auth.user_id().to_owned(),
-        device_id,
-        sid,
-        inbox,
-        session,
-        control,
-    };
-    Ok(ws.on_upgrade(move |socket| async move {
-        if let Err(e) = user.run(socket).await {
-            tracing::error!(error = %e, "user session failed");
-        }
-    }))
-}
-
-struct UserSession {
-    dc: Deviceconnect,
-    user_id: String,
-    device_id: String,
-    sid: String,
-    /// The device's inbox subject.
-    inbox: String,
-    /// This session's subject.
-    session: String,
-    control: String,
-}
-
-impl UserSession {
-    async fn run(self, socket: WebSocket) -> anyhow::Result<()> {
-        let nats = &self.dc.nats;
-        let mut from_device = nats.subscribe(self.session.clone()).await?;
-        let mut control = nats.subscribe(self.control.clone()).await?;
-        nats.flush().await?;
-        tracing::info!(sid = %self.sid, device_id = %self.device_id, user_id = %self.user_id, "session opened");
-        let mut shell_open = false;
-        let result = self
-            .relay(socket, &mut from_device, &mut control, &mut shell_open)
-            .await;
-        if shell_open {
-            let stop = protomsg::build(1, "stop", &self.sid, &self.user_id, b"user disconnected");
-            nats.publish(self.inbox.clone(), stop.into()).await?;
-        }
-        tracing::info!(sid = %self.sid, "session closed");
-        result
-    }
-
-    async fn relay(
-        &self,
-        socket: WebSocket,
-        from_device: &mut async_nats::Subscriber,
-        control: &mut async_nats::Subscriber,
-        shell_open: &mut bool,
-    ) -> anyhow::Result<()> {
-        let (mut tx, mut rx) = socket.split();
-        loop {
-            tokio::select! {
-                frame = rx.next() => match frame {
-                    Some(Ok(Message::Binary(data))) => {
-                        let stamped = protomsg::parse(&data).and_then(|msg| {
-                            track_shell(&msg, shell_open);
-                            protomsg::stamp(&data, &msg, &self.sid, &self.user_id)
-                        });
-                        match stamped {
-                            Ok(frame) => self.dc.nats.publish(self.inbox.clone(), frame.into()).await?,
-                            Err(e) => {
-                                tracing::warn!(sid = %self.sid, error = %e, "closing user socket");
-                                let _ = tx.send(close(CLOSE_INVALID, "invalid ProtoMsg")).await;
-                                return Ok(());
-                            }
-                        }
-                    }
-                    Some(Ok(Message::Text(_))) => {
-                        let _ = tx.send(close(CLOSE_INVALID, "binary ProtoMsg frames only")).await;
-                        return Ok(());
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ok(()),
-                },
-                msg = from_device.next() => {
-                    let Some(msg) = msg else { return Ok(()) };
-                    if let Ok(parsed) = protomsg::parse(&msg.payload) {
-                        if parsed.proto == protomsg::PROTO_SHELL && parsed.typ.as_deref() == Some("stop") {
-                            *shell_open = false;
-                        }
-                    }
-                    tx.send(Message::Binary(msg.payload)).await?;
-                }
-                msg = control.next() => {
-                    // The device connected again or went away: this session's shell is gone.
-                    if msg.is_some() {
-                        let _ = tx.send(close(1000, "device disconnected")).await;
-                    }
-                    return Ok(());
-                }
-            }
-        }
-    }
-}
-
-fn track_shell(msg: &protomsg::ProtoMsg, shell_open: &mut bool) {
-    if msg.proto == protomsg::PROTO_SHELL {
-        match msg.typ.as_deref() {
-            Some("new") => *shell_open = true,
-            Some("stop") => *shell_open = false,
-            _ => {}
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The deviceconnect container: serves the device and user websockets on plain HTTP (TLS ends
 //! at the load balancer) and relays over NATS. Environment: the usual service configuration
-//! (see `mender-config`), `DEVICECONNECT_TABLE` (the `DeviceconnectTable`), `NATS_URL`
+//! (see `mender-config`; `DEVICECONNECT_TABLE` names the `DeviceconnectTable`, recordings go to
+//! `ARTIFACTS_BUCKET` under `deviceconnect/recordings/`), `NATS_URL`
 //! (default `nats://127.0.0.1:4222`), `DEVICECONNECT_LISTEN` (default `0.0.0.0:8080`).
 
 use anyhow::Context;
@@ -9,19 +10,16 @@ use anyhow::Context;
 async fn main() -> anyhow::Result<()> {
     mender_aws::init_tracing();
     let services = services::Services::from_env().await?;
-    let sdk = mender_aws::load_sdk_config().await;
-    let table = std::env::var("DEVICECONNECT_TABLE").context("DEVICECONNECT_TABLE")?;
+    anyhow::ensure!(
+        !services.config.deviceconnect_table.is_empty(),
+        "DEVICECONNECT_TABLE is not set"
+    );
     let nats_url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
     let listen =
         std::env::var("DEVICECONNECT_LISTEN").unwrap_or_else(|_| "0.0.0.0:8080".to_owned());
-    let dc = deviceconnect::Deviceconnect::connect(
-        services,
-        mender_aws::dynamodb(&sdk),
-        &table,
-        &nats_url,
-    )
-    .await
-    .with_context(|| format!("connecting to NATS at {nats_url}"))?;
+    let dc = deviceconnect::Deviceconnect::connect(services, &nats_url)
+        .await
+        .with_context(|| format!("connecting to NATS at {nats_url}"))?;
     let app = mender_http::finish(deviceconnect::router(dc));
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

@@ -56,7 +56,7 @@ fn find<'a>(entries: &'a [Entry], key: &str) -> Option<&'a Entry> {
 /// A decoded ProtoMsg header over the frame's raw bytes.
 #[derive(Debug, Clone)]
 pub struct ProtoMsg {
-    pub proto: u64,
+    pub proto: u16,
     pub typ: Option<String>,
     pub sid: Option<String>,
     top: Vec<Entry>,
@@ -64,8 +64,11 @@ pub struct ProtoMsg {
 }
 
 /// Protocol numbers.
-pub const PROTO_SHELL: u64 = 1;
+pub const PROTO_SHELL: u16 = 1;
+pub const PROTO_FILE_TRANSFER: u16 = 2;
+pub const PROTO_PORT_FORWARD: u16 = 3;
 pub const PROTO_MENDER_CLIENT: u16 = 4;
+pub const PROTO_CONTROL: u16 = 0xFFFF;
 
 /// Decodes a frame: one msgpack map (nothing after it) whose `hdr` is a map with an integer
 /// `proto`; `typ` and `sid`, when present, are strings (or nil).
@@ -81,7 +84,7 @@ pub fn parse(buf: &[u8]) -> Result<ProtoMsg, FrameError> {
     let (hdr, _) = read_map(buf, hdr_entry.value_span.start)?;
     let proto = find(&hdr, "proto")
         .and_then(|e| e.value.as_u64())
-        .filter(|p| *p <= u64::from(u16::MAX))
+        .and_then(|p| u16::try_from(p).ok())
         .ok_or_else(|| err("hdr.proto is not a uint16"))?;
     let string = |key: &str| -> Result<Option<String>, FrameError> {
         match find(&hdr, key).map(|e| &e.value) {
@@ -106,6 +109,43 @@ pub fn parse(buf: &[u8]) -> Result<ProtoMsg, FrameError> {
         top,
         hdr,
     })
+}
+
+impl ProtoMsg {
+    /// `hdr.typ`, empty when absent.
+    pub fn typ(&self) -> &str {
+        self.typ.as_deref().unwrap_or_default()
+    }
+
+    /// `proto` and `typ` together, for matching.
+    pub fn is(&self, proto: u16, typ: &str) -> bool {
+        self.proto == proto && self.typ() == typ
+    }
+
+    /// A property of `hdr.props`.
+    pub fn prop(&self, key: &str) -> Option<&Value> {
+        match find(&self.hdr, "props").map(|e| &e.value) {
+            Some(Value::Map(entries)) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// An integer property (any msgpack integer width).
+    pub fn prop_i64(&self, key: &str) -> Option<i64> {
+        self.prop(key).and_then(Value::as_i64)
+    }
+
+    /// The body bytes (`bin` or `str`); empty when absent or nil.
+    pub fn body(&self) -> &[u8] {
+        match find(&self.top, "body").map(|e| &e.value) {
+            Some(Value::Binary(b)) => b,
+            Some(Value::String(s)) => s.as_bytes(),
+            _ => &[],
+        }
+    }
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {
@@ -182,46 +222,97 @@ fn write_props(
     Ok(())
 }
 
-/// A new frame `{"hdr": {"proto": <uint16>, "typ", "sid", "props": {"user_id"}}, "body"}`.
-pub fn build(proto: u16, typ: &str, sid: &str, user_id: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_map_len(&mut out, 2);
+/// A property value the server writes, in the wire type the Go clients type-assert
+/// (`props["offset"].(int64)`, ...).
+#[derive(Debug, Clone, Copy)]
+pub enum Prop<'a> {
+    Str(&'a str),
+    /// Always encoded as msgpack int64 (`0xd3`), as Go's encoder writes an `int64`.
+    I64(i64),
+}
+
+/// A new frame `{"hdr": {"proto": <uint16>, "typ", "sid"?, "props"?}, "body"?}` (`sid`,
+/// `props` and `body` omitted when absent or empty, as upstream's `omitempty`).
+pub fn frame(
+    proto: u16,
+    typ: &str,
+    sid: Option<&str>,
+    props: &[(&str, Prop)],
+    body: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + body.map_or(0, <[u8]>::len));
+    write_map_len(&mut out, 1 + usize::from(body.is_some()));
     write_str(&mut out, "hdr");
-    write_map_len(&mut out, 4);
+    write_map_len(
+        &mut out,
+        2 + usize::from(sid.is_some()) + usize::from(!props.is_empty()),
+    );
     write_str(&mut out, "proto");
     let _ = rmp::encode::write_u16(&mut out, proto);
     write_str(&mut out, "typ");
     write_str(&mut out, typ);
-    write_str(&mut out, "sid");
-    write_str(&mut out, sid);
-    write_str(&mut out, "props");
-    write_map_len(&mut out, 1);
-    write_str(&mut out, "user_id");
-    write_str(&mut out, user_id);
-    write_str(&mut out, "body");
-    let _ = rmp::encode::write_bin(&mut out, body);
+    if let Some(sid) = sid {
+        write_str(&mut out, "sid");
+        write_str(&mut out, sid);
+    }
+    if !props.is_empty() {
+        write_str(&mut out, "props");
+        write_map_len(&mut out, props.len());
+        for (key, value) in props {
+            write_str(&mut out, key);
+            match value {
+                Prop::Str(s) => write_str(&mut out, s),
+                Prop::I64(n) => {
+                    let _ = rmp::encode::write_i64(&mut out, *n);
+                }
+            }
+        }
+    }
+    if let Some(body) = body {
+        write_str(&mut out, "body");
+        let _ = rmp::encode::write_bin(&mut out, body);
+    }
     out
+}
+
+/// A new frame `{"hdr": {"proto": <uint16>, "typ", "sid", "props": {"user_id"}}, "body"}`.
+pub fn build(proto: u16, typ: &str, sid: &str, user_id: &str, body: &[u8]) -> Vec<u8> {
+    frame(
+        proto,
+        typ,
+        Some(sid),
+        &[("user_id", Prop::Str(user_id))],
+        Some(body),
+    )
 }
 
 /// A command for the device without a session: `{"hdr": {"proto": <uint16>, "typ", "props":
 /// {"user_id"}}}` (props omitted without a user), as upstream sends `check-update` /
 /// `send-inventory`.
 pub fn command(proto: u16, typ: &str, user_id: Option<&str>) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_map_len(&mut out, 1);
-    write_str(&mut out, "hdr");
-    write_map_len(&mut out, if user_id.is_some() { 3 } else { 2 });
-    write_str(&mut out, "proto");
-    let _ = rmp::encode::write_u16(&mut out, proto);
-    write_str(&mut out, "typ");
-    write_str(&mut out, typ);
-    if let Some(user_id) = user_id {
-        write_str(&mut out, "props");
-        write_map_len(&mut out, 1);
-        write_str(&mut out, "user_id");
-        write_str(&mut out, user_id);
+    match user_id {
+        Some(user_id) => frame(proto, typ, None, &[("user_id", Prop::Str(user_id))], None),
+        None => frame(proto, typ, None, &[], None),
     }
+}
+
+/// A msgpack map body (`{"path": ...}`, `{"versions": [1]}`, ...).
+pub fn map_body(entries: Vec<(&str, Value)>) -> Vec<u8> {
+    let map = Value::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect(),
+    );
+    let mut out = Vec::new();
+    let _ = rmpv::encode::write_value(&mut out, &map);
     out
+}
+
+/// Decodes a msgpack body (a device's `file_info`, `error`, `accept`).
+pub fn decode_body(body: &[u8]) -> Result<Value, FrameError> {
+    let mut rd = body;
+    rmpv::decode::read_value(&mut rd).map_err(err)
 }
 
 #[cfg(test)]

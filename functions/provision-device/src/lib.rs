@@ -1,6 +1,7 @@
 //! `provision-device` workflow step (upstream `provision_device`): a device became accepted for
 //! the first time. Inventory gets its status (revision-guarded), then deviceauth remembers the
-//! device is provisioned. Idempotent: a redelivered message changes nothing more.
+//! device is provisioned and deviceconnect gets its record (`disconnected` until it connects).
+//! Idempotent: a redelivered message changes nothing more.
 
 use services::workflow_step::{parse_job, wrong_workflow, StepError};
 use services::Services;
@@ -28,6 +29,10 @@ pub async fn process(services: &Services, body: &str) -> Result<(), StepError> {
     services
         .deviceauth
         .set_provisioned(&tenant_id, &device.id)
+        .await?;
+    services
+        .deviceconnect
+        .provision(&tenant_id, &device.id)
         .await?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Artifact objects in S3: presigned GET (devices 24 h, users 15 min) and PUT (direct upload)
 //! links, streaming multipart uploads (the management upload parses while it uploads), reads
-//! and deletes. Path-style addressing when an endpoint override is set (emulators).
+//! and deletes; small whole-object writes and prefix listings (deviceconnect's session
+//! recordings live in the same bucket under `deviceconnect/recordings/`). Path-style addressing
+//! when an endpoint override is set (emulators).
 
 use std::time::Duration;
 
@@ -137,6 +139,46 @@ impl ArtifactStorage {
             .await
             .map_err(|e| err(aws_sdk_s3::error::DisplayErrorContext(e)))?;
         Ok(out.body)
+    }
+
+    /// Writes a small object in one request.
+    pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), S3Error> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| err(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+
+    /// Keys under `prefix`, in key order (every page).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, S3Error> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| err(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+            token = out.next_continuation_token;
+            if token.is_none() {
+                keys.sort();
+                return Ok(keys);
+            }
+        }
     }
 
     /// Starts a streaming upload of `key`.

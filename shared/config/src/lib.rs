@@ -11,6 +11,7 @@ pub mod vars {
     pub const USERADM_TABLE: &str = "USERADM_TABLE";
     pub const INVENTORY_TABLE: &str = "INVENTORY_TABLE";
     pub const DEPLOYMENTS_TABLE: &str = "DEPLOYMENTS_TABLE";
+    pub const DEVICECONNECT_TABLE: &str = "DEVICECONNECT_TABLE";
     pub const ARTIFACTS_BUCKET: &str = "ARTIFACTS_BUCKET";
     pub const PROVISION_DEVICE_QUEUE_URL: &str = "PROVISION_DEVICE_QUEUE_URL";
     pub const UPDATE_DEVICE_STATUS_QUEUE_URL: &str = "UPDATE_DEVICE_STATUS_QUEUE_URL";
@@ -51,6 +52,7 @@ pub struct Config {
     pub useradm_table: String,
     pub inventory_table: String,
     pub deployments_table: String,
+    pub deviceconnect_table: String,
     pub artifacts_bucket: String,
     pub queues: QueueUrls,
     /// PEM of the JWT signing key.
@@ -78,6 +80,7 @@ impl Config {
             useradm_table: useradm.to_owned(),
             inventory_table: inventory.to_owned(),
             deployments_table: String::new(),
+            deviceconnect_table: String::new(),
             artifacts_bucket: String::new(),
             queues,
             jwt_private_key_pem,
@@ -115,6 +118,7 @@ impl Config {
             key,
         );
         config.deployments_table = opt(vars::DEPLOYMENTS_TABLE);
+        config.deviceconnect_table = opt(vars::DEVICECONNECT_TABLE);
         config.artifacts_bucket = opt(vars::ARTIFACTS_BUCKET);
         if let Ok(cost) = env::var(vars::BCRYPT_COST) {
             config.bcrypt_cost = cost

@@ -146,7 +146,7 @@ fn api_routers(services: Services) -> Router {
 /// [`app`] plus deviceconnect's routes: the container service the template leaves a place for
 /// (not an `HttpApi` function), served on the same origin locally.
 pub fn app_with_deviceconnect(services: Services, dc: deviceconnect::Deviceconnect) -> Router {
-    mender_http::finish(api_routers(services).merge(deviceconnect::router(dc)))
+    mender_http::finish(api_routers(services).merge(deviceconnect::public_router(dc)))
 }
 
 /// What the stack is made of: SDK clients, created resources and the services.
@@ -203,6 +203,7 @@ pub async fn prepare(options: &Options) -> anyhow::Result<Parts> {
         .get("DeploymentsTable")
         .cloned()
         .unwrap_or_default();
+    config.deviceconnect_table = created.table("DeviceconnectTable")?.to_owned();
     config.artifacts_bucket = created
         .buckets
         .get("ArtifactsBucket")
@@ -267,20 +268,14 @@ impl Stack {
         let handle = axum_server::Handle::new();
         let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
         let nats = nats::NatsServer::start().await?;
-        let dc = match deviceconnect::Deviceconnect::connect(
-            parts.services.clone(),
-            parts.dynamodb.clone(),
-            parts.created.table("DeviceconnectTable")?,
-            &nats.url,
-        )
-        .await
-        {
-            Ok(dc) => dc,
-            Err(e) => {
-                nats.stop().await;
-                bail!("connecting to the local nats-server: {e}");
-            }
-        };
+        let dc =
+            match deviceconnect::Deviceconnect::connect(parts.services.clone(), &nats.url).await {
+                Ok(dc) => dc,
+                Err(e) => {
+                    nats.stop().await;
+                    bail!("connecting to the local nats-server: {e}");
+                }
+            };
         let app = app_with_deviceconnect(parts.services.clone(), dc.clone());
         let mut tasks = vec![tokio::spawn(async move {
             if let Err(e) = server.serve(app.into_make_service()).await {

@@ -28,6 +28,8 @@ pub struct Services {
     pub deviceauth: deviceauth::Deviceauth,
     pub inventory: inventory::Inventory,
     pub deployments: deployments::Deployments,
+    /// deviceconnect's device and session records.
+    pub deviceconnect: deviceconnect_store::Store,
     /// Starts workflows (queue messages).
     pub workflows: Arc<dyn Publisher>,
     /// Artifact objects in S3.
@@ -77,8 +79,9 @@ impl Services {
             store: inventory::store::Store::new(dynamodb.clone(), &config.inventory_table),
         };
         let deployments = deployments::Deployments {
-            store: deployments::store::Store::new(dynamodb, &config.deployments_table),
+            store: deployments::store::Store::new(dynamodb.clone(), &config.deployments_table),
         };
+        let deviceconnect = deviceconnect_store::Store::new(dynamodb, &config.deviceconnect_table);
         let auth = Authenticator {
             keys: keys.clone(),
             devices: Some(Arc::new(deviceauth.clone())),
@@ -91,6 +94,7 @@ impl Services {
             deviceauth,
             inventory,
             deployments,
+            deviceconnect,
             workflows: publisher,
             artifacts,
             auth,

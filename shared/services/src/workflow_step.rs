@@ -21,6 +21,8 @@ pub enum StepError {
     Deployments(#[from] deployments::Error),
     #[error("{0}")]
     Storage(#[from] mender_aws::s3::S3Error),
+    #[error("{0}")]
+    Deviceconnect(#[from] deviceconnect_store::StoreError),
 }
 
 /// Parses a queue message body.

@@ -1,0 +1,158 @@
+//! The device's websocket (`GET /api/devices/v1/deviceconnect/connect`): marks the device
+//! connected, writes what arrives on its NATS inbox to the socket, publishes each frame from the
+//! device to the session named by its `hdr.sid`, pings it, and marks it disconnected when the
+//! socket ends (unless a newer connection of the same device exists by then).
+
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use mender_http::{ApiError, ApiResult, DeviceAuth};
+
+use crate::{
+    close, control_subject, device_subject, protomsg, session_subject, upgrade, Deviceconnect,
+    CLOSE_INVALID,
+};
+
+/// The server pings the device this often ...
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// ... and drops it after this long without any frame.
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// `GET /api/devices/v1/deviceconnect/connect`: the device's websocket.
+pub async fn connect(
+    State(dc): State<Deviceconnect>,
+    auth: DeviceAuth,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let tenant = auth.tenant().to_owned();
+    let device_id = auth.device_id().to_owned();
+    let (Some(inbox), Some(control)) = (
+        device_subject(&tenant, &device_id),
+        control_subject(&tenant, &device_id),
+    ) else {
+        return Err(ApiError::bad_request("invalid device identity"));
+    };
+    let ws = upgrade(ws)?;
+    Ok(ws.on_upgrade(move |socket| async move {
+        let device = DeviceConn {
+            dc,
+            tenant,
+            device_id,
+            inbox,
+            control,
+        };
+        if let Err(e) = device.run(socket).await {
+            tracing::error!(error = %e, "device connection failed");
+        }
+    }))
+}
+
+struct DeviceConn {
+    dc: Deviceconnect,
+    tenant: String,
+    device_id: String,
+    inbox: String,
+    control: String,
+}
+
+impl DeviceConn {
+    async fn run(self, socket: WebSocket) -> anyhow::Result<()> {
+        let nats = &self.dc.nats;
+        let mut inbox = nats.subscribe(self.inbox.clone()).await?;
+        let mut control = nats.subscribe(self.control.clone()).await?;
+        nats.flush().await?;
+        let version = self
+            .dc
+            .store()
+            .connect(&self.tenant, &self.device_id)
+            .await?;
+        nats.publish(self.control.clone(), format!("connect {version}").into())
+            .await?;
+        tracing::info!(device_id = %self.device_id, version, "device connected");
+        let result = self.relay(socket, &mut inbox, &mut control, version).await;
+        drop(inbox);
+        drop(control);
+        let marked = self
+            .dc
+            .store()
+            .disconnect(&self.tenant, &self.device_id, version)
+            .await;
+        nats.publish(self.control.clone(), format!("disconnect {version}").into())
+            .await?;
+        tracing::info!(device_id = %self.device_id, version, "device disconnected");
+        marked?;
+        result
+    }
+
+    async fn relay(
+        &self,
+        socket: WebSocket,
+        inbox: &mut async_nats::Subscriber,
+        control: &mut async_nats::Subscriber,
+        version: u64,
+    ) -> anyhow::Result<()> {
+        let (mut tx, mut rx) = socket.split();
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        let mut last_seen = Instant::now();
+        loop {
+            tokio::select! {
+                frame = rx.next() => {
+                    last_seen = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Binary(data))) => {
+                            let msg = match protomsg::parse(&data) {
+                                Ok(msg) => msg,
+                                Err(e) => {
+                                    tracing::warn!(device_id = %self.device_id, error = %e, "closing device socket");
+                                    let _ = tx.send(close(CLOSE_INVALID, "invalid ProtoMsg")).await;
+                                    return Ok(());
+                                }
+                            };
+                            // Frames for a session nobody holds are dropped (NATS has no
+                            // subscriber); a sid that is not a subject token is dropped here.
+                            match msg.sid.as_deref().and_then(|sid| session_subject(&self.tenant, sid)) {
+                                Some(subject) => self.dc.nats.publish(subject, data).await?,
+                                None => tracing::debug!(device_id = %self.device_id, "frame without a usable sid dropped"),
+                            }
+                        }
+                        Some(Ok(Message::Text(_))) => {
+                            let _ = tx.send(close(CLOSE_INVALID, "binary ProtoMsg frames only")).await;
+                            return Ok(());
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ok(()),
+                    }
+                }
+                msg = inbox.next() => {
+                    let Some(msg) = msg else { return Ok(()) };
+                    tx.send(Message::Binary(msg.payload)).await?;
+                }
+                msg = control.next() => {
+                    let Some(msg) = msg else { return Ok(()) };
+                    let text = String::from_utf8_lossy(&msg.payload);
+                    let newer = text
+                        .strip_prefix("connect ")
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .is_some_and(|v| v > version);
+                    if newer {
+                        let _ = tx.send(close(1000, "replaced by a newer connection")).await;
+                        return Ok(());
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_seen.elapsed() > IDLE_LIMIT {
+                        let _ = tx.send(close(1000, "keep-alive timeout")).await;
+                        return Ok(());
+                    }
+                    tx.send(Message::Ping(Bytes::from_static(b"60"))).await?;
+                }
+            }
+        }
+    }
+}

@@ -10,6 +10,15 @@ scripts/stack.sh start
 eval "$(scripts/stack.sh env)"
 cargo run -q -p black-box-tests --bin bench-device-request
 
+# deviceconnect: memory per idle device websocket and terminal frame relay RTT, measured on the
+# real `deviceconnect` binary (debug build) as a child process holding 2,000 device sockets
+# (this process holds the client ends: both need more than the usual 1,024 open files).
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 8192 ]; then
+  ulimit -Sn 8192 2>/dev/null || ulimit -Sn "$(ulimit -Hn)"
+fi
+cargo build -q -p deviceconnect --bin deviceconnect
+cargo run -q -p black-box-tests --bin bench-deviceconnect
+
 # The artifact reader on a 256 MiB artifact, next to `mender-artifact read` and plain sha256 of
 # the same file (release build of the reader; the file is made once and kept).
 ART_DIR=${MENDER_RS_HOME:-$HOME/.cache/mender-rs}/bench

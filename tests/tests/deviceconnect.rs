@@ -464,6 +464,616 @@ async fn bad_input_is_refused_without_disturbing_other_sessions() -> anyhow::Res
     Ok(())
 }
 
+/// A frame as a device sends it (rmpv's compact integers: the server must take any width).
+fn dev_msg(
+    proto: u16,
+    typ: &str,
+    sid: &str,
+    props: Vec<(&str, Value)>,
+    body: Option<&[u8]>,
+) -> anyhow::Result<Vec<u8>> {
+    let mut hdr = vec![
+        ("proto".into(), Value::from(proto)),
+        ("typ".into(), typ.into()),
+        ("sid".into(), sid.into()),
+    ];
+    if !props.is_empty() {
+        hdr.push((
+            "props".into(),
+            Value::Map(props.into_iter().map(|(k, v)| (k.into(), v)).collect()),
+        ));
+    }
+    let mut top = vec![("hdr".into(), Value::Map(hdr))];
+    if let Some(body) = body {
+        top.push(("body".into(), Value::Binary(body.to_vec())));
+    }
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &Value::Map(top))?;
+    Ok(out)
+}
+
+fn msgpack(value: Value) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &value)?;
+    Ok(out)
+}
+
+fn map(entries: Vec<(&str, Value)>) -> Value {
+    Value::Map(entries.into_iter().map(|(k, v)| (k.into(), v)).collect())
+}
+
+/// The next frame for the device, decoded, skipping nothing: asserts its proto and type.
+async fn expect(device: &mut Ws, proto: u64, typ: &str) -> anyhow::Result<Value> {
+    let frame = decode(&next_binary(device).await?)?;
+    anyhow::ensure!(
+        frame["hdr"]["proto"].as_u64() == Some(proto) && frame["hdr"]["typ"].as_str() == Some(typ),
+        "expected proto {proto} {typ}, got {frame}"
+    );
+    Ok(frame)
+}
+
+/// The device's side of the handshake: `open` → `accept` offering protocols 1-4; returns the
+/// session id the server chose.
+async fn accept_open(device: &mut Ws) -> anyhow::Result<String> {
+    let open = expect(device, 0xFFFF, "open").await?;
+    let sid = open["hdr"]["sid"].as_str().unwrap_or_default().to_owned();
+    let versions = decode(open["body"].as_slice().unwrap_or_default())?;
+    assert_eq!(versions["versions"][0].as_u64(), Some(1), "{versions}");
+    let accept = msgpack(map(vec![
+        ("version", 1.into()),
+        (
+            "protocols",
+            Value::Array(vec![1.into(), 2.into(), 3.into(), 4.into()]),
+        ),
+    ]))?;
+    device
+        .send(Message::Binary(
+            dev_msg(0xFFFF, "accept", &sid, vec![], Some(&accept))?.into(),
+        ))
+        .await?;
+    Ok(sid)
+}
+
+async fn send_dev(device: &mut Ws, frame: Vec<u8>) -> anyhow::Result<()> {
+    device.send(Message::Binary(frame.into())).await?;
+    Ok(())
+}
+
+/// A multipart body of text fields and one file part.
+fn multipart(fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> (String, Vec<u8>) {
+    let boundary = "deviceconnect-test-boundary";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    }
+    if let Some((filename, data)) = file {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Download and upload over HTTP, spoken as proto 2 to a scripted device on another instance:
+/// handshake, stat / put_file, chunk offsets, ack windows, device errors mapped to their codes,
+/// and the refusals (relative path, missing file, disconnected device).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_transfer_speaks_proto_2_to_the_device() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let admin = stack.admin().await?;
+    let (a, b) = two_instances(&stack).await?;
+    let (device_id, device_token) = accepted_device(&stack, &admin, "dc:00:00:00:00:05").await?;
+    let http = reqwest::Client::new();
+    let base = format!("http://{a}/api/management/v1/deviceconnect/devices/{device_id}");
+    let user_id = jwt_sub(admin.token())?;
+
+    // refused before anything reaches the device
+    let response = http
+        .get(format!("{base}/download"))
+        .query(&[("path", "relative/file")])
+        .bearer_auth(admin.token())
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = response.json().await?;
+    assert_eq!(body["error"], "path: must be absolute.");
+    assert!(body["request_id"].is_string());
+    let (content_type, form) = multipart(&[("path", "/tmp/x")], None);
+    let response = http
+        .put(format!("{base}/upload"))
+        .header("Content-Type", content_type)
+        .body(form)
+        .bearer_auth(admin.token())
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.json::<serde_json::Value>().await?["error"],
+        "file: upload file is required."
+    );
+    // the device is not connected yet
+    let response = http
+        .get(format!("{base}/download"))
+        .query(&[("path", "/etc/hostname")])
+        .bearer_auth(admin.token())
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        response.json::<serde_json::Value>().await?["error"],
+        "device disconnected"
+    );
+
+    let mut device = device_ws(b, &device_token).await?;
+    wait_status(&admin, &device_id, "connected").await?;
+
+    // download: 25 chunks of 1000 bytes
+    let data: Vec<u8> = (0..25_000u32).map(|i| (i % 251) as u8).collect();
+    let request = http
+        .get(format!("{base}/download"))
+        .query(&[("path", "/var/log/app.log")])
+        .bearer_auth(admin.token())
+        .send();
+    let download = tokio::spawn(request);
+    let sid = accept_open(&mut device).await?;
+    let stat = expect(&mut device, 2, "stat").await?;
+    assert_eq!(stat["hdr"]["sid"].as_str(), Some(sid.as_str()));
+    assert_eq!(
+        stat["hdr"]["props"]["user_id"].as_str(),
+        Some(user_id.as_str())
+    );
+    assert_eq!(
+        decode(stat["body"].as_slice().unwrap_or_default())?["path"].as_str(),
+        Some("/var/log/app.log")
+    );
+    let info = msgpack(map(vec![
+        ("path", "/var/log/app.log".into()),
+        ("size", Value::from(data.len() as i64)),
+        ("uid", 1000.into()),
+        ("gid", 100.into()),
+        ("mode", 0o640.into()),
+        ("modtime", Value::Nil),
+    ]))?;
+    send_dev(
+        &mut device,
+        dev_msg(2, "file_info", &sid, vec![], Some(&info))?,
+    )
+    .await?;
+    expect(&mut device, 2, "get_file").await?;
+    for (i, chunk) in data.chunks(1000).enumerate() {
+        let offset = Value::from((i * 1000) as i64);
+        send_dev(
+            &mut device,
+            dev_msg(2, "file_chunk", &sid, vec![("offset", offset)], Some(chunk))?,
+        )
+        .await?;
+    }
+    send_dev(
+        &mut device,
+        dev_msg(
+            2,
+            "file_chunk",
+            &sid,
+            vec![("offset", Value::from(25_000))],
+            None,
+        )?,
+    )
+    .await?;
+    // acks every 10 chunks, then for the end; offsets as int64 (0xd3)
+    for want in [10_000, 20_000, 25_000] {
+        let ack = next_binary(&mut device).await?;
+        let value = decode(&ack)?;
+        assert_eq!(value["hdr"]["typ"].as_str(), Some("ack"), "{value}");
+        assert_eq!(value["hdr"]["props"]["offset"].as_i64(), Some(want));
+        assert_eq!(ack[ack.len() - 9], 0xd3, "offset is an int64");
+    }
+    expect(&mut device, 0xFFFF, "close").await?;
+    let response = download.await??;
+    assert_eq!(response.status(), StatusCode::OK);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("x-men-file-mode"), "640");
+    assert_eq!(header("x-men-file-uid"), "1000");
+    assert_eq!(header("x-men-file-gid"), "100");
+    assert_eq!(header("x-men-file-size"), "25000");
+    assert_eq!(
+        header("content-disposition"),
+        "attachment; filename=\"app.log\""
+    );
+    assert_eq!(response.bytes().await?.as_ref(), &data[..]);
+
+    // stat errors: the device's code, or 400; a directory is refused
+    let not_found = msgpack(map(vec![
+        ("err", "file not found".into()),
+        ("code", 404.into()),
+    ]))?;
+    let directory = msgpack(map(vec![
+        ("path", "/var".into()),
+        ("mode", Value::from(0x8000_01edu32)), // Go's ModeDir | 0755
+    ]))?;
+    for (typ, answer, status, error) in [
+        (
+            "error",
+            &not_found,
+            StatusCode::NOT_FOUND,
+            "failed to retrieve file info: error received from device: file not found",
+        ),
+        (
+            "file_info",
+            &directory,
+            StatusCode::BAD_REQUEST,
+            "path is not a regular file",
+        ),
+    ] {
+        let request = http
+            .get(format!("{base}/download"))
+            .query(&[("path", "/var")])
+            .bearer_auth(admin.token())
+            .send();
+        let download = tokio::spawn(request);
+        let sid = accept_open(&mut device).await?;
+        expect(&mut device, 2, "stat").await?;
+        send_dev(&mut device, dev_msg(2, typ, &sid, vec![], Some(answer))?).await?;
+        expect(&mut device, 0xFFFF, "close").await?;
+        let response = download.await??;
+        assert_eq!(response.status(), status);
+        assert_eq!(response.json::<serde_json::Value>().await?["error"], error);
+    }
+    // HEAD stops after the headers: no get_file
+    let request = http
+        .head(format!("{base}/download"))
+        .query(&[("path", "/var/log/app.log")])
+        .bearer_auth(admin.token())
+        .send();
+    let head = tokio::spawn(request);
+    let sid = accept_open(&mut device).await?;
+    expect(&mut device, 2, "stat").await?;
+    send_dev(
+        &mut device,
+        dev_msg(2, "file_info", &sid, vec![], Some(&info))?,
+    )
+    .await?;
+    expect(&mut device, 0xFFFF, "close").await?;
+    let response = head.await??;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response
+            .headers()
+            .get("x-men-file-size")
+            .and_then(|v| v.to_str().ok()),
+        Some("25000")
+    );
+
+    // upload: 10,000 bytes with mode 600 and owner 1000:100
+    let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let (content_type, form) = multipart(
+        &[("path", "/srv/upload.bin"), ("uid", "1000"), ("gid", "100")],
+        Some(("local.bin", &payload)),
+    );
+    // mode after the file, as mender-cli sends it
+    let form = {
+        let end = b"--deviceconnect-test-boundary--\r\n";
+        let mut f = form[..form.len() - end.len()].to_vec();
+        f.extend_from_slice(
+            b"--deviceconnect-test-boundary\r\nContent-Disposition: form-data; name=\"mode\"\r\n\r\n600\r\n",
+        );
+        f.extend_from_slice(end);
+        f
+    };
+    let request = http
+        .put(format!("{base}/upload"))
+        .header("Content-Type", content_type.clone())
+        .body(form)
+        .bearer_auth(admin.token())
+        .send();
+    let upload = tokio::spawn(request);
+    let sid = accept_open(&mut device).await?;
+    let put = expect(&mut device, 2, "put_file").await?;
+    let meta = decode(put["body"].as_slice().unwrap_or_default())?;
+    assert_eq!(meta["path"].as_str(), Some("/srv/upload.bin"));
+    assert_eq!(meta["src_path"].as_str(), Some("local.bin"));
+    assert_eq!(meta["mode"].as_u64(), Some(0o600));
+    assert_eq!(meta["uid"].as_u64(), Some(1000));
+    assert_eq!(meta["gid"].as_u64(), Some(100));
+    send_dev(
+        &mut device,
+        dev_msg(2, "ack", &sid, vec![("offset", Value::from(0))], None)?,
+    )
+    .await?;
+    let mut received = Vec::new();
+    loop {
+        let chunk = expect(&mut device, 2, "file_chunk").await?;
+        assert_eq!(
+            chunk["hdr"]["props"]["offset"].as_i64(),
+            Some(received.len() as i64)
+        );
+        let body = chunk["body"].as_slice().unwrap_or_default();
+        assert!(body.len() <= 4096);
+        received.extend_from_slice(body);
+        let ack = dev_msg(
+            2,
+            "ack",
+            &sid,
+            vec![("offset", Value::from(received.len() as i64))],
+            None,
+        )?;
+        send_dev(&mut device, ack).await?;
+        if body.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(received, payload);
+    expect(&mut device, 0xFFFF, "close").await?;
+    assert_eq!(upload.await??.status(), StatusCode::CREATED);
+
+    // a device error during the upload: its code and message
+    let (_, form) = multipart(&[("path", "/root/denied")], Some(("f", b"x")));
+    let request = http
+        .put(format!("{base}/upload"))
+        .header("Content-Type", content_type)
+        .body(form)
+        .bearer_auth(admin.token())
+        .send();
+    let upload = tokio::spawn(request);
+    let sid = accept_open(&mut device).await?;
+    expect(&mut device, 2, "put_file").await?;
+    let error = msgpack(map(vec![
+        ("err", "permission denied".into()),
+        ("code", 403.into()),
+    ]))?;
+    send_dev(
+        &mut device,
+        dev_msg(2, "error", &sid, vec![], Some(&error))?,
+    )
+    .await?;
+    let response = upload.await??;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        response.json::<serde_json::Value>().await?["error"],
+        "permission denied"
+    );
+    expect(&mut device, 0xFFFF, "close").await?;
+
+    // a chunk at the wrong offset aborts the download mid-body
+    let request = http
+        .get(format!("{base}/download"))
+        .query(&[("path", "/var/log/app.log")])
+        .bearer_auth(admin.token())
+        .send();
+    let download = tokio::spawn(request);
+    let sid = accept_open(&mut device).await?;
+    expect(&mut device, 2, "stat").await?;
+    send_dev(
+        &mut device,
+        dev_msg(2, "file_info", &sid, vec![], Some(&info))?,
+    )
+    .await?;
+    expect(&mut device, 2, "get_file").await?;
+    send_dev(
+        &mut device,
+        dev_msg(
+            2,
+            "file_chunk",
+            &sid,
+            vec![("offset", Value::from(5))],
+            Some(b"zzz"),
+        )?,
+    )
+    .await?;
+    let response = download.await??;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.bytes().await.is_err(),
+        "a broken download must not look complete"
+    );
+
+    device.close(None).await?;
+    stack.stop().await;
+    Ok(())
+}
+
+/// The internal endpoints: provision (201, kept when present), delete (202), tenant delete
+/// (204), commands to a device that is not connected (404); the workflow steps create the
+/// record on acceptance and delete it on decommissioning; shutdown closes the sockets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_endpoints_and_the_device_lifecycle() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let admin = stack.admin().await?;
+    let (a, b) = two_instances(&stack).await?;
+    let http = reqwest::Client::new();
+    let store = &stack.stack.services.deviceconnect;
+    let internal = format!("http://{a}/api/internal/v1/deviceconnect");
+
+    let response = http
+        .post(format!("{internal}/tenants/tenant-1/devices"))
+        .json(&serde_json::json!({"device_id": ""}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.json::<serde_json::Value>().await?["error"],
+        "device_id is empty"
+    );
+    for id in ["d-1", "d-2", "d-1"] {
+        let response = http
+            .post(format!("{internal}/tenants/tenant-1/devices"))
+            .json(&serde_json::json!({"device_id": id}))
+            .send()
+            .await?;
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    let record = store.get("tenant-1", "d-1").await?.context("no record")?;
+    assert_eq!(record.status, "disconnected");
+    for command in ["check-update", "send-inventory"] {
+        let response = http
+            .post(format!("{internal}/tenants/tenant-1/devices/d-1/{command}"))
+            .send()
+            .await?;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            response.json::<serde_json::Value>().await?["error"],
+            "device not connected"
+        );
+    }
+    let response = http
+        .delete(format!("{internal}/tenants/tenant-1/devices/d-1"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert!(store.get("tenant-1", "d-1").await?.is_none());
+    assert!(store.get("tenant-1", "d-2").await?.is_some());
+    let response = http
+        .delete(format!("{internal}/tenants/tenant-1"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(store.get("tenant-1", "d-2").await?.is_none());
+    // internal routes are not on the public origin
+    let (code, _) = admin
+        .request_json(
+            Method::DELETE,
+            "/api/internal/v1/deviceconnect/tenants/tenant-1",
+            None,
+        )
+        .await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    // acceptance provisions the record (disconnected); connecting keeps it current; a
+    // provisioning that arrives late does not mark a connected device disconnected
+    let (device_id, device_token) = accepted_device(&stack, &admin, "dc:00:00:00:00:06").await?;
+    wait_status(&admin, &device_id, "disconnected").await?;
+    let mut device = device_ws(b, &device_token).await?;
+    wait_status(&admin, &device_id, "connected").await?;
+    store.provision("", &device_id).await?;
+    assert_eq!(
+        store.get("", &device_id).await?.context("record")?.status,
+        "connected"
+    );
+
+    // shutdown of instance B closes its device socket with "going away"
+    let response = http
+        .get(format!("http://{b}/api/internal/v1/deviceconnect/shutdown"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(closed(&mut device).await?, Some(1001));
+    wait_status(&admin, &device_id, "disconnected").await?;
+    assert!(
+        device_ws(b, &device_token).await.is_err(),
+        "B takes no new sockets"
+    );
+    let _device = device_ws(a, &device_token).await?;
+    wait_status(&admin, &device_id, "connected").await?;
+
+    // decommissioning deletes the record
+    admin.decommission(&device_id).await?;
+    wait_for(WAIT, Duration::from_millis(100), || async {
+        matches!(
+            status(&admin, &device_id).await,
+            Ok((StatusCode::NOT_FOUND, _))
+        )
+        .then_some(())
+    })
+    .await
+    .context("the deviceconnect record outlived decommissioning")?;
+
+    stack.stop().await;
+    Ok(())
+}
+
+/// A session that records more than 8 MiB is stopped: the device gets a shell `stop`
+/// (status 2), the user's socket closes with 1008; the playback of an unknown session, or of
+/// another tenant's, ends at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_byte_limit_and_playback_scoping() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let admin = stack.admin().await?;
+    let (a, b) = two_instances(&stack).await?;
+    let (device_id, device_token) = accepted_device(&stack, &admin, "dc:00:00:00:00:07").await?;
+    let mut device = device_ws(b, &device_token).await?;
+    wait_status(&admin, &device_id, "connected").await?;
+    let mut user = user_ws(a, &device_id, admin.token()).await?;
+    user.send(Message::Binary(cli_new_shell()?.into())).await?;
+    let sid = decode(&next_binary(&mut device).await?)?["hdr"]["sid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mib = vec![b'x'; 1024 * 1024];
+    // the user reads while the device writes (the relay waits for a slow reader)
+    let reader = tokio::spawn(async move {
+        let mut frames = 0;
+        loop {
+            match tokio::time::timeout(WAIT, user.next()).await? {
+                Some(Ok(Message::Binary(_))) => frames += 1,
+                Some(Ok(Message::Close(frame))) => {
+                    return anyhow::Ok((frames, frame.map(|f| u16::from(f.code))))
+                }
+                Some(Ok(_)) => {}
+                other => bail!("unexpected {other:?}"),
+            }
+        }
+    });
+    for _ in 0..8 {
+        send_dev(&mut device, device_frame("shell", &sid, &mib)?).await?;
+    }
+    let stop = expect(&mut device, 1, "stop")
+        .await
+        .context("the device got no stop")?;
+    assert_eq!(stop["hdr"]["sid"].as_str(), Some(sid.as_str()));
+    assert_eq!(stop["hdr"]["props"]["status"].as_i64(), Some(2));
+    assert_eq!(
+        stop["body"].as_slice(),
+        Some(&b"session byte limit exceeded"[..])
+    );
+    let (frames, code) = reader.await??;
+    assert_eq!(code, Some(1008));
+    assert!(
+        frames >= 7,
+        "the output before the limit was relayed ({frames})"
+    );
+
+    // the recording exists for its tenant only
+    let recorded = wait_for(WAIT, Duration::from_millis(200), || async {
+        let shown = playback(a, &sid, admin.token()).await.ok()?;
+        (shown.len() >= 7 * mib.len()).then_some(shown.len())
+    })
+    .await?;
+    assert!(recorded <= 8 * mib.len());
+    assert!(
+        playback(a, &uuid::Uuid::new_v4().to_string(), admin.token())
+            .await?
+            .is_empty()
+    );
+    // a real user of another tenant
+    let useradm = &stack.stack.services.useradm;
+    let email = format!("other-{}@example.com", uuid::Uuid::new_v4());
+    useradm
+        .ensure_user("0123456789abcdef01234567", &email, "other-secret-1")
+        .await?;
+    let other_tenant = useradm.login(&email, "other-secret-1", false).await?;
+    assert!(playback(a, &sid, &other_tenant).await?.is_empty());
+
+    device.close(None).await?;
+    stack.stop().await;
+    Ok(())
+}
+
 /// A child process killed (by its PID) and reaped when dropped.
 struct Proc(std::process::Child);
 
@@ -648,14 +1258,18 @@ async fn real_mender_connect_terminal_files_port_forward_playback() -> anyhow::R
     user.close(None).await?;
 
     // the recording plays back what was typed (the terminal echoes it) and what was shown
-    let played = wait_for(WAIT, Duration::from_millis(200), || async {
-        let shown = playback(user_instance, &sid, admin.token()).await.ok()?;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let shown = playback(user_instance, &sid, admin.token()).await?;
         let text = String::from_utf8_lossy(&shown).into_owned();
-        (text.contains("echo hel''lo") && text.lines().any(|l| l.trim() == "hello")).then_some(text)
-    })
-    .await
-    .context("the playback never showed the command and its output")?;
-    eprintln!("playback: {played:?}");
+        if text.contains("echo hel''lo") && text.lines().any(|l| l.trim() == "hello") {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the playback never showed the command and its output: {text:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     if black_box_tests::mender_cli_available() {
         let cli = black_box_tests::MenderCli::new(stack.url(), &stack.ca_cert())?;

@@ -15,7 +15,7 @@ use mender_http::{ApiError, ApiResult, DeviceAuth};
 
 use crate::{
     close, control_subject, device_subject, protomsg, session_subject, upgrade, Deviceconnect,
-    CLOSE_INVALID,
+    CLOSE_GOING_AWAY, CLOSE_INVALID,
 };
 
 /// The server pings the device this often ...
@@ -37,7 +37,7 @@ pub async fn connect(
     ) else {
         return Err(ApiError::bad_request("invalid device identity"));
     };
-    let ws = upgrade(ws)?;
+    let ws = upgrade(&dc, ws)?;
     Ok(ws.on_upgrade(move |socket| async move {
         let device = DeviceConn {
             dc,
@@ -144,6 +144,10 @@ impl DeviceConn {
                         let _ = tx.send(close(1000, "replaced by a newer connection")).await;
                         return Ok(());
                     }
+                }
+                _ = self.dc.shutting_down() => {
+                    let _ = tx.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
+                    return Ok(());
                 }
                 _ = ping.tick() => {
                     if last_seen.elapsed() > IDLE_LIMIT {

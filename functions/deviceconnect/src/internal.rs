@@ -32,6 +32,15 @@ pub async fn health(State(dc): State<Deviceconnect>) -> ApiResult<StatusCode> {
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `GET /api/internal/v1/deviceconnect/shutdown`: closes this instance's websockets (clients
+/// reconnect elsewhere) and stops it (the container exits once its connections are gone);
+/// `202`. Called before the task is stopped, as upstream's pre-stop hook.
+pub async fn shutdown(State(dc): State<Deviceconnect>) -> StatusCode {
+    tracing::info!("shutdown requested");
+    dc.shut_down();
+    StatusCode::ACCEPTED
+}
+
 fn tenant_path(path: Result<Path<String>, PathRejection>) -> ApiResult<String> {
     path.map(|Path(t)| t)
         .map_err(|_| ApiError::bad_request("invalid tenant id"))

@@ -33,21 +33,29 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use mender_http::{ApiError, ApiResult, Authenticator, Route, UserAuth};
 use services::Services;
+use std::sync::Arc;
 
 pub use deviceconnect_store::{DeviceRecord, Session, Store};
 
 /// Largest websocket message (SPEC §7.1).
 pub const MAX_MESSAGE: usize = 8 * 1024 * 1024;
+/// The NATS server's `max_payload` must allow this: a largest message plus the stamped header.
+pub const NATS_MAX_PAYLOAD: usize = MAX_MESSAGE + 64 * 1024;
+/// Initial websocket read buffer.
+const READ_BUFFER: usize = 4 * 1024;
 /// Close code for a frame that is not a ProtoMsg (unsupported data).
 const CLOSE_INVALID: u16 = 1003;
+/// Close code when the instance shuts down.
+const CLOSE_GOING_AWAY: u16 = 1001;
 const SUBPROTOCOL: &str = "protomsg/msgpack";
 
 /// The service's state: the shared services (token checks, the deviceconnect store, the
-/// bucket recordings go to) and NATS.
+/// bucket recordings go to), NATS, and the instance's shutdown switch.
 #[derive(Clone)]
 pub struct Deviceconnect {
     pub services: Services,
     pub nats: async_nats::Client,
+    shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl FromRef<Deviceconnect> for Authenticator {
@@ -63,7 +71,27 @@ impl Deviceconnect {
         nats_url: &str,
     ) -> Result<Self, async_nats::ConnectError> {
         let nats = async_nats::connect(nats_url).await?;
-        Ok(Deviceconnect { services, nats })
+        Ok(Deviceconnect {
+            services,
+            nats,
+            shutdown: Arc::new(tokio::sync::watch::channel(false).0),
+        })
+    }
+
+    /// Closes every websocket of this instance ("going away": the clients reconnect, to another
+    /// instance behind the load balancer) and refuses new ones.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once [`Deviceconnect::shut_down`] was called.
+    pub async fn shutting_down(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|down| *down).await;
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
     }
 
     /// Another instance with the same services and its own NATS connection (as a second
@@ -101,6 +129,7 @@ pub fn routes() -> Vec<Route<Deviceconnect>> {
         Route::get("/api/management/v1/deviceconnect/sessions/{id}/playback", session::playback),
         Route::get("/api/internal/v1/deviceconnect/alive", internal::alive),
         Route::get("/api/internal/v1/deviceconnect/health", internal::health),
+        Route::get("/api/internal/v1/deviceconnect/shutdown", internal::shutdown),
         Route::delete("/api/internal/v1/deviceconnect/tenants/{tenant}", internal::delete_tenant),
         Route::post("/api/internal/v1/deviceconnect/tenants/{tenant}/devices", internal::provision_device),
         Route::delete("/api/internal/v1/deviceconnect/tenants/{tenant}/devices/{id}", internal::delete_device),
@@ -159,9 +188,23 @@ fn path_id(id: Result<Path<String>, PathRejection>) -> ApiResult<String> {
         .map_err(|_| ApiError::bad_request("invalid device id"))
 }
 
-fn upgrade(ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> ApiResult<WebSocketUpgrade> {
+fn upgrade(
+    dc: &Deviceconnect,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<WebSocketUpgrade> {
+    if dc.is_shutting_down() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        ));
+    }
     let ws = ws.map_err(|e| ApiError::bad_request(format!("websocket upgrade required: {e}")))?;
-    Ok(ws.protocols([SUBPROTOCOL]).max_message_size(MAX_MESSAGE))
+    // A small read buffer: most sockets are idle devices (the default 128 KiB would be resident
+    // per socket); it grows for large frames.
+    Ok(ws
+        .protocols([SUBPROTOCOL])
+        .max_message_size(MAX_MESSAGE)
+        .read_buffer_size(READ_BUFFER))
 }
 
 fn close(code: u16, reason: &'static str) -> Message {

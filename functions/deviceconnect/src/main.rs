@@ -5,6 +5,7 @@
 //! (default `nats://127.0.0.1:4222`), `DEVICECONNECT_LISTEN` (default `0.0.0.0:8080`).
 
 use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -20,14 +21,32 @@ async fn main() -> anyhow::Result<()> {
     let dc = deviceconnect::Deviceconnect::connect(services, &nats_url)
         .await
         .with_context(|| format!("connecting to NATS at {nats_url}"))?;
-    let app = mender_http::finish(deviceconnect::router(dc));
+    let app = mender_http::finish(deviceconnect::router(dc.clone()));
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, "deviceconnect listening");
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+        .with_graceful_shutdown(async move {
+            // SIGTERM (ECS stopping the task), Ctrl-C, or the internal shutdown endpoint
+            let term = async {
+                match signal(SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        term.recv().await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "no SIGTERM handler");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = term => {}
+                _ = tokio::signal::ctrl_c() => {}
+                _ = dc.shutting_down() => {}
+            }
+            tracing::info!("shutting down: closing websockets");
+            dc.shut_down();
         })
         .await?;
     Ok(())

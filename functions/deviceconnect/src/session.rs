@@ -24,7 +24,7 @@ use crate::protomsg::{self, Prop, PROTO_SHELL};
 use crate::recording::{self, LimitExceeded, Record, Recorder};
 use crate::{
     close, control_subject, device_subject, path_id, session_subject, upgrade, Deviceconnect,
-    Session, CLOSE_INVALID,
+    Session, CLOSE_GOING_AWAY, CLOSE_INVALID,
 };
 
 /// Buffered recording is written at least this often.
@@ -53,7 +53,7 @@ pub async fn connect(
     if !dc.connected(&tenant, &device_id).await? {
         return Err(disconnected());
     }
-    let ws = upgrade(ws)?;
+    let ws = upgrade(&dc, ws)?;
     let sid = uuid::Uuid::new_v4().to_string();
     let Some(subject) = session_subject(&tenant, &sid) else {
         return Err(ApiError::internal("session subject"));
@@ -196,6 +196,10 @@ impl UserSession {
                     }
                     return Ok(());
                 }
+                _ = self.dc.shutting_down() => {
+                    let _ = tx.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
+                    return Ok(());
+                }
                 _ = flush.tick() => {
                     flush_due = true;
                     Ok(())
@@ -276,7 +280,7 @@ pub async fn playback(
             .parse::<u64>()
             .map_err(|_| ApiError::bad_request("sleep_ms: must be a non-negative integer"))?,
     };
-    let ws = upgrade(ws)?;
+    let ws = upgrade(&dc, ws)?;
     let session = dc
         .store()
         .session(auth.tenant(), &sid)

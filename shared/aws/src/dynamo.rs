@@ -145,18 +145,23 @@ impl Table {
         Ok(())
     }
 
-    /// All items of partition `pk` whose sort key starts with `prefix` (every page).
+    /// All items of partition `pk` whose sort key starts with `prefix` (every page; `""`: all).
     pub async fn query_prefix(&self, pk: &str, prefix: &str) -> Result<Vec<Item>, DynamoError> {
         let mut items = Vec::new();
         let mut start = None;
         loop {
-            let out = self
-                .client
-                .query()
+            // DynamoDB refuses an empty string value: no prefix is the whole partition.
+            let query = if prefix.is_empty() {
+                self.client.query().key_condition_expression("pk = :pk")
+            } else {
+                self.client
+                    .query()
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()))
+            };
+            let out = query
                 .table_name(&self.name)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
                 .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
-                .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()

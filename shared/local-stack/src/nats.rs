@@ -1,5 +1,6 @@
 //! The local NATS server deviceconnect relays through: `nats-server -a 127.0.0.1 -p <free
-//! port>` (the Debian package), ended by its PID when the stack stops (killed too if the stack
+//! port>` (the Debian package) with `max_payload` raised to carry an 8 MiB websocket message
+//! (NATS's default is 1 MiB), ended by its PID when the stack stops (killed too if the stack
 //! is dropped without stopping, or if the thread that started it dies).
 
 use std::net::SocketAddr;
@@ -59,7 +60,15 @@ impl NatsServer {
         } else {
             Command::new(&bin)
         };
+        let config = std::env::temp_dir().join(format!("mender-rs-nats-{port}.conf"));
+        std::fs::write(
+            &config,
+            format!("max_payload: {}\n", deviceconnect::NATS_MAX_PAYLOAD),
+        )
+        .with_context(|| format!("writing {}", config.display()))?;
         let mut child = command
+            .arg("-c")
+            .arg(&config)
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -70,9 +79,12 @@ impl NatsServer {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         for _ in 0..100 {
             if let Some(status) = child.try_wait()? {
+                let _ = std::fs::remove_file(&config);
                 bail!("nats-server exited at start: {status}");
             }
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                // read at start; not needed any more
+                let _ = std::fs::remove_file(&config);
                 return Ok(NatsServer {
                     child,
                     url: format!("nats://{addr}"),
@@ -81,6 +93,7 @@ impl NatsServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = child.kill().await;
+        let _ = std::fs::remove_file(&config);
         bail!("nats-server did not listen on {addr} within 5 s")
     }
 

@@ -944,6 +944,40 @@ async fn internal_endpoints_and_the_device_lifecycle() -> anyhow::Result<()> {
         .await?;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert!(store.get("tenant-1", "d-2").await?.is_none());
+    // an instance that died without writing its disconnect: the connection's lease runs out
+    let short_lease = deviceconnect::Store::new(
+        mender_aws::dynamodb(&mender_aws::load_sdk_config().await),
+        &stack.stack.services.config.deviceconnect_table,
+    )
+    .with_lease(Duration::from_secs(1));
+    short_lease.connect("tenant-2", "crashed").await?;
+    assert_eq!(
+        short_lease
+            .get("tenant-2", "crashed")
+            .await?
+            .context("record")?
+            .status,
+        "connected"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        short_lease
+            .get("tenant-2", "crashed")
+            .await?
+            .context("record")?
+            .status,
+        "disconnected"
+    );
+    // a live holder renews it
+    let version = short_lease.connect("tenant-2", "crashed").await?;
+    assert!(short_lease.renew("tenant-2", "crashed", version).await?);
+    assert!(
+        !short_lease
+            .renew("tenant-2", "crashed", version - 1)
+            .await?,
+        "stale connection"
+    );
+
     // internal routes are not on the public origin
     let (code, _) = admin
         .request_json(

@@ -4,11 +4,15 @@
 //!
 //! Access patterns (`pk = "T#<tenant>"` for everything of a tenant):
 //! * device: `sk = "DEVICE#<device id>"`, attributes `device_id`, `status` (`connected` /
-//!   `disconnected`), `version` (number), `created_ts`, `updated_ts` (RFC 3339).
+//!   `disconnected`), `version` (number), `lease_until` (epoch seconds), `created_ts`,
+//!   `updated_ts` (RFC 3339).
 //!   Connect: `UpdateItem` `ADD version 1`, `SET status = connected` (upsert), returning the new
 //!   version; disconnect: `SET status = disconnected` only if `version` still equals the
-//!   connection's version, so a stale disconnect never overwrites a newer connect. Provision:
-//!   upsert that keeps an existing status. Lookup: strongly consistent `GetItem`.
+//!   connection's version, so a stale disconnect never overwrites a newer connect. The instance
+//!   holding the socket renews `lease_until` (every half lease, same version condition); a
+//!   `connected` record whose lease ran out reads as `disconnected`, so an instance that died
+//!   without writing its disconnects leaves no device `connected` for longer than the lease.
+//!   Provision: upsert that keeps an existing status. Lookup: strongly consistent `GetItem`.
 //! * session: `sk = "SESSION#<session id>"`, attributes `session_id`, `user_id`, `device_id`,
 //!   `start_ts`, `expire_at` (epoch seconds, the table's TTL attribute: 30 days, as the
 //!   recording it describes).
@@ -19,6 +23,8 @@ use serde::Serialize;
 
 /// How long session records (and their recordings) are kept.
 pub const SESSION_LIFETIME_SECS: i64 = 30 * 24 * 3600;
+/// How long a connection counts as alive without a renewal.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 #[error("deviceconnect store: {0}")]
@@ -51,6 +57,7 @@ pub struct Session {
 #[derive(Clone, Debug)]
 pub struct Store {
     table: Table,
+    lease: std::time::Duration,
 }
 
 fn pk(tenant: &str) -> String {
@@ -77,7 +84,25 @@ impl Store {
     pub fn new(client: aws_sdk_dynamodb::Client, table: &str) -> Self {
         Store {
             table: Table::new(client, table),
+            lease: DEFAULT_LEASE,
         }
+    }
+
+    /// The same store with another connection lease (tests).
+    pub fn with_lease(mut self, lease: std::time::Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How often the holder of a connection renews it.
+    pub fn renew_interval(&self) -> std::time::Duration {
+        self.lease / 2
+    }
+
+    fn lease_until(&self) -> AttributeValue {
+        let until =
+            chrono::Utc::now().timestamp() + i64::try_from(self.lease.as_secs()).unwrap_or(0);
+        AttributeValue::N(until.to_string())
     }
 
     /// Marks the device connected; returns the new connection version.
@@ -89,11 +114,12 @@ impl Store {
             .table_name(&self.table.name)
             .set_key(Some(device_key(tenant, device_id)))
             .update_expression(
-                "SET #s = :connected, device_id = :id, updated_ts = :now, \
+                "SET #s = :connected, device_id = :id, updated_ts = :now, lease_until = :lease, \
                  created_ts = if_not_exists(created_ts, :now) ADD version :one",
             )
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":connected", s("connected"))
+            .expression_attribute_values(":lease", self.lease_until())
             .expression_attribute_values(":id", s(device_id))
             .expression_attribute_values(":now", s(&now()))
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
@@ -127,6 +153,36 @@ impl Store {
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":disconnected", s("disconnected"))
             .expression_attribute_values(":now", s(&now()))
+            .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
+            .send()
+            .await
+            .map_err(classify);
+        match result {
+            Ok(_) => Ok(true),
+            Err(DynamoError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Renews the lease of connection `version`; false when a newer connection (or a
+    /// disconnect) superseded it.
+    pub async fn renew(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        version: u64,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .set_key(Some(device_key(tenant, device_id)))
+            .update_expression("SET lease_until = :lease")
+            .condition_expression("version = :v AND #s = :connected")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":connected", s("connected"))
+            .expression_attribute_values(":lease", self.lease_until())
             .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
             .send()
             .await
@@ -185,9 +241,18 @@ impl Store {
         let Some(item) = self.table.get(device_key(tenant, device_id)).await? else {
             return Ok(None);
         };
+        let mut status = text(&item, "status");
+        let lapsed = item
+            .get("lease_until")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<i64>().ok())
+            .is_some_and(|until| until < chrono::Utc::now().timestamp());
+        if status == "connected" && lapsed {
+            status = "disconnected".to_owned();
+        }
         Ok(Some(DeviceRecord {
             device_id: device_id.to_owned(),
-            status: text(&item, "status"),
+            status,
             created_ts: text(&item, "created_ts"),
             updated_ts: text(&item, "updated_ts"),
         }))

@@ -143,8 +143,9 @@ fn api_routers(services: Services) -> Router {
     })
 }
 
-/// [`app`] plus deviceconnect's routes: the container service the template leaves a place for
-/// (not an `HttpApi` function), served on the same origin locally.
+/// [`app`] plus deviceconnect's client routes: the container service of the template (not an
+/// `HttpApi` function), served on the same origin locally; its `/api/internal/...` routes are
+/// not (in AWS only the VPC reaches them).
 pub fn app_with_deviceconnect(services: Services, dc: deviceconnect::Deviceconnect) -> Router {
     mender_http::finish(api_routers(services).merge(deviceconnect::public_router(dc)))
 }

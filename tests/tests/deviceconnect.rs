@@ -59,6 +59,31 @@ async fn accepted_device(
     Ok((id, token))
 }
 
+/// A stack, two deviceconnect instances on its NATS and one accepted device.
+struct Setup {
+    stack: TestStack,
+    admin: Mgmt,
+    a: SocketAddr,
+    b: SocketAddr,
+    device_id: String,
+    device_token: String,
+}
+
+async fn setup(mac: &str) -> anyhow::Result<Setup> {
+    let stack = TestStack::start().await?;
+    let admin = stack.admin().await?;
+    let (a, b) = two_instances(&stack).await?;
+    let (device_id, device_token) = accepted_device(&stack, &admin, mac).await?;
+    Ok(Setup {
+        stack,
+        admin,
+        a,
+        b,
+        device_id,
+        device_token,
+    })
+}
+
 async fn ws_connect(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<Ws> {
     let mut request = format!("ws://{addr}{path}").into_client_request()?;
     request
@@ -214,10 +239,14 @@ async fn wait_status(admin: &Mgmt, device_id: &str, want: &str) -> anyhow::Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_on_one_instance_reaches_device_on_another() -> anyhow::Result<()> {
-    let stack = TestStack::start().await?;
-    let admin = stack.admin().await?;
-    let (a, b) = two_instances(&stack).await?;
-    let (device_id, device_token) = accepted_device(&stack, &admin, "dc:00:00:00:00:01").await?;
+    let Setup {
+        stack,
+        admin,
+        a,
+        b,
+        device_id,
+        device_token,
+    } = setup("dc:00:00:00:00:01").await?;
 
     // accepted (provisioned) but never connected: `disconnected` (through the stack's HTTPS
     // origin); an unknown device: 404 with Mender's body
@@ -311,10 +340,14 @@ async fn user_on_one_instance_reaches_device_on_another() -> anyhow::Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_device_connection_replaces_the_older_one() -> anyhow::Result<()> {
-    let stack = TestStack::start().await?;
-    let admin = stack.admin().await?;
-    let (a, b) = two_instances(&stack).await?;
-    let (device_id, device_token) = accepted_device(&stack, &admin, "dc:00:00:00:00:02").await?;
+    let Setup {
+        stack,
+        admin,
+        a,
+        b,
+        device_id,
+        device_token,
+    } = setup("dc:00:00:00:00:02").await?;
 
     let mut first = device_ws(a, &device_token).await?;
     wait_status(&admin, &device_id, "connected").await?;
@@ -339,10 +372,14 @@ async fn a_newer_device_connection_replaces_the_older_one() -> anyhow::Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_without_disturbing_other_sessions() -> anyhow::Result<()> {
-    let stack = TestStack::start().await?;
-    let admin = stack.admin().await?;
-    let (a, b) = two_instances(&stack).await?;
-    let (device_id, device_token) = accepted_device(&stack, &admin, "dc:00:00:00:00:03").await?;
+    let Setup {
+        stack,
+        admin,
+        a,
+        b,
+        device_id,
+        device_token,
+    } = setup("dc:00:00:00:00:03").await?;
     let http = https_client(&stack.ca_cert())?;
     let mgmt_path = format!("/api/management/v1/deviceconnect/devices/{device_id}");
 
@@ -569,10 +606,14 @@ fn multipart(fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> (String, V
 /// and the refusals (relative path, missing file, disconnected device).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_transfer_speaks_proto_2_to_the_device() -> anyhow::Result<()> {
-    let stack = TestStack::start().await?;
-    let admin = stack.admin().await?;
-    let (a, b) = two_instances(&stack).await?;
-    let (device_id, device_token) = accepted_device(&stack, &admin, "dc:00:00:00:00:05").await?;
+    let Setup {
+        stack,
+        admin,
+        a,
+        b,
+        device_id,
+        device_token,
+    } = setup("dc:00:00:00:00:05").await?;
     let http = reqwest::Client::new();
     let base = format!("http://{a}/api/management/v1/deviceconnect/devices/{device_id}");
     let user_id = jwt_sub(admin.token())?;
@@ -1036,10 +1077,14 @@ async fn internal_endpoints_and_the_device_lifecycle() -> anyhow::Result<()> {
 /// another tenant's, ends at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_byte_limit_and_playback_scoping() -> anyhow::Result<()> {
-    let stack = TestStack::start().await?;
-    let admin = stack.admin().await?;
-    let (a, b) = two_instances(&stack).await?;
-    let (device_id, device_token) = accepted_device(&stack, &admin, "dc:00:00:00:00:07").await?;
+    let Setup {
+        stack,
+        admin,
+        a,
+        b,
+        device_id,
+        device_token,
+    } = setup("dc:00:00:00:00:07").await?;
     let mut device = device_ws(b, &device_token).await?;
     wait_status(&admin, &device_id, "connected").await?;
     let mut user = user_ws(a, &device_id, admin.token()).await?;

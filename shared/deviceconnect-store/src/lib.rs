@@ -76,6 +76,15 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Whether a conditional write happened (`false`: its condition did not hold).
+fn applied<T>(result: Result<T, DynamoError>) -> Result<bool, StoreError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(DynamoError::ConditionFailed) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_owned())
 }
@@ -157,11 +166,7 @@ impl Store {
             .send()
             .await
             .map_err(classify);
-        match result {
-            Ok(_) => Ok(true),
-            Err(DynamoError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        applied(result)
     }
 
     /// Renews the lease of connection `version`; false when a newer connection (or a
@@ -187,11 +192,7 @@ impl Store {
             .send()
             .await
             .map_err(classify);
-        match result {
-            Ok(_) => Ok(true),
-            Err(DynamoError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        applied(result)
     }
 
     /// Creates the record of a newly provisioned device as `disconnected`; an existing record

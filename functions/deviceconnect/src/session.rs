@@ -115,7 +115,7 @@ impl UserSession {
             .relay(socket, &mut from_device, &mut control, &mut tracking)
             .await;
         if tracking.shell_open {
-            self.stop_shell(1, b"user disconnected").await?;
+            self.stop_shell(2, b"user disconnected").await?;
         }
         if let Err(e) = tracking.recorder.flush().await {
             tracing::error!(%sid, error = %e, "writing the recording failed");

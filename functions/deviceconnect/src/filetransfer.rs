@@ -32,6 +32,8 @@ const CHUNK: usize = 4096;
 const ACK_EVERY: usize = 10;
 /// Upload: at most this many chunks un-acknowledged.
 const WINDOW: usize = 20;
+/// Largest text field of the upload form.
+const MAX_FIELD: usize = 4096;
 /// Largest file accepted by `upload` (it is spooled to local disk first).
 pub const MAX_UPLOAD_SIZE: usize = 4 * 1024 * 1024 * 1024;
 
@@ -275,8 +277,15 @@ fn absolute_path(path: Option<&str>) -> ApiResult<String> {
     }
 }
 
+/// A header value; paths may hold any byte but control characters (those are replaced).
 fn header_value(value: String) -> HeaderValue {
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| {
+        let cleaned: String = value
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        HeaderValue::from_bytes(cleaned.as_bytes()).unwrap_or(HeaderValue::from_static(""))
+    })
 }
 
 /// `GET|HEAD /api/management/v1/deviceconnect/devices/{id}/download?path=<absolute path>`.
@@ -449,7 +458,15 @@ async fn read_form(mut multipart: Multipart) -> ApiResult<Upload> {
             form.file = Some(spool);
             continue;
         }
-        let text = field.text().await.map_err(bad)?;
+        let mut text = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(bad)? {
+            text.extend_from_slice(&chunk);
+            if text.len() > MAX_FIELD {
+                return Err(ApiError::bad_request(format!("{name}: too long")));
+            }
+        }
+        let text = String::from_utf8(text)
+            .map_err(|_| ApiError::bad_request(format!("{name}: not UTF-8")))?;
         let number = |radix: u32| {
             u32::from_str_radix(text.trim(), radix)
                 .map_err(|_| ApiError::bad_request(format!("{name}: invalid value {text:?}")))

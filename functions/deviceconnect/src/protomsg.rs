@@ -66,7 +66,6 @@ pub struct ProtoMsg {
 /// Protocol numbers.
 pub const PROTO_SHELL: u16 = 1;
 pub const PROTO_FILE_TRANSFER: u16 = 2;
-pub const PROTO_PORT_FORWARD: u16 = 3;
 pub const PROTO_MENDER_CLIENT: u16 = 4;
 pub const PROTO_CONTROL: u16 = 0xFFFF;
 
@@ -275,17 +274,6 @@ pub fn frame(
     out
 }
 
-/// A new frame `{"hdr": {"proto": <uint16>, "typ", "sid", "props": {"user_id"}}, "body"}`.
-pub fn build(proto: u16, typ: &str, sid: &str, user_id: &str, body: &[u8]) -> Vec<u8> {
-    frame(
-        proto,
-        typ,
-        Some(sid),
-        &[("user_id", Prop::Str(user_id))],
-        Some(body),
-    )
-}
-
 /// A command for the device without a session: `{"hdr": {"proto": <uint16>, "typ", "props":
 /// {"user_id"}}}` (props omitted without a user), as upstream sends `check-update` /
 /// `send-inventory`.
@@ -400,9 +388,23 @@ mod tests {
     }
 
     #[test]
-    fn builds_a_stop() {
-        let frame = build(1, "stop", "s", "u", b"user disconnected");
+    fn builds_frames_with_int64_props_and_omits_what_is_empty() {
+        let frame = frame(
+            PROTO_FILE_TRANSFER,
+            "ack",
+            Some("s"),
+            &[("user_id", Prop::Str("u")), ("offset", Prop::I64(4096))],
+            None,
+        );
         let msg = parse(&frame).unwrap();
-        assert_eq!((msg.proto, msg.typ.as_deref()), (1, Some("stop")));
+        assert!(msg.is(PROTO_FILE_TRANSFER, "ack"));
+        assert_eq!(msg.prop_i64("offset"), Some(4096));
+        assert!(msg.body().is_empty());
+        let d3 = [0xd3, 0, 0, 0, 0, 0, 0, 0x10, 0];
+        assert!(frame.windows(d3.len()).any(|w| w == d3));
+        let bare = command(PROTO_MENDER_CLIENT, "check-update", None);
+        let value = rmpv::decode::read_value(&mut &bare[..]).unwrap();
+        assert!(value["hdr"]["props"].is_nil() && value["body"].is_nil());
+        assert!(value["hdr"]["sid"].is_nil());
     }
 }

@@ -48,21 +48,27 @@ pub enum RecordingError {
 #[error("session byte limit exceeded")]
 pub struct LimitExceeded;
 
-fn encode(record: &Record, out: &mut Vec<u8>) {
-    let (kind, payload): (u8, Vec<u8>) = match record {
-        Record::Output(bytes) => (OUTPUT, bytes.clone()),
-        Record::Delay(ms) => (DELAY, ms.to_be_bytes().to_vec()),
-        Record::Resize { width, height } => {
-            (RESIZE, [width.to_be_bytes(), height.to_be_bytes()].concat())
-        }
-    };
+fn write_record(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
     out.push(kind);
     out.extend_from_slice(
         &u32::try_from(payload.len())
             .unwrap_or(u32::MAX)
             .to_be_bytes(),
     );
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(payload);
+}
+
+#[cfg(test)]
+fn encode(record: &Record, out: &mut Vec<u8>) {
+    match record {
+        Record::Output(bytes) => write_record(out, OUTPUT, bytes),
+        Record::Delay(ms) => write_record(out, DELAY, &ms.to_be_bytes()),
+        Record::Resize { width, height } => write_record(
+            out,
+            RESIZE,
+            &[width.to_be_bytes(), height.to_be_bytes()].concat(),
+        ),
+    }
 }
 
 /// Decodes a record stream.
@@ -125,9 +131,9 @@ impl Recorder {
         }
     }
 
-    fn push(&mut self, record: &Record) -> Result<(), LimitExceeded> {
+    fn push(&mut self, kind: u8, payload: &[u8]) -> Result<(), LimitExceeded> {
         let before = self.buffer.len();
-        encode(record, &mut self.buffer);
+        write_record(&mut self.buffer, kind, payload);
         self.recorded += self.buffer.len() - before;
         if self.recorded > SESSION_BYTE_LIMIT {
             return Err(LimitExceeded);
@@ -142,16 +148,19 @@ impl Recorder {
             let pause = now.duration_since(last);
             if pause >= DELAY_THRESHOLD {
                 let ms = u16::try_from(pause.as_millis()).unwrap_or(u16::MAX);
-                self.push(&Record::Delay(ms))?;
+                self.push(DELAY, &ms.to_be_bytes())?;
             }
         }
         self.last_output = Some(now);
-        self.push(&Record::Output(bytes.to_vec()))
+        self.push(OUTPUT, bytes)
     }
 
     /// Records a terminal resize.
     pub fn resize(&mut self, width: u16, height: u16) -> Result<(), LimitExceeded> {
-        self.push(&Record::Resize { width, height })
+        self.push(
+            RESIZE,
+            &[width.to_be_bytes(), height.to_be_bytes()].concat(),
+        )
     }
 
     /// Whether enough is buffered to write now.

@@ -171,7 +171,7 @@ impl UserSession {
                             }
                         };
                         self.dc.nats.publish(self.inbox.clone(), frame.into()).await?;
-                        from_user(&msg, tracking)
+                        from_user_frame(&msg, tracking)
                     }
                     Some(Ok(Message::Text(_))) => {
                         let _ = tx.send(close(CLOSE_INVALID, "binary ProtoMsg frames only")).await;
@@ -183,7 +183,7 @@ impl UserSession {
                 msg = from_device.next() => {
                     let Some(msg) = msg else { return Ok(()) };
                     let recorded = match protomsg::parse(&msg.payload) {
-                        Ok(parsed) => from_device_(&parsed, tracking),
+                        Ok(parsed) => from_device_frame(&parsed, tracking),
                         Err(_) => Ok(()),
                     };
                     tx.send(Message::Binary(msg.payload)).await?;
@@ -224,7 +224,7 @@ impl UserSession {
 }
 
 /// Tracks a frame from the user: shell start/stop, recorded resizes.
-fn from_user(msg: &protomsg::ProtoMsg, tracking: &mut Tracking) -> Result<(), LimitExceeded> {
+fn from_user_frame(msg: &protomsg::ProtoMsg, tracking: &mut Tracking) -> Result<(), LimitExceeded> {
     if msg.proto != PROTO_SHELL {
         return Ok(());
     }
@@ -247,7 +247,10 @@ fn from_user(msg: &protomsg::ProtoMsg, tracking: &mut Tracking) -> Result<(), Li
 }
 
 /// Tracks a frame from the device: recorded shell output, the shell ending.
-fn from_device_(msg: &protomsg::ProtoMsg, tracking: &mut Tracking) -> Result<(), LimitExceeded> {
+fn from_device_frame(
+    msg: &protomsg::ProtoMsg,
+    tracking: &mut Tracking,
+) -> Result<(), LimitExceeded> {
     if msg.proto != PROTO_SHELL {
         return Ok(());
     }

@@ -1,8 +1,8 @@
 //! The device's websocket (`GET /api/devices/v1/deviceconnect/connect`): marks the device
 //! connected, writes what arrives on its NATS inbox to the socket, publishes each frame from the
 //! device to the session named by its `hdr.sid`, pings it, and marks it disconnected when the
-//! socket ends (unless a newer connection of the same device exists by then); while it holds the
-//! socket it renews the connection's lease (see `deviceconnect-store`).
+//! socket ends (unless a newer connection of the same device exists by then). The record names
+//! this instance, whose heartbeat vouches for it (see `deviceconnect-store`).
 
 use std::time::{Duration, Instant};
 
@@ -70,7 +70,7 @@ impl DeviceConn {
         let version = self
             .dc
             .store()
-            .connect(&self.tenant, &self.device_id)
+            .connect(&self.tenant, &self.device_id, &self.dc.instance)
             .await?;
         nats.publish(self.control.clone(), format!("connect {version}").into())
             .await?;
@@ -101,9 +101,6 @@ impl DeviceConn {
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
         let mut last_seen = Instant::now();
-        let renew_every = self.dc.store().renew_interval();
-        let mut renew =
-            tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
         loop {
             tokio::select! {
                 frame = rx.next() => {
@@ -147,15 +144,6 @@ impl DeviceConn {
                     if newer {
                         let _ = tx.send(close(1000, "replaced by a newer connection")).await;
                         return Ok(());
-                    }
-                }
-                _ = renew.tick() => {
-                    let renewed = self.dc.store().renew(&self.tenant, &self.device_id, version).await;
-                    match renewed {
-                        Ok(true) => {}
-                        // superseded: the newer connection's `connect` closes this one
-                        Ok(false) => tracing::debug!(device_id = %self.device_id, "lease not renewed"),
-                        Err(e) => tracing::warn!(device_id = %self.device_id, error = %e, "renewing the connection lease"),
                     }
                 }
                 _ = self.dc.shutting_down() => {

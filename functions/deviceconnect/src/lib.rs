@@ -35,7 +35,9 @@ use mender_http::{ApiError, ApiResult, Authenticator, Route, UserAuth};
 use services::Services;
 use std::sync::Arc;
 
-pub use deviceconnect_store::{DeviceRecord, Session, Store};
+pub use deviceconnect_store::{
+    DeviceRecord, Session, Store, HEARTBEAT_INTERVAL, HEARTBEAT_LIFETIME,
+};
 
 /// Largest websocket message (SPEC §7.1).
 pub const MAX_MESSAGE: usize = 8 * 1024 * 1024;
@@ -50,12 +52,22 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const SUBPROTOCOL: &str = "protomsg/msgpack";
 
 /// The service's state: the shared services (token checks, the deviceconnect store, the
-/// bucket recordings go to), NATS, and the instance's shutdown switch.
+/// bucket recordings go to), NATS, this instance's id (its heartbeat vouches for the devices it
+/// holds) and its shutdown switch.
 #[derive(Clone)]
 pub struct Deviceconnect {
     pub services: Services,
     pub nats: async_nats::Client,
+    pub instance: String,
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("connecting to NATS: {0}")]
+    Nats(#[from] async_nats::ConnectError),
+    #[error("writing the instance heartbeat: {0}")]
+    Store(#[from] deviceconnect_store::StoreError),
 }
 
 impl FromRef<Deviceconnect> for Authenticator {
@@ -65,16 +77,26 @@ impl FromRef<Deviceconnect> for Authenticator {
 }
 
 impl Deviceconnect {
-    /// Connects to NATS at `nats_url`.
-    pub async fn connect(
-        services: Services,
-        nats_url: &str,
-    ) -> Result<Self, async_nats::ConnectError> {
+    /// Connects to NATS at `nats_url`, writes this instance's first heartbeat and keeps
+    /// writing it (every [`HEARTBEAT_INTERVAL`], until the instance shuts down or is dropped).
+    pub async fn connect(services: Services, nats_url: &str) -> Result<Self, StartError> {
         let nats = async_nats::connect(nats_url).await?;
+        let instance = uuid::Uuid::new_v4().to_string();
+        services
+            .deviceconnect
+            .heartbeat(&instance, HEARTBEAT_LIFETIME)
+            .await?;
+        let shutdown = Arc::new(tokio::sync::watch::channel(false).0);
+        tokio::spawn(heartbeat(
+            services.deviceconnect.clone(),
+            instance.clone(),
+            Arc::downgrade(&shutdown),
+        ));
         Ok(Deviceconnect {
             services,
             nats,
-            shutdown: Arc::new(tokio::sync::watch::channel(false).0),
+            instance,
+            shutdown,
         })
     }
 
@@ -96,7 +118,7 @@ impl Deviceconnect {
 
     /// Another instance with the same services and its own NATS connection (as a second
     /// container would have).
-    pub async fn another_instance(&self, nats_url: &str) -> Result<Self, async_nats::ConnectError> {
+    pub async fn another_instance(&self, nats_url: &str) -> Result<Self, StartError> {
         Self::connect(self.services.clone(), nats_url).await
     }
 
@@ -112,6 +134,26 @@ impl Deviceconnect {
             .await
             .map_err(ApiError::internal)?;
         Ok(record.is_some_and(|r| r.is_connected()))
+    }
+}
+
+/// Writes the instance's heartbeat until it shuts down or every handle to it is gone.
+async fn heartbeat(
+    store: Store,
+    instance: String,
+    shutdown: std::sync::Weak<tokio::sync::watch::Sender<bool>>,
+) {
+    let mut every = tokio::time::interval(HEARTBEAT_INTERVAL);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        match shutdown.upgrade() {
+            Some(down) if !*down.borrow() => {}
+            _ => return,
+        }
+        if let Err(e) = store.heartbeat(&instance, HEARTBEAT_LIFETIME).await {
+            tracing::error!(%instance, error = %e, "writing the instance heartbeat");
+        }
     }
 }
 

@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
         std::env::var("DEVICECONNECT_LISTEN").unwrap_or_else(|_| "0.0.0.0:8080".to_owned());
     let dc = deviceconnect::Deviceconnect::connect(services, &nats_url)
         .await
-        .with_context(|| format!("connecting to NATS at {nats_url}"))?;
+        .with_context(|| format!("starting with NATS at {nats_url}"))?;
     let app = mender_http::finish(deviceconnect::router(dc.clone()));
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

@@ -4,15 +4,18 @@
 //!
 //! Access patterns (`pk = "T#<tenant>"` for everything of a tenant):
 //! * device: `sk = "DEVICE#<device id>"`, attributes `device_id`, `status` (`connected` /
-//!   `disconnected`), `version` (number), `lease_until` (epoch seconds), `created_ts`,
-//!   `updated_ts` (RFC 3339).
+//!   `disconnected`), `version` (number), `instance` (the deviceconnect instance holding the
+//!   socket), `created_ts`, `updated_ts` (RFC 3339).
 //!   Connect: `UpdateItem` `ADD version 1`, `SET status = connected` (upsert), returning the new
 //!   version; disconnect: `SET status = disconnected` only if `version` still equals the
-//!   connection's version, so a stale disconnect never overwrites a newer connect. The instance
-//!   holding the socket renews `lease_until` (every half lease, same version condition); a
-//!   `connected` record whose lease ran out reads as `disconnected`, so an instance that died
-//!   without writing its disconnects leaves no device `connected` for longer than the lease.
-//!   Provision: upsert that keeps an existing status. Lookup: strongly consistent `GetItem`.
+//!   connection's version, so a stale disconnect never overwrites a newer connect. Provision:
+//!   upsert that keeps an existing status. Lookup: strongly consistent `GetItem`.
+//! * instance heartbeat: `pk = "INSTANCES"`, `sk = "INSTANCE#<id>"`, `alive_until` (epoch
+//!   seconds), `expire_at` (TTL, a day later). Each instance writes its own every
+//!   [`HEARTBEAT_INTERVAL`]; a `connected` device whose instance's heartbeat is missing or has
+//!   run out reads as `disconnected`. So an instance that dies without writing its disconnects
+//!   leaves no device `connected` for longer than [`HEARTBEAT_LIFETIME`], at one write per
+//!   instance (not per device) every half minute.
 //! * session: `sk = "SESSION#<session id>"`, attributes `session_id`, `user_id`, `device_id`,
 //!   `start_ts`, `expire_at` (epoch seconds, the table's TTL attribute: 30 days, as the
 //!   recording it describes).
@@ -23,8 +26,10 @@ use serde::Serialize;
 
 /// How long session records (and their recordings) are kept.
 pub const SESSION_LIFETIME_SECS: i64 = 30 * 24 * 3600;
-/// How long a connection counts as alive without a renewal.
-pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(600);
+/// How often an instance writes its heartbeat ...
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// ... and how long one counts.
+pub const HEARTBEAT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(90);
 
 #[derive(Debug, thiserror::Error)]
 #[error("deviceconnect store: {0}")]
@@ -57,7 +62,6 @@ pub struct Session {
 #[derive(Clone, Debug)]
 pub struct Store {
     table: Table,
-    lease: std::time::Duration,
 }
 
 fn pk(tenant: &str) -> String {
@@ -70,6 +74,17 @@ fn device_key(tenant: &str, device_id: &str) -> mender_aws::dynamo::Item {
 
 fn session_key(tenant: &str, sid: &str) -> mender_aws::dynamo::Item {
     key(pk(tenant), format!("SESSION#{sid}"))
+}
+
+fn instance_key(instance: &str) -> mender_aws::dynamo::Item {
+    key("INSTANCES", format!("INSTANCE#{instance}"))
+}
+
+/// A number attribute.
+fn number(item: &mender_aws::dynamo::Item, name: &str) -> Option<i64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
 }
 
 fn now() -> String {
@@ -93,29 +108,44 @@ impl Store {
     pub fn new(client: aws_sdk_dynamodb::Client, table: &str) -> Self {
         Store {
             table: Table::new(client, table),
-            lease: DEFAULT_LEASE,
         }
     }
 
-    /// The same store with another connection lease (tests).
-    pub fn with_lease(mut self, lease: std::time::Duration) -> Self {
-        self.lease = lease;
-        self
+    /// Records that `instance` is alive for `lifetime` from now.
+    pub async fn heartbeat(
+        &self,
+        instance: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let now = chrono::Utc::now().timestamp();
+        let alive_until = now + i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 2);
+        let mut item = instance_key(instance);
+        item.insert(
+            "alive_until".into(),
+            AttributeValue::N(alive_until.to_string()),
+        );
+        item.insert(
+            "expire_at".into(),
+            AttributeValue::N((alive_until + 86_400).to_string()),
+        );
+        Ok(self.table.put(item).await?)
     }
 
-    /// How often the holder of a connection renews it.
-    pub fn renew_interval(&self) -> std::time::Duration {
-        self.lease / 2
+    async fn instance_alive(&self, instance: &str) -> Result<bool, StoreError> {
+        let Some(item) = self.table.get(instance_key(instance)).await? else {
+            return Ok(false);
+        };
+        Ok(number(&item, "alive_until")
+            .is_some_and(|until| until >= chrono::Utc::now().timestamp()))
     }
 
-    fn lease_until(&self) -> AttributeValue {
-        let until =
-            chrono::Utc::now().timestamp() + i64::try_from(self.lease.as_secs()).unwrap_or(0);
-        AttributeValue::N(until.to_string())
-    }
-
-    /// Marks the device connected; returns the new connection version.
-    pub async fn connect(&self, tenant: &str, device_id: &str) -> Result<u64, StoreError> {
+    /// Marks the device connected through `instance`; returns the new connection version.
+    pub async fn connect(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        instance: &str,
+    ) -> Result<u64, StoreError> {
         let out = self
             .table
             .client
@@ -123,12 +153,12 @@ impl Store {
             .table_name(&self.table.name)
             .set_key(Some(device_key(tenant, device_id)))
             .update_expression(
-                "SET #s = :connected, device_id = :id, updated_ts = :now, lease_until = :lease, \
+                "SET #s = :connected, device_id = :id, updated_ts = :now, instance = :instance, \
                  created_ts = if_not_exists(created_ts, :now) ADD version :one",
             )
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":connected", s("connected"))
-            .expression_attribute_values(":lease", self.lease_until())
+            .expression_attribute_values(":instance", s(instance))
             .expression_attribute_values(":id", s(device_id))
             .expression_attribute_values(":now", s(&now()))
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
@@ -162,32 +192,6 @@ impl Store {
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":disconnected", s("disconnected"))
             .expression_attribute_values(":now", s(&now()))
-            .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
-            .send()
-            .await
-            .map_err(classify);
-        applied(result)
-    }
-
-    /// Renews the lease of connection `version`; false when a newer connection (or a
-    /// disconnect) superseded it.
-    pub async fn renew(
-        &self,
-        tenant: &str,
-        device_id: &str,
-        version: u64,
-    ) -> Result<bool, StoreError> {
-        let result = self
-            .table
-            .client
-            .update_item()
-            .table_name(&self.table.name)
-            .set_key(Some(device_key(tenant, device_id)))
-            .update_expression("SET lease_until = :lease")
-            .condition_expression("version = :v AND #s = :connected")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":connected", s("connected"))
-            .expression_attribute_values(":lease", self.lease_until())
             .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
             .send()
             .await
@@ -243,12 +247,8 @@ impl Store {
             return Ok(None);
         };
         let mut status = text(&item, "status");
-        let lapsed = item
-            .get("lease_until")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse::<i64>().ok())
-            .is_some_and(|until| until < chrono::Utc::now().timestamp());
-        if status == "connected" && lapsed {
+        if status == "connected" && !self.instance_alive(&text(&item, "instance")).await? {
+            // the instance holding the socket died without writing the disconnect
             status = "disconnected".to_owned();
         }
         Ok(Some(DeviceRecord {
@@ -276,11 +276,8 @@ impl Store {
         let Some(item) = self.table.get(session_key(tenant, sid)).await? else {
             return Ok(None);
         };
-        let expired = item
-            .get("expire_at")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse::<i64>().ok())
-            .is_some_and(|at| at <= chrono::Utc::now().timestamp());
+        let expired =
+            number(&item, "expire_at").is_some_and(|at| at <= chrono::Utc::now().timestamp());
         if expired {
             return Ok(None);
         }

@@ -274,7 +274,7 @@ impl Stack {
                 Ok(dc) => dc,
                 Err(e) => {
                     nats.stop().await;
-                    bail!("connecting to the local nats-server: {e}");
+                    bail!("starting deviceconnect: {e}");
                 }
             };
         let app = app_with_deviceconnect(parts.services.clone(), dc.clone());

@@ -16,7 +16,6 @@
 //! No emulator needed.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -136,58 +135,28 @@ const CONTAINER_SERVICES: &[&str] = &["deviceconnect"];
 /// checked against [`ACCESS`] like the functions' policies.
 const CONTAINER_TASK_ROLES: &[(&str, &str)] = &[("deviceconnect", "DeviceconnectTaskRole")];
 
-/// The template file the checks read (as `black_box_tests::infra::template`).
-fn template_path() -> PathBuf {
-    std::env::var_os("MENDER_TEMPLATE")
-        .map(PathBuf::from)
-        .unwrap_or_else(local_stack::default_template)
-}
-
-/// Each container task role's policies as a [`FunctionDef`] of its crate, read by the same
-/// parser as the functions' `Policies`: the role is re-typed as a function in a copy of the
-/// template text (an `AWS::IAM::Role`'s inline `Policies` list holds the same statements).
-/// A role written with managed policies is refused, as a function's would be.
-fn container_task_roles() -> anyhow::Result<Vec<FunctionDef>> {
-    let text = std::fs::read_to_string(template_path())?;
-    let mut defs = Vec::new();
-    for (crate_name, role) in CONTAINER_TASK_ROLES {
-        let header = format!("\n  {role}:\n    Type: AWS::IAM::Role\n");
-        let start = text
-            .find(&header)
-            .ok_or_else(|| anyhow::anyhow!("the template has no {role} of Type AWS::IAM::Role"))?;
-        // the role's lines: up to the next line indented less than its properties
-        let body = &text[start + header.len()..];
-        let end = body
-            .match_indices('\n')
-            .map(|(i, _)| i + 1)
-            .find(|&i| {
-                let line = &body[i..];
-                !line.is_empty() && !line.starts_with('\n') && !line.starts_with("   ")
-            })
-            .unwrap_or(body.len());
-        if body[..end].contains("ManagedPolicyArns") {
-            defs.push(FunctionDef {
-                logical_id: (*role).to_owned(),
+/// Each container task role's policies as a [`FunctionDef`] of its crate, so the same checks
+/// apply (managed policies count as literals, refused as a function's would be).
+fn container_task_roles(
+    resources: &local_stack::template::Resources,
+) -> anyhow::Result<Vec<FunctionDef>> {
+    CONTAINER_TASK_ROLES
+        .iter()
+        .map(|(crate_name, role)| {
+            let def = resources
+                .roles
+                .iter()
+                .find(|r| r.logical_id == *role)
+                .ok_or_else(|| anyhow::anyhow!("the template has no AWS::IAM::Role {role}"))?;
+            Ok(FunctionDef {
+                logical_id: def.logical_id.clone(),
                 code_uri: format!("../functions/{crate_name}"),
-                policy_literals: vec!["ManagedPolicyArns".to_owned()],
+                policy_refs: def.policy_refs.clone(),
+                policy_literals: def.policy_literals.clone(),
                 ..Default::default()
-            });
-            continue;
-        }
-        let retyped = text.replacen(
-            &header,
-            &format!("\n  {role}:\n    Type: AWS::Serverless::Function\n"),
-            1,
-        );
-        let mut def = local_stack::template::parse(&retyped)?
-            .functions
-            .into_iter()
-            .find(|f| f.logical_id == *role)
-            .ok_or_else(|| anyhow::anyhow!("{role} not parsed"))?;
-        def.code_uri = format!("../functions/{crate_name}");
-        defs.push(def);
-    }
-    Ok(defs)
+            })
+        })
+        .collect()
 }
 
 /// The Lambda function crates in `functions/` (every directory there but [`CONTAINER_SERVICES`]).
@@ -406,7 +375,7 @@ fn iam_policies_reach_only_each_functions_own_tables_and_queues() -> anyhow::Res
             }
         }
     }
-    let task_roles = container_task_roles()?;
+    let task_roles = container_task_roles(&resources)?;
     for f in resources.functions.iter().chain(&task_roles) {
         let name = f.crate_name().unwrap_or_default();
         let Some((_, allowed)) = ACCESS.iter().find(|(n, _)| *n == name) else {

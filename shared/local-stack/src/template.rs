@@ -61,12 +61,23 @@ impl FunctionDef {
     }
 }
 
+/// An `AWS::IAM::Role` (e.g. a container's task role): what its policies reach.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RoleDef {
+    pub logical_id: String,
+    /// As [`FunctionDef::policy_refs`], from its inline `Policies`.
+    pub policy_refs: BTreeSet<String>,
+    /// As [`FunctionDef::policy_literals`]; `ManagedPolicyArns` entries count as literals.
+    pub policy_literals: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Resources {
     pub tables: Vec<TableDef>,
     pub queues: Vec<QueueDef>,
     pub buckets: Vec<String>,
     pub functions: Vec<FunctionDef>,
+    pub roles: Vec<RoleDef>,
 }
 
 impl Resources {
@@ -190,21 +201,51 @@ fn function_def(id: String, resource: &Value, props: &Value) -> FunctionDef {
             }
         }
     }
-    for policy in props
-        .get("Policies")
-        .map(|p| match p {
-            Value::Sequence(s) => s.clone(),
-            other => vec![other.clone()],
-        })
-        .unwrap_or_default()
-    {
-        match &policy {
+    collect_policies(
+        props.get("Policies"),
+        &mut def.policy_refs,
+        &mut def.policy_literals,
+    );
+    def
+}
+
+/// What a `Policies` list (or single policy) reaches.
+fn collect_policies(
+    policies: Option<&Value>,
+    refs: &mut BTreeSet<String>,
+    literals: &mut Vec<String>,
+) {
+    let list = match policies {
+        Some(Value::Sequence(s)) => s.clone(),
+        Some(other) => vec![other.clone()],
+        None => Vec::new(),
+    };
+    for policy in &list {
+        match policy {
             // a managed policy by name or ARN: not pinned to this stack's resources
-            Value::String(name) => def.policy_literals.push(name.clone()),
-            other => collect_refs(other, false, &mut def.policy_refs, &mut def.policy_literals),
+            Value::String(name) => literals.push(name.clone()),
+            other => collect_refs(other, false, refs, literals),
         }
     }
-    def
+}
+
+fn role_def(id: String, props: &Value) -> RoleDef {
+    let mut role = RoleDef {
+        logical_id: id,
+        ..Default::default()
+    };
+    collect_policies(
+        props.get("Policies"),
+        &mut role.policy_refs,
+        &mut role.policy_literals,
+    );
+    if let Some(Value::Sequence(managed)) = props.get("ManagedPolicyArns") {
+        for arn in managed {
+            role.policy_literals
+                .push(str_of(arn).unwrap_or_else(|| "ManagedPolicyArns".to_owned()));
+        }
+    }
+    role
 }
 
 pub fn load(path: &Path) -> anyhow::Result<Resources> {
@@ -302,6 +343,7 @@ pub fn parse(text: &str) -> anyhow::Result<Resources> {
             }
             "AWS::S3::Bucket" => out.buckets.push(id),
             "AWS::Serverless::Function" => out.functions.push(function_def(id, resource, &props)),
+            "AWS::IAM::Role" => out.roles.push(role_def(id, &props)),
             _ => {}
         }
     }

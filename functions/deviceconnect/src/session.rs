@@ -115,7 +115,9 @@ impl UserSession {
             .relay(socket, &mut from_device, &mut control, &mut tracking)
             .await;
         if tracking.shell_open {
-            self.stop_shell(2, b"user disconnected").await?;
+            if let Err(e) = self.stop_shell(2, b"user disconnected").await {
+                tracing::warn!(%sid, error = %e, "stopping the device's shell");
+            }
         }
         if let Err(e) = tracking.recorder.flush().await {
             tracing::error!(%sid, error = %e, "writing the recording failed");

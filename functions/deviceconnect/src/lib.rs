@@ -126,7 +126,8 @@ impl Deviceconnect {
         &self.services.deviceconnect
     }
 
-    /// The device's status record when it is connected.
+    /// Whether the device is connected (its record says so and the instance holding it is
+    /// alive).
     async fn connected(&self, tenant: &str, device_id: &str) -> ApiResult<bool> {
         let record = self
             .store()

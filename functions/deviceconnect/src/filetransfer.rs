@@ -139,7 +139,7 @@ impl Channel {
         .await
     }
 
-    fn parse(payload: &[u8]) -> ApiResult<ProtoMsg> {
+    fn parse(payload: &Bytes) -> ApiResult<ProtoMsg> {
         protomsg::parse(payload)
             .map_err(|e| ApiError::internal(format!("malformed message from device: {e}")))
     }

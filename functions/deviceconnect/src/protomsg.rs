@@ -1,10 +1,12 @@
 //! ProtoMsg frames (`{"hdr": {"proto", "typ", "sid", "props"}, "body"}`, msgpack) handled as raw
 //! bytes: the relay reads the header and re-encodes only the fields the server owns
 //! (`hdr.sid`, `hdr.props.user_id`); every other key and value is copied byte for byte, because
-//! the Go clients decode the exact wire integer types (CLIENTS.md §5).
+//! the Go clients decode the exact wire integer types (CLIENTS.md §5). The body is never
+//! decoded or copied: a [`ProtoMsg`] keeps the frame (`Bytes`, shared) and the body's range.
 
 use std::ops::Range;
 
+use bytes::Bytes;
 use rmpv::Value;
 
 /// A frame that is not a ProtoMsg.
@@ -22,11 +24,36 @@ struct Entry {
     key: Option<String>,
     key_span: Range<usize>,
     value_span: Range<usize>,
+    /// The decoded value (`Nil` for a skipped `bin`/`str`, see `bytes`).
     value: Value,
+    /// The payload range of a `bin`/`str` value read without decoding it.
+    bytes: Option<Range<usize>>,
 }
 
-/// Reads the map starting at `start`; returns its entries and the end offset.
-fn read_map(buf: &[u8], start: usize) -> Result<(Vec<Entry>, usize), FrameError> {
+/// The payload range of the `bin` or `str` value at `pos` and the end of the value, without
+/// decoding it; `None` for any other type.
+fn skip_bytes(buf: &[u8], pos: usize) -> Option<(Range<usize>, usize)> {
+    let marker = *buf.get(pos)?;
+    let at = |i: usize| buf.get(pos + i).copied().map(usize::from);
+    let (len, header) = match marker {
+        0xa0..=0xbf => (usize::from(marker & 0x1f), 1),
+        0xc4 | 0xd9 => (at(1)?, 2),
+        0xc5 | 0xda => ((at(1)? << 8) | at(2)?, 3),
+        0xc6 | 0xdb => ((at(1)? << 24) | (at(2)? << 16) | (at(3)? << 8) | at(4)?, 5),
+        _ => return None,
+    };
+    let start = pos + header;
+    let end = start.checked_add(len)?;
+    (end <= buf.len()).then_some((start..end, end))
+}
+
+/// Reads the map starting at `start`; returns its entries and the end offset. The value of
+/// `raw_key`, when it is `bin`/`str`, is skipped rather than decoded.
+fn read_map(
+    buf: &[u8],
+    start: usize,
+    raw_key: Option<&str>,
+) -> Result<(Vec<Entry>, usize), FrameError> {
     let mut rd = buf.get(start..).ok_or_else(|| err("truncated"))?;
     let len = rmp::decode::read_map_len(&mut rd).map_err(|e| err(format!("{e:?}")))?;
     let mut pos = buf.len() - rd.len();
@@ -36,14 +63,28 @@ fn read_map(buf: &[u8], start: usize) -> Result<(Vec<Entry>, usize), FrameError>
         let key = rmpv::decode::read_value(&mut rd).map_err(err)?;
         pos = buf.len() - rd.len();
         let key_span = key_start..pos;
-        let value = rmpv::decode::read_value(&mut rd).map_err(err)?;
-        let value_span = pos..buf.len() - rd.len();
-        pos = value_span.end;
+        let key = key.as_str().map(str::to_owned);
+        let skipped = (key.is_some() && key.as_deref() == raw_key)
+            .then(|| skip_bytes(buf, pos))
+            .flatten();
+        let (value, bytes, end) = match skipped {
+            Some((payload, end)) => {
+                rd = buf.get(end..).ok_or_else(|| err("truncated"))?;
+                (Value::Nil, Some(payload), end)
+            }
+            None => {
+                let value = rmpv::decode::read_value(&mut rd).map_err(err)?;
+                (value, None, buf.len() - rd.len())
+            }
+        };
+        let value_span = pos..end;
+        pos = end;
         entries.push(Entry {
-            key: key.as_str().map(str::to_owned),
+            key,
             key_span,
             value_span,
             value,
+            bytes,
         });
     }
     Ok((entries, pos))
@@ -56,6 +97,8 @@ fn find<'a>(entries: &'a [Entry], key: &str) -> Option<&'a Entry> {
 /// A decoded ProtoMsg header over the frame's raw bytes.
 #[derive(Debug, Clone)]
 pub struct ProtoMsg {
+    /// The whole frame.
+    data: Bytes,
     pub proto: u16,
     pub typ: Option<String>,
     pub sid: Option<String>,
@@ -71,8 +114,9 @@ pub const PROTO_CONTROL: u16 = 0xFFFF;
 
 /// Decodes a frame: one msgpack map (nothing after it) whose `hdr` is a map with an integer
 /// `proto`; `typ` and `sid`, when present, are strings (or nil).
-pub fn parse(buf: &[u8]) -> Result<ProtoMsg, FrameError> {
-    let (top, end) = read_map(buf, 0)?;
+pub fn parse(data: &Bytes) -> Result<ProtoMsg, FrameError> {
+    let buf: &[u8] = data;
+    let (top, end) = read_map(buf, 0, Some("body"))?;
     if end != buf.len() {
         return Err(err("trailing bytes"));
     }
@@ -80,7 +124,7 @@ pub fn parse(buf: &[u8]) -> Result<ProtoMsg, FrameError> {
     if !hdr_entry.value.is_map() {
         return Err(err("hdr is not a map"));
     }
-    let (hdr, _) = read_map(buf, hdr_entry.value_span.start)?;
+    let (hdr, _) = read_map(buf, hdr_entry.value_span.start, None)?;
     let proto = find(&hdr, "proto")
         .and_then(|e| e.value.as_u64())
         .and_then(|p| u16::try_from(p).ok())
@@ -102,6 +146,7 @@ pub fn parse(buf: &[u8]) -> Result<ProtoMsg, FrameError> {
         Some(_) => return Err(err("hdr.props is not a map")),
     }
     Ok(ProtoMsg {
+        data: data.clone(),
         proto,
         typ,
         sid,
@@ -137,13 +182,12 @@ impl ProtoMsg {
         self.prop(key).and_then(Value::as_i64)
     }
 
-    /// The body bytes (`bin` or `str`); empty when absent or nil.
+    /// The body bytes (`bin` or `str`); empty when absent, nil or of another type.
     pub fn body(&self) -> &[u8] {
-        match find(&self.top, "body").map(|e| &e.value) {
-            Some(Value::Binary(b)) => b,
-            Some(Value::String(s)) => s.as_bytes(),
-            _ => &[],
-        }
+        find(&self.top, "body")
+            .and_then(|e| e.bytes.clone())
+            .and_then(|range| self.data.get(range))
+            .unwrap_or_default()
     }
 }
 
@@ -158,7 +202,8 @@ fn write_map_len(out: &mut Vec<u8>, len: usize) {
 
 /// The frame with `hdr.sid = sid` and `hdr.props.user_id = user_id`; everything else is copied
 /// unchanged (key order kept, missing `sid` / `props` appended to `hdr`).
-pub fn stamp(buf: &[u8], msg: &ProtoMsg, sid: &str, user_id: &str) -> Result<Vec<u8>, FrameError> {
+pub fn stamp(msg: &ProtoMsg, sid: &str, user_id: &str) -> Result<Vec<u8>, FrameError> {
+    let buf: &[u8] = &msg.data;
     let raw = |r: &Range<usize>| buf.get(r.clone()).unwrap_or_default();
     let mut out = Vec::with_capacity(buf.len() + 64);
     write_map_len(&mut out, msg.top.len());
@@ -203,7 +248,7 @@ fn write_props(
     user_id: &str,
 ) -> Result<(), FrameError> {
     let entries = if props.value.is_map() {
-        read_map(buf, props.value_span.start)?.0
+        read_map(buf, props.value_span.start, None)?.0
     } else {
         Vec::new()
     };
@@ -330,12 +375,12 @@ mod tests {
     #[test]
     fn stamps_sid_and_user_id_and_keeps_wire_types() {
         let frame = cli_new();
-        let msg = parse(&frame).unwrap();
+        let msg = parse(&Bytes::from(frame.clone())).unwrap();
         assert_eq!(msg.proto, 1);
         assert_eq!(msg.typ.as_deref(), Some("new"));
         assert_eq!(msg.sid, None);
-        let out = stamp(&frame, &msg, "s-1", "u-1").unwrap();
-        let again = parse(&out).unwrap();
+        let out = stamp(&msg, "s-1", "u-1").unwrap();
+        let again = parse(&Bytes::from(out.clone())).unwrap();
         assert_eq!(again.sid.as_deref(), Some("s-1"));
         // int64 widths and the uint16 proto survive byte for byte
         let d3 = [0xd3, 0, 0, 0, 0, 0, 0, 0, 120];
@@ -366,8 +411,8 @@ mod tests {
         ]);
         let mut frame = Vec::new();
         rmpv::encode::write_value(&mut frame, &value).unwrap();
-        let msg = parse(&frame).unwrap();
-        let out = stamp(&frame, &msg, "mine", "me").unwrap();
+        let msg = parse(&Bytes::from(frame.clone())).unwrap();
+        let out = stamp(&msg, "mine", "me").unwrap();
         let v = rmpv::decode::read_value(&mut &out[..]).unwrap();
         assert_eq!(v["hdr"]["sid"].as_str(), Some("mine"));
         assert_eq!(v["hdr"]["props"]["user_id"].as_str(), Some("me"));
@@ -375,16 +420,64 @@ mod tests {
     }
 
     #[test]
+    fn reads_bodies_of_every_width_without_decoding_them() {
+        for len in [0usize, 5, 31, 32, 255, 256, 300, 65_535, 65_536, 70_000] {
+            let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            for as_str in [false, true] {
+                let mut frame = Vec::new();
+                write_map_len(&mut frame, 2);
+                write_str(&mut frame, "hdr");
+                write_map_len(&mut frame, 1);
+                write_str(&mut frame, "proto");
+                rmp::encode::write_u16(&mut frame, 3).unwrap();
+                write_str(&mut frame, "body");
+                if as_str {
+                    let text = "é".repeat(len / 2);
+                    rmp::encode::write_str(&mut frame, &text).unwrap();
+                    let msg = parse(&Bytes::from(frame.clone())).unwrap();
+                    assert_eq!(msg.body(), text.as_bytes());
+                } else {
+                    rmp::encode::write_bin(&mut frame, &body).unwrap();
+                    let msg = parse(&Bytes::from(frame.clone())).unwrap();
+                    assert_eq!(msg.body(), &body[..], "bin of {len}");
+                    // stamping copies the body byte for byte
+                    let stamped = parse(&Bytes::from(stamp(&msg, "s", "u").unwrap())).unwrap();
+                    assert_eq!(stamped.body(), &body[..]);
+                    // a truncated body is refused
+                    if len > 0 {
+                        frame.pop();
+                        assert!(
+                            parse(&Bytes::from(frame)).is_err(),
+                            "truncated bin of {len}"
+                        );
+                    }
+                }
+            }
+        }
+        // a body of another type reads as empty
+        let mut frame = Vec::new();
+        rmpv::encode::write_value(
+            &mut frame,
+            &Value::Map(vec![
+                ("hdr".into(), Value::Map(vec![("proto".into(), 1.into())])),
+                ("body".into(), Value::from(42)),
+            ]),
+        )
+        .unwrap();
+        assert!(parse(&Bytes::from(frame)).unwrap().body().is_empty());
+    }
+
+    #[test]
     fn refuses_what_is_not_a_protomsg() {
-        assert!(parse(b"not msgpack at all").is_err());
-        assert!(parse(&[0xc1]).is_err());
+        assert!(parse(&Bytes::from_static(b"not msgpack at all")).is_err());
+        assert!(parse(&Bytes::from_static(&[0xc1])).is_err());
         let mut no_hdr = Vec::new();
         rmpv::encode::write_value(&mut no_hdr, &Value::Map(vec![("body".into(), 1.into())]))
             .unwrap();
-        assert!(parse(&no_hdr).is_err());
+        assert!(parse(&Bytes::from(no_hdr.clone())).is_err());
         let mut trailing = cli_new();
         trailing.push(0);
-        assert!(parse(&trailing).is_err());
+        assert!(parse(&Bytes::from(trailing.clone())).is_err());
     }
 
     #[test]
@@ -396,7 +489,7 @@ mod tests {
             &[("user_id", Prop::Str("u")), ("offset", Prop::I64(4096))],
             None,
         );
-        let msg = parse(&frame).unwrap();
+        let msg = parse(&Bytes::from(frame.clone())).unwrap();
         assert!(msg.is(PROTO_FILE_TRANSFER, "ack"));
         assert_eq!(msg.prop_i64("offset"), Some(4096));
         assert!(msg.body().is_empty());

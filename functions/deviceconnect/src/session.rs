@@ -161,7 +161,7 @@ impl UserSession {
                 frame = rx.next() => match frame {
                     Some(Ok(Message::Binary(data))) => {
                         let stamped = protomsg::parse(&data).and_then(|msg| {
-                            let frame = protomsg::stamp(&data, &msg, sid, &self.session.user_id)?;
+                            let frame = protomsg::stamp(&msg, sid, &self.session.user_id)?;
                             Ok((msg, frame))
                         });
                         let (msg, frame) = match stamped {

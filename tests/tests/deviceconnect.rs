@@ -1476,12 +1476,6 @@ async fn mender_cli_cp(
     Ok(())
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// `mender-cli port-forward` carries HTTP requests to a server on the device side.
 async fn mender_cli_port_forward(
     stack: &TestStack,
@@ -1493,7 +1487,10 @@ async fn mender_cli_port_forward(
     std::fs::create_dir_all(&served)?;
     let page = format!("forwarded through deviceconnect {}\n", uuid::Uuid::new_v4());
     std::fs::write(served.join("page.txt"), &page)?;
-    let (remote, local) = (free_port()?, free_port()?);
+    let (remote, local) = (
+        local_stack::nats::free_port()?,
+        local_stack::nats::free_port()?,
+    );
     let _server = spawn(
         "/usr/bin/python3",
         &[

@@ -22,7 +22,7 @@ use rmpv::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::protomsg::{self, Prop, ProtoMsg, PROTO_CONTROL, PROTO_FILE_TRANSFER};
-use crate::{control_subject, device_subject, path_id, session_subject, Deviceconnect};
+use crate::{path_id, Deviceconnect};
 
 /// No answer from the device for this long ends the transfer (408).
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -71,34 +71,26 @@ struct Channel {
 impl Channel {
     /// Opens a session with a connected device; `409 device disconnected` otherwise.
     async fn open(dc: &Deviceconnect, auth: &UserAuth, device_id: &str) -> ApiResult<Channel> {
-        let tenant = auth.tenant();
-        let sid = uuid::Uuid::new_v4().to_string();
-        let (Some(inbox), Some(control), Some(session)) = (
-            device_subject(tenant, device_id),
-            control_subject(tenant, device_id),
-            session_subject(tenant, &sid),
-        ) else {
-            return Err(disconnected());
-        };
-        if !dc.connected(tenant, device_id).await? {
-            return Err(disconnected());
-        }
+        let subjects = dc
+            .new_session(auth.tenant(), device_id)
+            .await?
+            .ok_or_else(disconnected)?;
         let from_device = dc
             .nats
-            .subscribe(session)
+            .subscribe(subjects.session)
             .await
             .map_err(ApiError::internal)?;
         let control = dc
             .nats
-            .subscribe(control)
+            .subscribe(subjects.control)
             .await
             .map_err(ApiError::internal)?;
         dc.nats.flush().await.map_err(ApiError::internal)?;
         Ok(Channel {
             dc: dc.clone(),
-            sid,
+            sid: subjects.sid,
             user_id: auth.user_id().to_owned(),
-            inbox,
+            inbox: subjects.inbox,
             from_device,
             control,
         })

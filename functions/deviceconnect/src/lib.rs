@@ -126,6 +126,32 @@ impl Deviceconnect {
         &self.services.deviceconnect
     }
 
+    /// A new session id and its subjects when the device is connected (`None` otherwise, or
+    /// when an id is no subject token).
+    async fn new_session(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> ApiResult<Option<SessionSubjects>> {
+        let sid = uuid::Uuid::new_v4().to_string();
+        let (Some(inbox), Some(control), Some(session)) = (
+            device_subject(tenant, device_id),
+            control_subject(tenant, device_id),
+            session_subject(tenant, &sid),
+        ) else {
+            return Ok(None);
+        };
+        if !self.connected(tenant, device_id).await? {
+            return Ok(None);
+        }
+        Ok(Some(SessionSubjects {
+            sid,
+            inbox,
+            control,
+            session,
+        }))
+    }
+
     /// Whether the device is connected (its record says so and the instance holding it is
     /// alive).
     async fn connected(&self, tenant: &str, device_id: &str) -> ApiResult<bool> {
@@ -224,6 +250,17 @@ fn session_subject(tenant: &str, sid: &str) -> Option<String> {
 
 fn control_subject(tenant: &str, device_id: &str) -> Option<String> {
     subject(tenant, "control", device_id)
+}
+
+/// A session with a device: its server-assigned id and NATS subjects.
+struct SessionSubjects {
+    sid: String,
+    /// The device's inbox.
+    inbox: String,
+    /// The device's connect/disconnect announcements.
+    control: String,
+    /// Frames from the device for this session.
+    session: String,
 }
 
 fn path_id(id: Result<Path<String>, PathRejection>) -> ApiResult<String> {

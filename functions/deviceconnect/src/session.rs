@@ -22,10 +22,7 @@ use mender_http::{ApiError, ApiResult, UserAuth};
 
 use crate::protomsg::{self, Prop, PROTO_SHELL};
 use crate::recording::{self, LimitExceeded, Record, Recorder};
-use crate::{
-    close, control_subject, device_subject, path_id, session_subject, upgrade, Deviceconnect,
-    Session, CLOSE_GOING_AWAY, CLOSE_INVALID,
-};
+use crate::{close, path_id, upgrade, Deviceconnect, Session, CLOSE_GOING_AWAY, CLOSE_INVALID};
 
 /// Buffered recording is written at least this often.
 const RECORDING_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
@@ -43,21 +40,13 @@ pub async fn connect(
 ) -> ApiResult<Response> {
     let device_id = path_id(id)?;
     let tenant = auth.tenant().to_owned();
-    let disconnected = || ApiError::not_found("failed to connect to device: device disconnected");
-    let (Some(inbox), Some(control)) = (
-        device_subject(&tenant, &device_id),
-        control_subject(&tenant, &device_id),
-    ) else {
-        return Err(disconnected());
+    let Some(subjects) = dc.new_session(&tenant, &device_id).await? else {
+        return Err(ApiError::not_found(
+            "failed to connect to device: device disconnected",
+        ));
     };
-    if !dc.connected(&tenant, &device_id).await? {
-        return Err(disconnected());
-    }
     let ws = upgrade(&dc, ws)?;
-    let sid = uuid::Uuid::new_v4().to_string();
-    let Some(subject) = session_subject(&tenant, &sid) else {
-        return Err(ApiError::internal("session subject"));
-    };
+    let sid = subjects.sid;
     let session = Session {
         id: sid.clone(),
         user_id: auth.user_id().to_owned(),
@@ -72,9 +61,9 @@ pub async fn connect(
     let user = UserSession {
         dc,
         session,
-        inbox,
-        subject,
-        control,
+        inbox: subjects.inbox,
+        subject: subjects.session,
+        control: subjects.control,
     };
     Ok(ws.on_upgrade(move |socket| async move {
         if let Err(e) = user.run(socket, recorder).await {

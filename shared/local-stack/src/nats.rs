@@ -28,7 +28,8 @@ fn binary() -> String {
     "nats-server".to_owned()
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A port of 127.0.0.1 free right now (the caller binds it soon; it may be taken by then).
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

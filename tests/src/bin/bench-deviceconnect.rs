@@ -96,12 +96,6 @@ fn deviceconnect_binary() -> anyhow::Result<(PathBuf, String)> {
     Ok((path, profile))
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// `VmRSS` (KiB) and `Threads` of a process.
 fn memory(pid: u32) -> anyhow::Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -149,7 +143,7 @@ async fn start_instance(
     state: &Path,
 ) -> anyhow::Result<Instance> {
     let config = &parts.services.config;
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let addr = SocketAddr::from(([127, 0, 0, 1], local_stack::nats::free_port()?));
     let log = state.join("deviceconnect.log");
     let out = std::fs::File::create(&log)?;
     // Through `setpriv --pdeathsig KILL` (when present) so the child dies with this process

@@ -3,7 +3,7 @@
 #   make test   run every test (starts and stops what the tests need)
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/mender-rs/target
 
-.PHONY: run test reset create-user lint deps bench coverage
+.PHONY: run test reset create-user lint deps bench bench-inventory coverage
 
 run:
 	scripts/run.sh
@@ -29,6 +29,10 @@ deps:
 # Benchmarks that print their figures (DynamoDB calls per device request, latency).
 bench:
 	scripts/bench.sh
+
+# The GUI's device lists at 10,000 and 100,000 devices: read units, latency, peak memory.
+bench-inventory:
+	scripts/bench.sh inventory
 
 # Regenerate docs/COVERAGE.md (which Mender operations are served, by which function).
 coverage:

@@ -4,10 +4,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mender-rs/target}
 scripts/deps.sh emulators
-export STACK_NAME=test
+export STACK_NAME=bench
+# 100,000 devices and their indexes in DynamoDB Local's memory.
+export DDB_HEAP=${DDB_HEAP:-6g}
 trap 'scripts/stack.sh stop' EXIT
 scripts/stack.sh start
 eval "$(scripts/stack.sh env)"
+# Inventory lists at fleet scale (`make bench-inventory` runs only this).
+cargo run -q -p black-box-tests --bin bench-inventory
+[ "${1:-}" = inventory ] && exit 0
 cargo run -q -p black-box-tests --bin bench-device-request
 
 # deviceconnect: memory per idle device websocket and terminal frame relay RTT, measured on the

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Starts and stops the offline AWS emulators on 127.0.0.1 and prints their environment:
 #   DynamoDB Local (Java), s3s-fs (S3, checks SigV4 and presigned expiry), moto (SQS).
-# Two independent sets exist so tests never touch the data of `make run`:
-#   STACK_NAME=local (default; ports 8000/8014/5000) and STACK_NAME=test (18000/18014/15000).
+# Independent sets exist so tests never touch the data of `make run`:
+#   STACK_NAME=local (default; ports 8000/8014/5000) and STACK_NAME=test (18000/18014/15000);
+#   `make bench` uses STACK_NAME=bench (28000/28014/25000).
 # Usage: scripts/stack.sh start|stop|env|status
 set -euo pipefail
 HOME_DIR=${MENDER_RS_HOME:-$HOME/.cache/mender-rs}
@@ -10,6 +11,7 @@ STACK_NAME=${STACK_NAME:-local}
 RUN=$HOME_DIR/run-$STACK_NAME
 case $STACK_NAME in
   test) DDB_PORT=${DDB_PORT:-18000}; S3_PORT=${S3_PORT:-18014}; MOTO_PORT=${MOTO_PORT:-15000} ;;
+  bench) DDB_PORT=${DDB_PORT:-28000}; S3_PORT=${S3_PORT:-28014}; MOTO_PORT=${MOTO_PORT:-25000} ;;
   *) DDB_PORT=${DDB_PORT:-8000}; S3_PORT=${S3_PORT:-8014}; MOTO_PORT=${MOTO_PORT:-5000} ;;
 esac
 export DDB_LOCAL_TELEMETRY=0
@@ -34,7 +36,7 @@ start_bg() { # name cmd...
 start() {
   local jar; jar=$(ls "$HOME_DIR"/ddb/package/lib/*/DynamoDBLocal.jar 2>/dev/null | head -1)
   [ -n "$jar" ] || { log "DynamoDB Local missing: run scripts/deps.sh"; exit 1; }
-  (cd "$(dirname "$jar")" && start_bg dynamodb java -Xmx256m -Djava.library.path=./DynamoDBLocal_lib \
+  (cd "$(dirname "$jar")" && start_bg dynamodb java -Xmx"${DDB_HEAP:-256m}" -Djava.library.path=./DynamoDBLocal_lib \
       -jar DynamoDBLocal.jar -inMemory -sharedDb -disableTelemetry -port "$DDB_PORT")
   mkdir -p "$RUN/s3data"
   start_bg s3s "$HOME_DIR/bin/s3s-fs" --host 127.0.0.1 --port "$S3_PORT" --access-key test --secret-key test "$RUN/s3data"

@@ -32,10 +32,15 @@ async fn fifty_devices_reporting_at_once_give_exact_statistics() -> anyhow::Resu
         device.authenticate().await?;
         devices.push(device);
     }
+    let every_device = mender_http::paging::Paging {
+        page: 1,
+        per_page: 500,
+    };
     for d in services
         .deviceauth
-        .list_devices("", &Default::default())
+        .list_devices("", &Default::default(), every_device)
         .await?
+        .0
     {
         services
             .deviceauth
@@ -47,8 +52,9 @@ async fn fifty_devices_reporting_at_once_give_exact_statistics() -> anyhow::Resu
     }
     let ids: Vec<String> = services
         .deviceauth
-        .list_devices("", &Default::default())
+        .list_devices("", &Default::default(), every_device)
         .await?
+        .0
         .into_iter()
         .map(|d| d.id)
         .collect();

@@ -42,14 +42,19 @@ pub fn router(services: Services) -> Router {
 }
 
 /// A page of devices with upstream's "has next" `Link` headers (no total).
-fn device_page(
+async fn device_page(
+    s: &Services,
+    auth: &UserAuth,
     path: &str,
     pairs: &[(String, String)],
-    devices: Vec<Device>,
+    filter: &DeviceFilter,
 ) -> ApiResult<Response> {
     let paging = Paging::from_pairs(pairs)?;
-    let has_next = devices.len() > paging.offset() + paging.per_page as usize;
-    let page: Vec<Value> = paging.slice(devices).iter().map(Device::to_json).collect();
+    let (devices, has_next) = s
+        .deviceauth
+        .list_devices(auth.tenant(), filter, paging)
+        .await?;
+    let page: Vec<Value> = devices.iter().map(Device::to_json).collect();
     let links = link_headers(path, pairs, paging, Extent::HasNext(has_next));
     Ok(list_response(page, links, None))
 }
@@ -71,8 +76,7 @@ async fn list_devices(
         statuses: all("status"),
         ids: all("id"),
     };
-    let devices = s.deviceauth.list_devices(auth.tenant(), &filter).await?;
-    device_page(&format!("{BASE}/devices"), &pairs, devices)
+    device_page(&s, &auth, &format!("{BASE}/devices"), &pairs, &filter).await
 }
 
 /// A string or a list of strings.
@@ -139,9 +143,8 @@ async fn search_devices(
             ids: search.id.into_vec(),
         }
     };
-    let devices = s.deviceauth.list_devices(auth.tenant(), &filter).await?;
     let pairs = query_pairs(q.as_deref());
-    device_page(&format!("{BASE}/devices/search"), &pairs, devices)
+    device_page(&s, &auth, &format!("{BASE}/devices/search"), &pairs, &filter).await
 }
 
 async fn count_devices(

@@ -1,12 +1,16 @@
-//! inventory management API v1 (`/api/management/v1/inventory/...`): devices list and get,
-//! clearing a device's inventory, tags, groups.
+//! inventory management API: v1 (`/api/management/v1/inventory/...`: devices list and get,
+//! clearing a device's inventory, tags, groups) and v2 (`/api/management/v2/inventory/...`:
+//! the filter search, attribute names, statistics; `v2alpha1` identity search) the GUI uses.
 
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use inventory::service::ListQuery;
-use inventory::AttributeIn;
+use inventory::search::SearchQuery;
+use inventory::{AttributeIn, InventoryDevice};
+use mender_http::json::check_json_content_type;
 use mender_http::paging::{link_headers, list_response, query_pairs, Extent, Paging};
 use mender_http::{ApiError, ApiResult, MenderJson, Route, UserAuth};
 use serde::Deserialize;
@@ -32,6 +36,10 @@ pub fn routes() -> Vec<Route<Services>> {
         Route::get("/api/management/v1/inventory/groups", list_groups),
         Route::delete("/api/management/v1/inventory/groups/{name}", delete_group),
         Route::get("/api/management/v1/inventory/groups/{name}/devices", group_devices),
+        Route::post("/api/management/v2/inventory/filters/search", search_devices),
+        Route::get("/api/management/v2/inventory/filters/attributes", filter_attributes),
+        Route::get("/api/management/v2/inventory/statistics", statistics),
+        Route::post("/api/management/v2alpha1/inventory/identities/search", search_identities),
         Route::patch("/api/management/v1/inventory/groups/{name}/devices", add_to_group),
         Route::delete("/api/management/v1/inventory/groups/{name}/devices", remove_from_group),
     ]
@@ -83,10 +91,7 @@ async fn list_devices(
         }
     }
     let (devices, total) = s.inventory.list_devices(auth.tenant(), &query).await?;
-    let body: Vec<Value> = devices
-        .iter()
-        .map(inventory::InventoryDevice::to_json)
-        .collect();
+    let body: Vec<Value> = devices.iter().map(InventoryDevice::to_json).collect();
     let links = link_headers(
         &format!("{BASE}/devices"),
         &pairs,
@@ -237,8 +242,10 @@ async fn group_devices(
 ) -> ApiResult<Response> {
     let pairs = query_pairs(q.as_deref());
     let paging = Paging::from_pairs(&pairs)?;
-    let ids = s.inventory.group_devices(auth.tenant(), &name).await?;
-    let total = ids.len() as u64;
+    let (ids, total) = s
+        .inventory
+        .group_devices(auth.tenant(), &name, paging)
+        .await?;
     let links = link_headers(
         &format!("{BASE}/groups/{name}/devices"),
         &pairs,
@@ -246,10 +253,51 @@ async fn group_devices(
         Extent::Total(total),
     );
     Ok(list_response(
-        paging.slice(ids).into_iter().map(Value::String).collect(),
+        ids.into_iter().map(Value::String).collect(),
         links,
         Some(total),
     ))
+}
+
+/// A search result: the devices, `X-Total-Count`, no `Link` (as upstream).
+fn search_response(page: inventory::listing::Page) -> Response {
+    let body = page.devices.iter().map(InventoryDevice::to_json).collect();
+    list_response(body, Vec::new(), Some(page.total))
+}
+
+/// `POST /v2/inventory/filters/search` (SPEC §4.4).
+async fn search_devices(
+    State(s): State<Services>,
+    auth: UserAuth,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    check_json_content_type(&headers)?;
+    let query = SearchQuery::parse(&body).map_err(inventory::Error::from)?;
+    let page = s.inventory.search(auth.tenant(), &query).await?;
+    Ok(search_response(page))
+}
+
+async fn filter_attributes(State(s): State<Services>, auth: UserAuth) -> ApiResult<Json<Value>> {
+    Ok(Json(s.inventory.filter_attributes(auth.tenant()).await?))
+}
+
+async fn statistics(State(s): State<Services>, auth: UserAuth) -> ApiResult<Json<Value>> {
+    Ok(Json(s.inventory.statistics(auth.tenant()).await?))
+}
+
+/// `POST /v2alpha1/inventory/identities/search`: devices whose identity attribute (or
+/// `tags/name`, or the id) starts with `value_prefix`.
+async fn search_identities(
+    State(s): State<Services>,
+    auth: UserAuth,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    check_json_content_type(&headers)?;
+    let query = inventory::service::identity_query(&body)?;
+    let page = s.inventory.search(auth.tenant(), &query).await?;
+    Ok(search_response(page))
 }
 
 fn non_empty(ids: Vec<String>) -> ApiResult<Vec<String>> {

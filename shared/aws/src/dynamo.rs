@@ -1,10 +1,13 @@
 //! Small DynamoDB helpers: the `pk`/`sk` key of every table, item <-> struct conversion with
-//! serde_dynamo, and classification of SDK errors (condition failures, cancelled transactions).
+//! serde_dynamo, classification of SDK errors (condition failures, cancelled transactions,
+//! transaction conflicts), batched reads, and a process-wide meter of consumed read units
+//! (every read here asks for `ReturnConsumedCapacity`; the benchmarks print the meter).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -23,6 +26,9 @@ pub enum DynamoError {
     /// A condition expression (or a transaction's condition) did not hold.
     #[error("condition failed")]
     ConditionFailed,
+    /// Another transaction touched one of the items at the same time: retry.
+    #[error("transaction conflict")]
+    Conflict,
     #[error("dynamodb: {0}")]
     Other(String),
 }
@@ -59,10 +65,16 @@ where
         if code == "ConditionalCheckFailedException" {
             return DynamoError::ConditionFailed;
         }
+        if code == "TransactionConflictException" {
+            return DynamoError::Conflict;
+        }
         if code == "TransactionCanceledException" {
             let message = service.message().unwrap_or_default();
             if message.contains("ConditionalCheckFailed") {
                 return DynamoError::ConditionFailed;
+            }
+            if message.contains("TransactionConflict") {
+                return DynamoError::Conflict;
             }
             return DynamoError::Other(format!("transaction cancelled: {message}"));
         }
@@ -73,6 +85,36 @@ where
         aws_sdk_dynamodb::error::DisplayErrorContext(&err)
     ))
 }
+
+/// Read capacity units consumed by this process, in thousandths.
+static READ_MILLIUNITS: AtomicU64 = AtomicU64::new(0);
+
+/// Adds what a read reported (`ConsumedCapacity`) to the meter.
+pub fn meter(consumed: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>) {
+    if let Some(units) = consumed.and_then(|c| c.capacity_units()) {
+        READ_MILLIUNITS.fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Read capacity units consumed by this process so far (benchmarks take differences).
+pub fn read_units() -> f64 {
+    READ_MILLIUNITS.load(Ordering::Relaxed) as f64 / 1000.0
+}
+
+/// Shards of a tenant's counters (and of indexes read in parallel): spreads the writes of many
+/// devices changing at once over several items.
+pub const SHARDS: u32 = 16;
+
+/// The shard (0..[`SHARDS`]) of an id: FNV-1a of its bytes.
+pub fn shard_of(id: &str) -> u32 {
+    let hash = id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash % SHARDS
+}
+
+/// At most this many keys per `BatchGetItem` (DynamoDB's limit).
+const BATCH_GET_KEYS: usize = 100;
 
 /// One table and the client to reach it, with the operations every store uses.
 #[derive(Clone, Debug)]
@@ -97,10 +139,71 @@ impl Table {
             .table_name(&self.name)
             .set_key(Some(key))
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(classify)?;
+        meter(out.consumed_capacity());
         Ok(out.item)
+    }
+
+    /// Strongly consistent reads of `keys` (any number; batches of 100, in parallel), with an
+    /// optional projection (`ProjectionExpression`, its `#names`). Missing items are left out;
+    /// the order is not the order of `keys`.
+    pub async fn batch_get(
+        &self,
+        keys: Vec<Item>,
+        projection: Option<(&str, &HashMap<String, String>)>,
+    ) -> Result<Vec<Item>, DynamoError> {
+        let batches = keys.chunks(BATCH_GET_KEYS).map(|chunk| async move {
+            let mut found = Vec::new();
+            let mut pending = chunk.to_vec();
+            for attempt in 0..32 {
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    backoff(attempt).await;
+                }
+                let mut request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true);
+                if let Some((expression, names)) = projection {
+                    request = request
+                        .projection_expression(expression)
+                        .set_expression_attribute_names(
+                            (!names.is_empty()).then(|| names.clone()),
+                        );
+                }
+                let request = built(request.build())?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.name, request)
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                for consumed in out.consumed_capacity() {
+                    meter(Some(consumed));
+                }
+                if let Some(mut responses) = out.responses {
+                    found.extend(responses.remove(&self.name).unwrap_or_default());
+                }
+                pending = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.name))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+            }
+            if pending.is_empty() {
+                Ok(found)
+            } else {
+                Err(DynamoError::Other("batch get: keys left unprocessed".into()))
+            }
+        });
+        let results = futures::future::try_join_all(batches).await?;
+        Ok(results.into_iter().flatten().collect())
     }
 
     pub async fn get_as<T: DeserializeOwned>(&self, key: Item) -> Result<Option<T>, DynamoError> {
@@ -164,9 +267,11 @@ impl Table {
                 .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
                 .map_err(classify)?;
+            meter(out.consumed_capacity());
             items.extend(out.items.unwrap_or_default());
             start = out.last_evaluated_key;
             if start.is_none() {

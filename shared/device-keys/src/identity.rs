@@ -16,12 +16,37 @@ pub struct Identity {
     pub data: Map<String, Value>,
 }
 
+/// Most attributes an identity may have (upstream has no limit; Mender clients send one to a
+/// handful: `mac`, `serial`, ...). Bounds the device item and every auth set in its listing.
+pub const MAX_IDENTITY_ATTRIBUTES: usize = 32;
+/// Longest attribute name, in bytes of UTF-8.
+pub const MAX_IDENTITY_NAME_BYTES: usize = 256;
+/// Largest attribute value, in bytes of its canonical JSON (quotes and escapes included).
+pub const MAX_IDENTITY_VALUE_BYTES: usize = 1024;
+/// Largest identity, in bytes of its canonical JSON (what the device item stores and
+/// inventory receives as the identity scope).
+pub const MAX_IDENTITY_BYTES: usize = 4096;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
     #[error("identity data is not valid JSON")]
     InvalidJson,
     #[error("identity data is not a JSON object")]
     NotAnObject,
+    #[error("identity data has more than {} attributes", MAX_IDENTITY_ATTRIBUTES)]
+    TooManyAttributes,
+    #[error(
+        "identity data has an attribute name longer than {} bytes",
+        MAX_IDENTITY_NAME_BYTES
+    )]
+    NameTooLong,
+    #[error(
+        "identity data has an attribute value larger than {} bytes",
+        MAX_IDENTITY_VALUE_BYTES
+    )]
+    ValueTooLarge,
+    #[error("identity data is larger than {} bytes", MAX_IDENTITY_BYTES)]
+    TooLarge,
 }
 
 /// Canonicalise identity data given as JSON text, which must hold an object.
@@ -30,19 +55,47 @@ pub fn identity_from_json_text(id_data: &str) -> Result<Identity, IdentityError>
     identity_from_value(&value)
 }
 
-/// Canonicalise identity data that arrived already parsed (preauthorization).
+/// Canonicalise identity data that arrived already parsed (preauthorization). Enforces the
+/// `MAX_IDENTITY_*` limits.
 pub fn identity_from_value(v: &Value) -> Result<Identity, IdentityError> {
     let Value::Object(data) = v else {
         return Err(IdentityError::NotAnObject);
     };
+    check_limits(data)?;
     let mut canonical = String::new();
     write_value(&mut canonical, v)?;
+    if canonical.len() > MAX_IDENTITY_BYTES {
+        return Err(IdentityError::TooLarge);
+    }
     let hash = hex::encode(Sha256::digest(canonical.as_bytes()));
     Ok(Identity {
         canonical,
         hash,
         data: data.clone(),
     })
+}
+
+/// The per-attribute limits: count, name length, and each value's canonical size. Cheap checks
+/// first, so an oversized identity is refused before anything large is written.
+pub fn check_limits(data: &Map<String, Value>) -> Result<(), IdentityError> {
+    if data.len() > MAX_IDENTITY_ATTRIBUTES {
+        return Err(IdentityError::TooManyAttributes);
+    }
+    if data.keys().any(|name| name.len() > MAX_IDENTITY_NAME_BYTES) {
+        return Err(IdentityError::NameTooLong);
+    }
+    for value in data.values() {
+        // A string's canonical form is at least as long as its bytes plus the quotes.
+        if matches!(value, Value::String(s) if s.len() + 2 > MAX_IDENTITY_VALUE_BYTES) {
+            return Err(IdentityError::ValueTooLarge);
+        }
+        let mut out = String::new();
+        write_value(&mut out, value)?;
+        if out.len() > MAX_IDENTITY_VALUE_BYTES {
+            return Err(IdentityError::ValueTooLarge);
+        }
+    }
+    Ok(())
 }
 
 fn write_value(out: &mut String, value: &Value) -> Result<(), IdentityError> {
@@ -158,6 +211,67 @@ mod tests {
         for (value, expected) in cases {
             assert_eq!(format_go_float(value), expected, "{value:?}");
         }
+    }
+
+    #[test]
+    fn identity_limits() {
+        let within = serde_json::json!({
+            "mac": "02:00:00:00:00:01",
+            "n": "x".repeat(MAX_IDENTITY_NAME_BYTES),
+            "v": "y".repeat(MAX_IDENTITY_VALUE_BYTES - 2),
+        });
+        assert!(identity_from_value(&within).is_ok());
+
+        let mut many = Map::new();
+        for i in 0..MAX_IDENTITY_ATTRIBUTES {
+            many.insert(format!("a{i}"), Value::String("v".into()));
+        }
+        assert!(identity_from_value(&Value::Object(many.clone())).is_ok());
+        many.insert("one-more".into(), Value::String("v".into()));
+        assert_eq!(
+            identity_from_value(&Value::Object(many)),
+            Err(IdentityError::TooManyAttributes)
+        );
+
+        let long_name = serde_json::json!({ "x".repeat(MAX_IDENTITY_NAME_BYTES + 1): "v" });
+        assert_eq!(
+            identity_from_value(&long_name),
+            Err(IdentityError::NameTooLong)
+        );
+
+        let big_value = serde_json::json!({ "mac": "y".repeat(MAX_IDENTITY_VALUE_BYTES - 1) });
+        assert_eq!(
+            identity_from_value(&big_value),
+            Err(IdentityError::ValueTooLarge)
+        );
+        // Escapes count: 200 '<' are 1200 canonical bytes.
+        let escaped = serde_json::json!({ "mac": "<".repeat(200) });
+        assert_eq!(
+            identity_from_value(&escaped),
+            Err(IdentityError::ValueTooLarge)
+        );
+        // Nested values are measured as a whole.
+        let nested = serde_json::json!({ "list": vec!["abcdefgh"; 200] });
+        assert_eq!(
+            identity_from_value(&nested),
+            Err(IdentityError::ValueTooLarge)
+        );
+
+        // Each value within its limit, the whole over its own.
+        let mut wide = Map::new();
+        for i in 0..8 {
+            wide.insert(format!("a{i}"), Value::String("z".repeat(600)));
+        }
+        assert_eq!(
+            identity_from_value(&Value::Object(wide)),
+            Err(IdentityError::TooLarge)
+        );
+
+        let text = format!("{{\"mac\":\"{}\"}}", "m".repeat(1_000_000));
+        assert_eq!(
+            identity_from_json_text(&text),
+            Err(IdentityError::ValueTooLarge)
+        );
     }
 
     #[test]

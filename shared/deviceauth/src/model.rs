@@ -11,6 +11,11 @@ pub const PREAUTHORIZED: &str = "preauthorized";
 pub const NOAUTH: &str = "noauth";
 /// Every status a device can have, in upstream's error-message order.
 pub const STATUSES: [&str; 5] = [PENDING, ACCEPTED, REJECTED, PREAUTHORIZED, NOAUTH];
+/// Most auth sets a device keeps once a device's auth request adds one (upstream has no limit).
+/// A device is one DynamoDB item (400 KB max) listing every auth set: 16 sets of the largest
+/// key (RSA 16384, ~2.9 KB of PEM) stay under 50 KB, and a device sending requests with ever new
+/// keys replaces its own oldest pending (then rejected) sets instead of growing the item.
+pub const MAX_AUTH_SETS: usize = 16;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AuthSet {
@@ -39,6 +44,10 @@ pub struct Device {
     /// Optimistic concurrency: every stored change requires the version it was read at.
     pub version: i64,
     pub auth_sets: Vec<AuthSet>,
+    /// The status the stored item is counted under (`None`: not stored yet); the store keeps
+    /// it, so a status change moves the counters.
+    #[serde(skip)]
+    pub stored_status: Option<String>,
 }
 
 /// Upstream's aggregation: accepted > preauthorized > pending > rejected > noauth.
@@ -49,6 +58,11 @@ pub fn aggregate(auth_sets: &[AuthSet]) -> &'static str {
         .find(|s| has(s))
         .unwrap_or(NOAUTH)
 }
+
+/// The device already holds [`MAX_AUTH_SETS`] auth sets, all accepted or preauthorized: none
+/// may be dropped to make room for a new pending one.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AuthSetsFull;
 
 /// Why an operator's status change is refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -74,6 +88,7 @@ impl Device {
             revision: 1,
             version: 0,
             auth_sets: Vec::new(),
+            stored_status: None,
         }
     }
 
@@ -83,6 +98,35 @@ impl Device {
 
     pub fn auth_set_by_key(&self, pubkey: &str) -> Option<&AuthSet> {
         self.auth_sets.iter().find(|a| a.pubkey == pubkey)
+    }
+
+    /// Adds `set` (a new pending auth set) keeping at most [`MAX_AUTH_SETS`]: to make room it
+    /// drops the oldest pending sets (by `ts`, then position), then the oldest rejected ones;
+    /// accepted and preauthorized sets are never dropped. Returns the dropped sets (their
+    /// tokens must go), or [`AuthSetsFull`] with the device unchanged when there is no room.
+    pub fn add_pending_auth_set(&mut self, set: AuthSet) -> Result<Vec<AuthSet>, AuthSetsFull> {
+        let excess = (self.auth_sets.len() + 1).saturating_sub(MAX_AUTH_SETS);
+        let mut victims: Vec<usize> = Vec::new();
+        for status in [PENDING, REJECTED] {
+            let mut candidates: Vec<usize> = (0..self.auth_sets.len())
+                .filter(|&i| self.auth_sets[i].status == status)
+                .collect();
+            // Stable: equal times keep their position order.
+            candidates.sort_by_key(|&i| parse_ts(&self.auth_sets[i].ts));
+            victims.extend(candidates);
+        }
+        if victims.len() < excess {
+            return Err(AuthSetsFull);
+        }
+        victims.truncate(excess);
+        victims.sort_unstable();
+        let mut dropped = Vec::with_capacity(excess);
+        for i in victims.into_iter().rev() {
+            dropped.push(self.auth_sets.remove(i));
+        }
+        dropped.reverse();
+        self.auth_sets.push(set);
+        Ok(dropped)
     }
 
     /// Recomputes the aggregate status; on a change bumps `revision` and `updated_ts`.
@@ -172,6 +216,12 @@ impl Device {
     }
 }
 
+/// An auth set's time for ordering: RFC 3339 strings do not sort as text when the fraction
+/// is omitted for whole seconds (`...:00Z` vs `...:00.5Z`). Unparseable times sort first.
+fn parse_ts(ts: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(ts).ok()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -238,5 +288,112 @@ mod tests {
             Err(TransitionError::InvalidTarget)
         );
         assert_eq!(d.decide("b", "bogus"), Err(TransitionError::InvalidTarget));
+    }
+
+    fn timed(id: &str, status: &str, ts: &str) -> AuthSet {
+        AuthSet {
+            ts: ts.into(),
+            ..set(id, status)
+        }
+    }
+
+    fn ids(d: &Device) -> Vec<&str> {
+        d.auth_sets.iter().map(|a| a.id.as_str()).collect()
+    }
+
+    #[test]
+    fn pending_sets_are_added_until_the_cap() {
+        let mut d = device(vec![]);
+        for i in 0..MAX_AUTH_SETS {
+            let dropped = d.add_pending_auth_set(set(&format!("p{i}"), PENDING));
+            assert_eq!(dropped, Ok(vec![]));
+        }
+        assert_eq!(d.auth_sets.len(), MAX_AUTH_SETS);
+        // At the cap the oldest pending set (all same ts: the first) makes room.
+        let dropped = d.add_pending_auth_set(set("new", PENDING)).unwrap();
+        assert_eq!(dropped, vec![set("p0", PENDING)]);
+        assert_eq!(d.auth_sets.len(), MAX_AUTH_SETS);
+        assert_eq!(d.auth_sets.last().unwrap().id, "new");
+        assert_eq!(d.auth_sets[0].id, "p1");
+    }
+
+    #[test]
+    fn oldest_pending_by_time_then_rejected_go_first() {
+        let mut sets = vec![
+            timed("acc", ACCEPTED, "2024-01-01T00:00:00Z"),
+            timed("pre", PREAUTHORIZED, "2024-01-01T00:00:00Z"),
+            timed("rej-old", REJECTED, "2024-01-01T00:00:01Z"),
+            timed("rej-new", REJECTED, "2024-01-01T00:00:02Z"),
+            // Later than ":05Z" although it sorts before it as text.
+            timed("pend-late", PENDING, "2024-01-01T00:00:05.500Z"),
+            timed("pend-early", PENDING, "2024-01-01T00:00:05Z"),
+        ];
+        for i in sets.len()..MAX_AUTH_SETS {
+            sets.push(timed(&format!("acc{i}"), ACCEPTED, "2024-01-02T00:00:00Z"));
+        }
+        let mut d = device(sets);
+        let t = "2024-01-03T00:00:00Z";
+        let order: Vec<String> = (0..4)
+            .map(|i| {
+                let dropped = d
+                    .add_pending_auth_set(timed(&format!("n{i}"), PENDING, t))
+                    .unwrap();
+                assert_eq!(dropped.len(), 1);
+                dropped[0].id.clone()
+            })
+            .collect();
+        // The new sets are pending too, but newer than every old pending set.
+        assert_eq!(order, ["pend-early", "pend-late", "n0", "n1"]);
+        assert!(ids(&d).contains(&"rej-old") && ids(&d).contains(&"n3"));
+        assert_eq!(d.auth_sets.len(), MAX_AUTH_SETS);
+    }
+
+    #[test]
+    fn rejected_sets_make_room_when_nothing_is_pending() {
+        let mut sets = vec![
+            timed("rej-new", REJECTED, "2024-01-01T00:00:02Z"),
+            timed("rej-old", REJECTED, "2024-01-01T00:00:01Z"),
+        ];
+        for i in sets.len()..MAX_AUTH_SETS {
+            sets.push(set(&format!("acc{i}"), ACCEPTED));
+        }
+        let mut d = device(sets);
+        let dropped = d.add_pending_auth_set(set("n", PENDING)).unwrap();
+        assert_eq!(
+            dropped.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            ["rej-old"]
+        );
+        let dropped = d.add_pending_auth_set(set("m", PENDING)).unwrap();
+        assert_eq!(dropped[0].id, "n");
+    }
+
+    #[test]
+    fn accepted_and_preauthorized_sets_are_never_dropped() {
+        let sets: Vec<AuthSet> = (0..MAX_AUTH_SETS)
+            .map(|i| {
+                set(
+                    &format!("s{i}"),
+                    if i % 2 == 0 { ACCEPTED } else { PREAUTHORIZED },
+                )
+            })
+            .collect();
+        let mut d = device(sets.clone());
+        assert_eq!(d.add_pending_auth_set(set("n", PENDING)), Err(AuthSetsFull));
+        assert_eq!(d.auth_sets, sets);
+    }
+
+    #[test]
+    fn a_device_over_the_cap_is_brought_back_to_it() {
+        let sets: Vec<AuthSet> = (0..MAX_AUTH_SETS + 3)
+            .map(|i| set(&format!("p{i}"), PENDING))
+            .collect();
+        let mut d = device(sets);
+        let dropped = d.add_pending_auth_set(set("n", PENDING)).unwrap();
+        assert_eq!(
+            dropped.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            ["p0", "p1", "p2", "p3"]
+        );
+        assert_eq!(d.auth_sets.len(), MAX_AUTH_SETS);
+        assert_eq!(d.auth_sets.last().unwrap().id, "n");
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use device_keys::{identity_from_json_text, identity_from_value, PublicKey};
 use mender_aws::dynamo::DynamoError;
+use mender_http::paging::Paging;
 use mender_http::{ApiError, DeviceTokenCheck};
 use mender_tokens::{DeviceClaims, Keys};
 use serde::Deserialize;
@@ -22,6 +23,8 @@ const MAX_ATTEMPTS: usize = 32;
 /// Inventory learns the check-in time at most this often (upstream: daily).
 const INVENTORY_CHECK_IN_SECS: i64 = 24 * 3600;
 pub const MAX_DEVICES: &str = "max_devices";
+/// Most device ids one list request may name (`?id=..&id=..`).
+pub const MAX_LISTED_IDS: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -37,6 +40,9 @@ pub enum Error {
     NotFoundBare,
     #[error("{0}")]
     Unprocessable(String),
+    /// 413 with Mender's body.
+    #[error("{0}")]
+    TooLarge(String),
     /// Preauthorization of a known identity: 409 with the existing device as body.
     #[error("device already exists")]
     Exists(Value),
@@ -55,6 +61,7 @@ impl From<Error> for ApiError {
             Error::NotFound(m) => ApiError::not_found(m),
             Error::NotFoundBare => ApiError::bare(StatusCode::NOT_FOUND),
             Error::Unprocessable(m) => ApiError::unprocessable(m),
+            Error::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, m),
             Error::Exists(_) => ApiError::conflict("device already exists"),
             Error::Storage(e) => ApiError::internal(e),
             Error::Internal(m) => ApiError::internal(m),
@@ -198,19 +205,14 @@ impl Deviceauth {
         .await
     }
 
-    /// Whether accepting one more device keeps the tenant within `max_devices`.
+    /// Whether accepting one more device keeps the tenant within `max_devices` (counters).
     async fn may_accept_another(&self, tenant: &str) -> Result<bool, Error> {
         let Some(limit) = self.store.get_limit(tenant, MAX_DEVICES).await? else {
             return Ok(true);
         };
-        let accepted = self
-            .store
-            .list_devices(tenant)
-            .await?
-            .iter()
-            .filter(|d| d.status == ACCEPTED)
-            .count();
-        Ok(i64::try_from(accepted).unwrap_or(i64::MAX) < limit)
+        let counts = self.store.status_counts(tenant).await?;
+        let accepted = counts.get(ACCEPTED).copied().unwrap_or(0);
+        Ok(accepted < limit)
     }
 
     /// `POST /api/devices/v1/authentication/auth_requests` (SPEC §10.1-10.2): `body` is the raw
@@ -221,6 +223,15 @@ impl Deviceauth {
         body: &[u8],
         signature: Option<&str>,
     ) -> Result<AuthRequestOutcome, Error> {
+        /// Largest auth request body, checked before parsing (upstream: `request_size_limit`,
+        /// 1 MiB for every route, 413). A real one is an identity (at most
+        /// `device_keys::MAX_IDENTITY_BYTES`), a public key (an RSA 16384 PEM is ~2.9 KB) and
+        /// a tenant token.
+        const MAX_AUTH_REQUEST_BYTES: usize = 64 * 1024;
+        if body.len() > MAX_AUTH_REQUEST_BYTES {
+            // Upstream's text (Go's `http.MaxBytesError`).
+            return Err(Error::TooLarge("http: request body too large".into()));
+        }
         let request: AuthRequest = serde_json::from_slice(body)
             .map_err(|e| Error::BadRequest(format!("failed to decode auth request: {e}")))?;
         if request.id_data.is_empty() {
@@ -274,7 +285,7 @@ impl Deviceauth {
                         self.publish_status_change(tenant, &device).await?;
                         return Ok(AuthRequestOutcome::Unauthorized);
                     }
-                    Err(DynamoError::ConditionFailed) => continue,
+                    Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
                     Err(e) => return Err(e.into()),
                 }
             };
@@ -295,7 +306,7 @@ impl Deviceauth {
                     let changed = device.recompute_status(&now_ts);
                     match self.store.update_device(tenant, &mut device).await {
                         Ok(()) => {}
-                        Err(DynamoError::ConditionFailed) => continue,
+                        Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
                         Err(e) => return Err(e.into()),
                     }
                     self.revoke_tokens(tenant, &device).await?;
@@ -309,17 +320,24 @@ impl Deviceauth {
                 }
                 Some(_) => return Ok(AuthRequestOutcome::Unauthorized),
                 None => {
-                    device.auth_sets.push(AuthSet {
+                    // At most MAX_AUTH_SETS: the oldest pending (then rejected) sets make room.
+                    let Ok(dropped) = device.add_pending_auth_set(AuthSet {
                         id: new_id(),
                         pubkey: pubkey.clone(),
                         status: PENDING.into(),
                         ts: now_ts.clone(),
-                    });
+                    }) else {
+                        // Every set is accepted or preauthorized: no room for another key.
+                        return Ok(AuthRequestOutcome::Unauthorized);
+                    };
                     let changed = device.recompute_status(&now_ts);
                     match self.store.update_device(tenant, &mut device).await {
                         Ok(()) => {}
-                        Err(DynamoError::ConditionFailed) => continue,
+                        Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
                         Err(e) => return Err(e.into()),
+                    }
+                    for set in &dropped {
+                        self.store.delete_token(tenant, &set.id).await?;
                     }
                     if changed {
                         self.publish_status_change(tenant, &device).await?;
@@ -348,7 +366,7 @@ impl Deviceauth {
             };
             match self.store.put_token(tenant, &record, &device).await {
                 Ok(()) => {}
-                Err(DynamoError::ConditionFailed) => continue,
+                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
             let when = ts(now);
@@ -378,27 +396,70 @@ impl Deviceauth {
             .ok_or_else(|| Error::NotFound("device not found".into()))
     }
 
-    /// Devices matching `filter`, sorted as upstream: by status, then id.
+    /// One page of the devices matching `filter`, sorted as upstream (by status, then id), and
+    /// whether another page follows. By ids: those items; by status: the `by-status` index,
+    /// statuses one after the other, `offset + per_page + 1` keys at most.
     pub async fn list_devices(
         &self,
         tenant: &str,
         filter: &DeviceFilter,
-    ) -> Result<Vec<Device>, Error> {
+        paging: Paging,
+    ) -> Result<(Vec<Device>, bool), Error> {
         for status in &filter.statuses {
             check_status(status)?;
         }
-        let mut devices: Vec<Device> = self
-            .store
-            .list_devices(tenant)
-            .await?
-            .into_iter()
-            .filter(|d| filter.statuses.is_empty() || filter.statuses.contains(&d.status))
-            .filter(|d| filter.ids.is_empty() || filter.ids.contains(&d.id))
-            .collect();
-        devices.sort_by(|a, b| a.status.cmp(&b.status).then_with(|| a.id.cmp(&b.id)));
-        Ok(devices)
+        let offset = paging.offset();
+        let per_page = usize::try_from(paging.per_page).unwrap_or(usize::MAX);
+        let want = offset.saturating_add(per_page).saturating_add(1);
+        let mut devices = if !filter.ids.is_empty() {
+            if filter.ids.len() > MAX_LISTED_IDS {
+                return Err(Error::BadRequest(format!(
+                    "id: at most {MAX_LISTED_IDS} ids"
+                )));
+            }
+            let mut devices: Vec<Device> = self
+                .store
+                .get_devices(tenant, &filter.ids)
+                .await?
+                .into_iter()
+                .filter(|d| filter.statuses.is_empty() || filter.statuses.contains(&d.status))
+                .collect();
+            devices.sort_by(|a, b| a.status.cmp(&b.status).then_with(|| a.id.cmp(&b.id)));
+            devices
+                .into_iter()
+                .skip(offset)
+                .take(per_page + 1)
+                .collect()
+        } else {
+            let mut statuses: Vec<&str> = if filter.statuses.is_empty() {
+                STATUSES.to_vec()
+            } else {
+                filter.statuses.iter().map(String::as_str).collect()
+            };
+            statuses.sort_unstable();
+            statuses.dedup();
+            let mut ids = Vec::new();
+            for status in statuses {
+                if ids.len() >= want {
+                    break;
+                }
+                ids.extend(
+                    self.store
+                        .ids_by_status(tenant, status, want - ids.len())
+                        .await?,
+                );
+            }
+            let page: Vec<String> = ids.into_iter().skip(offset).take(per_page + 1).collect();
+            let mut found = self.store.get_devices(tenant, &page).await?;
+            found.sort_by(|a, b| a.status.cmp(&b.status).then_with(|| a.id.cmp(&b.id)));
+            found
+        };
+        let has_next = devices.len() > per_page;
+        devices.truncate(per_page);
+        Ok((devices, has_next))
     }
 
+    /// Devices of `status` (or all), from the counters.
     pub async fn count_devices(&self, tenant: &str, status: Option<&str>) -> Result<usize, Error> {
         if let Some(status) = status {
             if !STATUSES.contains(&status) {
@@ -408,11 +469,13 @@ impl Deviceauth {
                 )));
             }
         }
-        let devices = self.store.list_devices(tenant).await?;
-        Ok(devices
+        let counts = self.store.status_counts(tenant).await?;
+        let n: i64 = counts
             .iter()
-            .filter(|d| status.is_none_or(|s| d.status == s))
-            .count())
+            .filter(|(s, _)| status.is_none_or(|want| want == s.as_str()))
+            .map(|(_, n)| *n)
+            .sum();
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// An operator's decision on an auth set (SPEC §10.2 table).
@@ -457,7 +520,7 @@ impl Deviceauth {
             let changed = device.recompute_status(&now_ts);
             match self.store.update_device(tenant, device).await {
                 Ok(()) => {}
-                Err(DynamoError::ConditionFailed) => continue,
+                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
             self.revoke_tokens(tenant, device).await?;
@@ -492,8 +555,12 @@ impl Deviceauth {
         pubkey: &str,
         force: bool,
     ) -> Result<String, Error> {
-        let identity = identity_from_value(identity_data)
-            .map_err(|_| Error::BadRequest("identity_data: must be a JSON object".into()))?;
+        let identity = identity_from_value(identity_data).map_err(|e| match e {
+            device_keys::IdentityError::InvalidJson | device_keys::IdentityError::NotAnObject => {
+                Error::BadRequest("identity_data: must be a JSON object".into())
+            }
+            limit => Error::BadRequest(format!("identity_data: {limit}")),
+        })?;
         let key =
             PublicKey::from_pem(pubkey).map_err(|e| Error::BadRequest(format!("pubkey: {e}")))?;
         let pubkey = key.canonical_pem().to_owned();
@@ -527,7 +594,7 @@ impl Deviceauth {
                         self.publish_status_change(tenant, &device).await?;
                         return Ok(device.id);
                     }
-                    Err(DynamoError::ConditionFailed) => continue,
+                    Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
                     Err(e) => return Err(e.into()),
                 }
             };
@@ -544,7 +611,7 @@ impl Deviceauth {
             let changed = device.recompute_status(&now_ts);
             match self.store.update_device(tenant, &mut device).await {
                 Ok(()) => {}
-                Err(DynamoError::ConditionFailed) => continue,
+                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
             self.revoke_tokens(tenant, &device).await?;
@@ -580,7 +647,11 @@ impl Deviceauth {
             };
             device.auth_sets.retain(|a| a.id != aid);
             if removed.status == PREAUTHORIZED && device.auth_sets.is_empty() {
-                self.store.delete_device(tenant, &device).await?;
+                match self.store.delete_device(tenant, &device).await {
+                    Ok(()) => {}
+                    Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
+                    Err(e) => return Err(e.into()),
+                }
                 self.store.delete_token(tenant, aid).await?;
                 self.publish(Job::UpdateDeviceStatus {
                     request_id: request_id(),
@@ -597,7 +668,7 @@ impl Deviceauth {
             let changed = device.recompute_status(&ts(now()));
             match self.store.update_device(tenant, &mut device).await {
                 Ok(()) => {}
-                Err(DynamoError::ConditionFailed) => continue,
+                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
             self.store.delete_token(tenant, aid).await?;
@@ -626,7 +697,7 @@ impl Deviceauth {
             device.updated_ts = ts(now());
             match self.store.update_device(tenant, &mut device).await {
                 Ok(()) => {}
-                Err(DynamoError::ConditionFailed) => continue,
+                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
             for set in &device.auth_sets {
@@ -681,7 +752,7 @@ impl Deviceauth {
             }
             device.provisioned = true;
             match self.store.update_device(tenant, &mut device).await {
-                Err(DynamoError::ConditionFailed) => continue,
+                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
                 other => return Ok(other?),
             }
         }
@@ -692,13 +763,25 @@ impl Deviceauth {
 
     /// Last step of `decommission_device`: remove tokens, auth sets and the device.
     pub async fn hard_delete(&self, tenant: &str, device_id: &str) -> Result<(), Error> {
-        let Some(device) = self.store.get_device(tenant, device_id).await? else {
-            return Ok(());
-        };
-        for set in &device.auth_sets {
-            self.store.delete_token(tenant, &set.id).await?;
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                mender_aws::dynamo::backoff(attempt).await;
+            }
+            let Some(device) = self.store.get_device(tenant, device_id).await? else {
+                return Ok(());
+            };
+            for set in &device.auth_sets {
+                self.store.delete_token(tenant, &set.id).await?;
+            }
+            match self.store.delete_device(tenant, &device).await {
+                Ok(()) => return Ok(()),
+                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
-        Ok(self.store.delete_device(tenant, &device).await?)
+        Err(Error::Internal(
+            "too many concurrent changes to the device".into(),
+        ))
     }
 
     /// Whether a device still exists and is not being decommissioned (workflow guards).

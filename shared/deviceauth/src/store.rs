@@ -2,17 +2,30 @@
 //!
 //! | item | pk | sk | used by |
 //! |---|---|---|---|
-//! | device with its auth sets | `T#{tenant}` | `DEV#{id}` | get; list/count/search (query `DEV#` prefix, sorted in the function) |
+//! | device with its auth sets | `T#{tenant}` | `DEV#{id}` | get; a list page's items (`BatchGetItem`) |
+//! | status counters of shard `n` (0..16) | `T#{tenant}` | `CNT#{n}` | numbers `{status}`: counts, `max_devices` check (one `Query` of 16 small items) |
 //! | identity guard | `T#{tenant}` | `IDH#{sha256}` | identity -> device id, unique per tenant |
 //! | device token | `T#{tenant}#TOKEN#{jti}` | `TOKEN` | token check: one GetItem per device request |
 //! | limit | `T#{tenant}` | `LIMIT#{name}` | `max_devices` |
 //!
+//! Index `by-status` (keys only): hash `ix_status` = `T#{tenant}#S#{status}` on device items,
+//! range `sk`: a status's devices in id order; a list page at offset `o` reads `o + per_page`
+//! keys (cost grows with the page number, not the fleet).
+//!
 //! A device and its auth sets are one item, so every status change is a single conditional
-//! write on `version`. Tokens carry `expires_at` (the TTL attribute) and the last check-in.
+//! write on `version`; when the status changes, the device's counter shard moves in the same
+//! transaction, so counts are exact. Tokens carry `expires_at` (the TTL attribute) and the last
+//! check-in.
 
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem};
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, Put, ReturnConsumedCapacity, TransactWriteItem, Update,
+};
 use aws_sdk_dynamodb::Client;
-use mender_aws::dynamo::{built, classify, key, text, to_item, DynamoError, Item, Table};
+use mender_aws::dynamo::{
+    built, classify, from_item, key, meter, shard_of, text, to_item, DynamoError, Item, Table,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::model::Device;
@@ -38,6 +51,14 @@ fn guard_sk(hash: &str) -> String {
 fn token_pk(tenant: &str, jti: &str) -> String {
     format!("T#{tenant}#TOKEN#{jti}")
 }
+fn status_key(tenant: &str, status: &str) -> String {
+    format!("T#{tenant}#S#{status}")
+}
+/// A device as read: remembers the status it is counted under.
+fn loaded(mut device: Device) -> Device {
+    device.stored_status = Some(device.status.clone());
+    device
+}
 fn token_key(tenant: &str, jti: &str) -> Item {
     key(token_pk(tenant, jti), "TOKEN")
 }
@@ -54,14 +75,124 @@ impl Store {
         }
     }
 
-    fn device_item(&self, tenant: &str, device: &Device) -> Result<Item, DynamoError> {
-        to_item(tenant_pk(tenant), device_sk(&device.id), device)
+    /// The device item with its index key.
+    pub fn device_item(tenant: &str, device: &Device) -> Result<Item, DynamoError> {
+        let mut item = to_item(tenant_pk(tenant), device_sk(&device.id), device)?;
+        item.insert(
+            "ix_status".into(),
+            AttributeValue::S(status_key(tenant, &device.status)),
+        );
+        Ok(item)
     }
 
     pub async fn get_device(&self, tenant: &str, id: &str) -> Result<Option<Device>, DynamoError> {
-        self.table
+        let device: Option<Device> = self
+            .table
             .get_as(key(tenant_pk(tenant), device_sk(id)))
-            .await
+            .await?;
+        Ok(device.map(loaded))
+    }
+
+    /// The devices `ids` (strongly consistent); missing ones left out, any order.
+    pub async fn get_devices(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Vec<Device>, DynamoError> {
+        let keys = ids
+            .iter()
+            .map(|id| key(tenant_pk(tenant), device_sk(id)))
+            .collect();
+        self.table
+            .batch_get(keys, None)
+            .await?
+            .into_iter()
+            .map(|item| from_item(item).map(loaded))
+            .collect()
+    }
+
+    /// The first `limit` device ids of `status`, in id order (keys only).
+    pub async fn ids_by_status(
+        &self,
+        tenant: &str,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, DynamoError> {
+        let mut ids = Vec::new();
+        let mut start = None;
+        while ids.len() < limit {
+            let out = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .index_name("by-status")
+                .key_condition_expression("ix_status = :s")
+                .expression_attribute_values(":s", AttributeValue::S(status_key(tenant, status)))
+                .limit(i32::try_from((limit - ids.len()).min(1000)).unwrap_or(1000))
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(classify)?;
+            meter(out.consumed_capacity());
+            for item in out.items.unwrap_or_default() {
+                ids.push(text(&item, "sk").trim_start_matches("DEV#").to_owned());
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Devices per status, from the counters (one query of 16 small items).
+    pub async fn status_counts(&self, tenant: &str) -> Result<BTreeMap<String, i64>, DynamoError> {
+        let mut counts = BTreeMap::new();
+        for item in self.table.query_prefix(&tenant_pk(tenant), "CNT#").await? {
+            for (name, value) in item {
+                if let AttributeValue::N(n) = value {
+                    *counts.entry(name).or_default() += n.parse::<i64>().unwrap_or(0);
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The counter update of one device moving from status `from` to `to` (`None`: created
+    /// or deleted).
+    fn counter_update(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<TransactWriteItem, DynamoError> {
+        let mut update = Update::builder()
+            .table_name(&self.table.name)
+            .set_key(Some(key(
+                tenant_pk(tenant),
+                format!("CNT#{}", shard_of(device_id)),
+            )));
+        let mut parts = Vec::new();
+        for (i, (status, delta)) in [(from, -1), (to, 1)].into_iter().enumerate() {
+            if let Some(status) = status {
+                parts.push(format!("#c{i} :c{i}"));
+                update = update
+                    .expression_attribute_names(format!("#c{i}"), status)
+                    .expression_attribute_values(
+                        format!(":c{i}"),
+                        AttributeValue::N(delta.to_string()),
+                    );
+            }
+        }
+        let update = built(
+            update
+                .update_expression(format!("ADD {}", parts.join(", ")))
+                .build(),
+        )?;
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 
     pub async fn device_id_by_identity(
@@ -76,15 +207,11 @@ impl Store {
         Ok(item.map(|i| text(&i, "device_id")))
     }
 
-    pub async fn list_devices(&self, tenant: &str) -> Result<Vec<Device>, DynamoError> {
-        self.table.query_prefix_as(&tenant_pk(tenant), "DEV#").await
-    }
-
     /// Stores a new device and claims its identity; `ConditionFailed` = identity already known.
     pub async fn create_device(&self, tenant: &str, device: &Device) -> Result<(), DynamoError> {
         let mut guard = key(tenant_pk(tenant), guard_sk(&device.id_hash));
         guard.insert("device_id".into(), AttributeValue::S(device.id.clone()));
-        let puts = [guard, self.device_item(tenant, device)?].map(|item| {
+        let puts = [guard, Self::device_item(tenant, device)?].map(|item| {
             built(
                 Put::builder()
                     .table_name(&self.table.name)
@@ -93,15 +220,17 @@ impl Store {
                     .build(),
             )
         });
-        let items = puts
+        let mut items = puts
             .into_iter()
             .map(|put| Ok(TransactWriteItem::builder().put(put?).build()))
             .collect::<Result<Vec<_>, DynamoError>>()?;
+        items.push(self.counter_update(tenant, &device.id, None, Some(&device.status))?);
         self.table.transact(items).await
     }
 
     /// Stores `device` if nobody changed it since it was read at `device.version`; the stored
-    /// version becomes `version + 1`. The check-in time is left as stored.
+    /// version becomes `version + 1`. The check-in time is left as stored. A status change
+    /// moves the device's counter in the same transaction.
     pub async fn update_device(
         &self,
         tenant: &str,
@@ -109,56 +238,103 @@ impl Store {
     ) -> Result<(), DynamoError> {
         let expected = device.version;
         device.version += 1;
-        let mut item = self.device_item(tenant, device)?;
+        let result = self.write_update(tenant, device, expected).await;
+        match &result {
+            Ok(()) => device.stored_status = Some(device.status.clone()),
+            Err(_) => device.version = expected,
+        }
+        result
+    }
+
+    async fn write_update(
+        &self,
+        tenant: &str,
+        device: &Device,
+        expected: i64,
+    ) -> Result<(), DynamoError> {
+        let mut item = Self::device_item(tenant, device)?;
         for name in ["pk", "sk", "check_in_time"] {
             item.remove(name);
         }
-        let mut update = self
-            .table
-            .client
-            .update_item()
-            .table_name(&self.table.name)
-            .set_key(Some(key(tenant_pk(tenant), device_sk(&device.id))))
-            .condition_expression("#version = :expected")
-            .expression_attribute_values(":expected", AttributeValue::N(expected.to_string()));
+        let mut names = HashMap::from([("#version".to_owned(), "version".to_owned())]);
+        let mut values = HashMap::from([(
+            ":expected".to_owned(),
+            AttributeValue::N(expected.to_string()),
+        )]);
         let mut sets = Vec::new();
         for (i, (name, value)) in item.into_iter().enumerate() {
             sets.push(format!("#a{i} = :a{i}"));
-            update = update
-                .expression_attribute_names(format!("#a{i}"), name)
-                .expression_attribute_values(format!(":a{i}"), value);
+            names.insert(format!("#a{i}"), name);
+            values.insert(format!(":a{i}"), value);
         }
-        let result = update
-            .expression_attribute_names("#version", "version")
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .send()
+        let expression = format!("SET {}", sets.join(", "));
+        let device_key = key(tenant_pk(tenant), device_sk(&device.id));
+        let moved = device.stored_status.as_deref() != Some(device.status.as_str());
+        if !moved {
+            self.table
+                .client
+                .update_item()
+                .table_name(&self.table.name)
+                .set_key(Some(device_key))
+                .condition_expression("#version = :expected")
+                .update_expression(expression)
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values))
+                .send()
+                .await
+                .map_err(classify)?;
+            return Ok(());
+        }
+        let update = built(
+            Update::builder()
+                .table_name(&self.table.name)
+                .set_key(Some(device_key))
+                .condition_expression("#version = :expected")
+                .update_expression(expression)
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values))
+                .build(),
+        )?;
+        let counter = self.counter_update(
+            tenant,
+            &device.id,
+            device.stored_status.as_deref(),
+            Some(&device.status),
+        )?;
+        self.table
+            .transact(vec![
+                TransactWriteItem::builder().update(update).build(),
+                counter,
+            ])
             .await
-            .map_err(classify);
-        if result.is_err() {
-            device.version = expected;
-        }
-        result.map(|_| ())
     }
 
-    /// Removes the device and its identity guard.
+    /// Removes the device and its identity guard, if the device is still at the version it
+    /// was read at (`ConditionFailed` otherwise, also when it is gone), and uncounts it.
     pub async fn delete_device(&self, tenant: &str, device: &Device) -> Result<(), DynamoError> {
-        let deletes = [
-            key(tenant_pk(tenant), device_sk(&device.id)),
-            key(tenant_pk(tenant), guard_sk(&device.id_hash)),
-        ]
-        .map(|k| {
-            built(
-                Delete::builder()
-                    .table_name(&self.table.name)
-                    .set_key(Some(k))
-                    .build(),
-            )
-        });
-        let items = deletes
-            .into_iter()
-            .map(|delete| Ok(TransactWriteItem::builder().delete(delete?).build()))
-            .collect::<Result<Vec<_>, DynamoError>>()?;
-        self.table.transact(items).await
+        let delete_device = built(
+            Delete::builder()
+                .table_name(&self.table.name)
+                .set_key(Some(key(tenant_pk(tenant), device_sk(&device.id))))
+                .condition_expression("#version = :v")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":v", AttributeValue::N(device.version.to_string()))
+                .build(),
+        )?;
+        let delete_guard = built(
+            Delete::builder()
+                .table_name(&self.table.name)
+                .set_key(Some(key(tenant_pk(tenant), guard_sk(&device.id_hash))))
+                .build(),
+        )?;
+        let counted = device.stored_status.as_deref().unwrap_or(&device.status);
+        self.table
+            .transact(vec![
+                TransactWriteItem::builder().delete(delete_device).build(),
+                TransactWriteItem::builder().delete(delete_guard).build(),
+                self.counter_update(tenant, &device.id, Some(counted), None)?,
+            ])
+            .await
     }
 
     pub async fn set_check_in_time(

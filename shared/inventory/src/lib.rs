@@ -1,8 +1,11 @@
-//! inventory: device attributes by scope, tags, groups and the v1 device list (SPEC §4.1-4.3,
-//! §4.5). `model` holds the attribute rules as plain Rust, `store` the DynamoDB table,
-//! `service` the operations.
+//! inventory: device attributes by scope, tags, groups, the v1 device list and the v2 search,
+//! statistics and attribute names (SPEC §4.1-4.5). `model` holds the attribute rules as plain
+//! Rust, `search` the v2 query language, `listing` how a list is read at fleet scale, `store`
+//! the DynamoDB table (items, counters, indexes), `service` the operations.
 
+pub mod listing;
 pub mod model;
+pub mod search;
 pub mod service;
 pub mod store;
 

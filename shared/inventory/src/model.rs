@@ -14,8 +14,26 @@ pub const SCOPES: [&str; 5] = [SYSTEM, IDENTITY, INVENTORY, "monitor", TAGS];
 /// Per-device caps (upstream `limit_attributes`, `limit_tags`).
 pub const LIMIT_ATTRIBUTES: usize = 100;
 pub const LIMIT_TAGS: usize = 20;
-/// A device is one DynamoDB item (400 KB max): its attributes stay below this.
-pub const MAX_DEVICE_BYTES: usize = 300 * 1024;
+/// A device is one DynamoDB item (400 KB max): its attributes (as JSON) stay below this, well
+/// under the item limit, so every read of a device stays cheap (upstream has no such limit).
+pub const MAX_DEVICE_BYTES: usize = 64 * 1024;
+/// Longest attribute name and scope, in bytes (upstream `validation.Length(1, 1024)` on
+/// `DeviceAttribute.Name` and `.Scope`, model/device.go).
+pub const MAX_NAME_BYTES: usize = 1024;
+/// Longest string value, alone or as an array element, and longest description, in bytes
+/// (upstream has no limit).
+pub const MAX_STRING_BYTES: usize = 4 * 1024;
+/// Most elements of an array value (upstream has no limit).
+pub const MAX_ARRAY_ELEMENTS: usize = 1024;
+/// Largest value as JSON, so an array of many long strings is bounded too (upstream has no
+/// limit).
+pub const MAX_VALUE_BYTES: usize = 16 * 1024;
+/// Most attributes one request may carry: every scope's cap together (inventory, tags, the
+/// identity from deviceauth and a few system ones), refused before any value is looked at. The
+/// per-scope caps ([`LIMIT_ATTRIBUTES`], [`LIMIT_TAGS`]) are checked on the merged device.
+pub const MAX_ATTRIBUTES_PER_REQUEST: usize = 256;
+/// Upstream's text for a request over a scope's attribute limit (inv/inventory.go).
+pub const TOO_MANY_ATTRIBUTES: &str = "the number of attributes in the scope is above the limit";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Attr {
@@ -40,6 +58,7 @@ pub struct AttributeIn {
 pub struct InventoryDevice {
     pub id: String,
     /// scope -> name -> attribute.
+    #[serde(default)]
     pub attributes: BTreeMap<String, BTreeMap<String, Attr>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags_etag: Option<String>,
@@ -54,20 +73,39 @@ pub struct InventoryDevice {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Invalid(pub String);
 
-/// Checks a value: string, number, or an array whose elements are all strings or all numbers.
+/// Checks a value: string, number, or an array whose elements are all strings or all numbers;
+/// within [`MAX_STRING_BYTES`] per string, [`MAX_ARRAY_ELEMENTS`] and [`MAX_VALUE_BYTES`].
 pub fn check_value(value: &Value) -> Result<(), Invalid> {
+    let too_long = |s: &str| s.len() > MAX_STRING_BYTES;
     match value {
+        Value::String(s) if too_long(s) => Err(Invalid(format!(
+            "value: the length must be no more than {MAX_STRING_BYTES}."
+        ))),
         Value::String(_) | Value::Number(_) => Ok(()),
         Value::Array(items) => {
             let all_strings = items.iter().all(Value::is_string);
             let all_numbers = items.iter().all(Value::is_number);
-            if all_strings || all_numbers {
-                Ok(())
-            } else {
-                Err(Invalid(
+            if !(all_strings || all_numbers) {
+                return Err(Invalid(
                     "array values must be of consistent type: string or float64".into(),
-                ))
+                ));
             }
+            if items.len() > MAX_ARRAY_ELEMENTS {
+                return Err(Invalid(format!(
+                    "value: an array may have at most {MAX_ARRAY_ELEMENTS} elements."
+                )));
+            }
+            if items.iter().filter_map(Value::as_str).any(too_long) {
+                return Err(Invalid(format!(
+                    "value: the length of an array element must be no more than {MAX_STRING_BYTES}."
+                )));
+            }
+            if serde_json::to_vec(value).map_or(true, |v| v.len() > MAX_VALUE_BYTES) {
+                return Err(Invalid(format!(
+                    "value: the array must be no more than {MAX_VALUE_BYTES} bytes as JSON."
+                )));
+            }
+            Ok(())
         }
         _ => Err(Invalid(
             "supported types are string, float64, and arrays thereof".into(),
@@ -82,11 +120,27 @@ pub fn validate(
     default_scope: &str,
     own_scope: bool,
 ) -> Result<Vec<(String, String, Attr)>, Invalid> {
+    if input.len() > MAX_ATTRIBUTES_PER_REQUEST {
+        return Err(Invalid(TOO_MANY_ATTRIBUTES.into()));
+    }
     input
         .into_iter()
         .map(|a| {
-            if a.name.is_empty() || a.name.len() > 1024 {
+            if a.name.is_empty() {
                 return Err(Invalid("name: cannot be blank.".into()));
+            }
+            if a.name.len() > MAX_NAME_BYTES {
+                return Err(Invalid(format!(
+                    "name: the length must be between 1 and {MAX_NAME_BYTES}."
+                )));
+            }
+            if a.description
+                .as_deref()
+                .is_some_and(|d| d.len() > MAX_STRING_BYTES)
+            {
+                return Err(Invalid(format!(
+                    "description: the length must be no more than {MAX_STRING_BYTES}."
+                )));
             }
             let value = a
                 .value
@@ -96,6 +150,11 @@ pub fn validate(
                 (true, Some(s)) if !s.is_empty() => s,
                 _ => default_scope.to_owned(),
             };
+            if scope.len() > MAX_NAME_BYTES {
+                return Err(Invalid(format!(
+                    "scope: the length must be between 1 and {MAX_NAME_BYTES}."
+                )));
+            }
             Ok((
                 scope,
                 a.name,
@@ -292,6 +351,65 @@ mod tests {
         );
         assert_eq!(d.get(INVENTORY, "a"), None);
         assert_eq!(d.count(INVENTORY), 1);
+    }
+
+    #[test]
+    fn value_limits() {
+        let s = |n: usize| Value::String("x".repeat(n));
+        assert!(check_value(&s(MAX_STRING_BYTES)).is_ok());
+        assert!(check_value(&s(MAX_STRING_BYTES + 1)).is_err());
+        assert!(check_value(&s(10_000)).is_err());
+        // Array elements: each string capped, the count capped, the whole capped.
+        assert!(check_value(&json!([s(MAX_STRING_BYTES)])).is_ok());
+        assert!(check_value(&json!([s(1), s(MAX_STRING_BYTES + 1)])).is_err());
+        let numbers = Value::Array(vec![json!(1); MAX_ARRAY_ELEMENTS]);
+        assert!(check_value(&numbers).is_ok());
+        let too_many = Value::Array(vec![json!(1); MAX_ARRAY_ELEMENTS + 1]);
+        assert!(check_value(&too_many).is_err());
+        let four = Value::Array(vec![s(MAX_STRING_BYTES - 100); 4]);
+        assert!(check_value(&four).is_ok());
+        let five = Value::Array(vec![s(MAX_STRING_BYTES - 100); 5]);
+        assert!(
+            check_value(&five).is_err(),
+            "over MAX_VALUE_BYTES as a whole"
+        );
+    }
+
+    #[test]
+    fn request_limits() {
+        let named = |n: usize| attr(&"n".repeat(n), json!("v"));
+        assert!(validate(vec![named(MAX_NAME_BYTES)], INVENTORY, false).is_ok());
+        assert_eq!(
+            validate(vec![named(MAX_NAME_BYTES + 1)], INVENTORY, false),
+            Err(Invalid(
+                "name: the length must be between 1 and 1024.".into()
+            ))
+        );
+        assert_eq!(
+            validate(vec![named(0)], INVENTORY, false),
+            Err(Invalid("name: cannot be blank.".into()))
+        );
+        let mut described = attr("d", json!("v"));
+        described.description = Some("d".repeat(MAX_STRING_BYTES + 1));
+        assert!(validate(vec![described], INVENTORY, false).is_err());
+        let mut scoped = attr("s", json!("v"));
+        scoped.scope = Some("s".repeat(MAX_NAME_BYTES + 1));
+        assert!(validate(vec![scoped], INVENTORY, true).is_err());
+
+        let many = |n: usize| -> Vec<AttributeIn> {
+            (0..n).map(|i| attr(&format!("a{i}"), json!("v"))).collect()
+        };
+        assert!(validate(many(MAX_ATTRIBUTES_PER_REQUEST), INVENTORY, false).is_ok());
+        assert_eq!(
+            validate(many(2000), INVENTORY, false),
+            Err(Invalid(TOO_MANY_ATTRIBUTES.into()))
+        );
+        assert!(validate(
+            vec![attr("big", json!("x".repeat(10_000)))],
+            INVENTORY,
+            false
+        )
+        .is_err());
     }
 
     #[test]

@@ -3,14 +3,16 @@
 //! changes nothing is not stored.
 
 use mender_aws::dynamo::DynamoError;
-use mender_http::paging::Paging;
+use mender_http::paging::{Paging, MAX_PER_PAGE};
 use mender_http::ApiError;
 use serde_json::Value;
 
+use crate::listing;
 use crate::model::{
-    check_group_name, compare, matches_text, validate, AttributeIn, Invalid, InventoryDevice,
-    IDENTITY, INVENTORY, LIMIT_ATTRIBUTES, LIMIT_TAGS, MAX_DEVICE_BYTES, SYSTEM, TAGS,
+    check_group_name, validate, AttributeIn, Invalid, InventoryDevice, IDENTITY, INVENTORY,
+    LIMIT_ATTRIBUTES, LIMIT_TAGS, MAX_DEVICE_BYTES, SYSTEM, TAGS,
 };
+use crate::search::{Filter, Op, SearchError, SearchQuery, Selector, SortKey};
 use crate::store::Store;
 
 const MAX_ATTEMPTS: usize = 64;
@@ -34,6 +36,14 @@ pub enum Error {
 impl From<Invalid> for Error {
     fn from(e: Invalid) -> Self {
         Error::BadRequest(e.0)
+    }
+}
+
+impl From<SearchError> for Error {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::Invalid(m) => Error::BadRequest(m),
+        }
     }
 }
 
@@ -99,7 +109,7 @@ impl Inventory {
                 mender_aws::dynamo::backoff(attempt).await;
             }
             let stored = self.store.get(tenant, id).await?;
-            let read_version = stored.as_ref().map(|d| d.version);
+            let before = stored.clone();
             let existed = stored.is_some();
             if !existed && !create {
                 return Ok(None);
@@ -114,9 +124,9 @@ impl Inventory {
                     "the device's attributes are too large".into(),
                 ));
             }
-            match self.store.put(tenant, &mut device, read_version).await {
+            match self.store.put(tenant, &mut device, before.as_ref()).await {
                 Ok(()) => return Ok(Some(device)),
-                Err(DynamoError::ConditionFailed) => continue,
+                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -198,7 +208,7 @@ impl Inventory {
         revision: i64,
     ) -> Result<(), Error> {
         if status == "decommissioned" {
-            return Ok(self.store.delete(tenant, device_id).await?);
+            return self.delete_device(tenant, device_id).await;
         }
         if !["accepted", "preauthorized", "pending", "rejected", "noauth"].contains(&status) {
             return Err(Error::NotFound(format!("unrecognized status: {status}")));
@@ -218,8 +228,24 @@ impl Inventory {
         .map(|_| ())
     }
 
+    /// Removes the device (and uncounts it); a device already gone is fine.
     pub async fn delete_device(&self, tenant: &str, device_id: &str) -> Result<(), Error> {
-        Ok(self.store.delete(tenant, device_id).await?)
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                mender_aws::dynamo::backoff(attempt).await;
+            }
+            let Some(device) = self.store.get(tenant, device_id).await? else {
+                return Ok(());
+            };
+            match self.store.delete(tenant, &device).await {
+                Ok(()) => return Ok(()),
+                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Internal(
+            "too many concurrent writes to the device".into(),
+        ))
     }
 
     pub async fn get_device(
@@ -315,46 +341,76 @@ impl Inventory {
         Ok(was_member)
     }
 
+    /// `GET /groups[?status=]`: groups with at least one device (of that status), from the
+    /// group counters.
     pub async fn list_groups(
         &self,
         tenant: &str,
         status: Option<&str>,
     ) -> Result<Vec<String>, Error> {
-        let mut groups: Vec<String> = self
-            .store
-            .list(tenant)
-            .await?
-            .iter()
-            .filter(|d| {
-                status.is_none_or(|s| d.get(IDENTITY, "status").and_then(Value::as_str) == Some(s))
+        let counts = self.store.group_counts(tenant).await?;
+        Ok(counts
+            .into_iter()
+            .filter(|(_, by_status)| match status {
+                Some(s) => by_status.get(s).is_some_and(|n| *n > 0),
+                None => by_status.values().any(|n| *n > 0),
             })
-            .filter_map(|d| d.group().map(str::to_owned))
-            .collect();
-        groups.sort();
-        groups.dedup();
-        Ok(groups)
+            .map(|(group, _)| group)
+            .collect())
     }
 
-    /// Ids of the devices in `group`, sorted; 404 when no device has it.
-    pub async fn group_devices(&self, tenant: &str, group: &str) -> Result<Vec<String>, Error> {
-        let mut ids: Vec<String> = self
-            .store
-            .list(tenant)
-            .await?
-            .into_iter()
-            .filter(|d| d.group() == Some(group))
-            .map(|d| d.id)
-            .collect();
-        if ids.is_empty() {
+    /// One page of the ids of the devices in `group` and how many it has; 404 when none.
+    pub async fn group_devices(
+        &self,
+        tenant: &str,
+        group: &str,
+        paging: Paging,
+    ) -> Result<(Vec<String>, u64), Error> {
+        let query = SearchQuery {
+            page: paging.page,
+            per_page: paging.per_page,
+            filters: vec![eq(SYSTEM, "group", Value::String(group.into()))],
+            ..SearchQuery::default()
+        };
+        let page = listing::search(&self.store, tenant, &query).await?;
+        if page.total == 0 {
             return Err(Error::NotFound("group not found".into()));
         }
-        ids.sort();
+        Ok((page.devices.into_iter().map(|d| d.id).collect(), page.total))
+    }
+
+    /// Every device id of a list (deployment targets, group deletion), page by page.
+    async fn all_ids(&self, tenant: &str, filters: Vec<Filter>) -> Result<Vec<String>, Error> {
+        let mut ids = Vec::new();
+        for page in 1.. {
+            let query = SearchQuery {
+                page,
+                per_page: MAX_PER_PAGE,
+                filters: filters.clone(),
+                attributes: vec![Selector {
+                    scope: IDENTITY.into(),
+                    attribute: "status".into(),
+                }],
+                ..SearchQuery::default()
+            };
+            let found = listing::search(&self.store, tenant, &query).await?;
+            let n = found.devices.len();
+            ids.extend(found.devices.into_iter().map(|d| d.id));
+            if n < MAX_PER_PAGE as usize {
+                break;
+            }
+        }
         Ok(ids)
     }
 
     /// `DELETE /groups/{name}`: clears the group of all its members; returns how many.
     pub async fn delete_group(&self, tenant: &str, group: &str) -> Result<usize, Error> {
-        let members = self.group_devices(tenant, group).await.unwrap_or_default();
+        let members = self
+            .all_ids(
+                tenant,
+                vec![eq(SYSTEM, "group", Value::String(group.into()))],
+            )
+            .await?;
         let mut updated = 0;
         for id in members {
             if self.clear_group(tenant, &id, group).await? {
@@ -364,66 +420,173 @@ impl Inventory {
         Ok(updated)
     }
 
-    /// The v1 list: filtered, sorted, paged. Returns (page, total).
+    /// The v1 list (`GET /devices`): its filters as a v2 search, so it pages the same way.
     pub async fn list_devices(
         &self,
         tenant: &str,
         query: &ListQuery,
     ) -> Result<(Vec<InventoryDevice>, u64), Error> {
-        let mut devices: Vec<InventoryDevice> = self
-            .store
-            .list(tenant)
-            .await?
-            .into_iter()
-            .filter(|d| {
-                query.filters.iter().all(|(scope, name, value)| {
-                    d.get(scope, name).is_some_and(|v| matches_text(v, value))
-                })
-            })
-            .filter(|d| query.has_group.is_none_or(|has| d.group().is_some() == has))
-            .filter(|d| query.group.as_deref().is_none_or(|g| d.group() == Some(g)))
-            .collect();
-        match &query.sort {
-            Some((scope, name, descending)) => devices.sort_by(|a, b| {
-                let order =
-                    compare(a.get(scope, name), b.get(scope, name)).then_with(|| a.id.cmp(&b.id));
-                if *descending {
-                    order.reverse()
-                } else {
-                    order
+        let mut filters: Vec<Filter> = query
+            .filters
+            .iter()
+            .map(|(scope, name, text)| {
+                // v1 equality: the text, or the text as a number.
+                let mut values = vec![Value::String(text.clone())];
+                if let Some(n) = text
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                {
+                    values.push(Value::Number(n));
                 }
-            }),
-            None => devices.sort_by(|a, b| {
-                let created = |d: &InventoryDevice| {
-                    d.get(SYSTEM, "created_ts")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                };
-                created(a).cmp(&created(b)).then_with(|| a.id.cmp(&b.id))
-            }),
+                Filter {
+                    scope: scope.clone(),
+                    attribute: name.clone(),
+                    op: Op::In,
+                    value: Value::Array(values),
+                }
+            })
+            .collect();
+        if let Some(has) = query.has_group {
+            filters.push(Filter {
+                scope: SYSTEM.into(),
+                attribute: "group".into(),
+                op: Op::Exists,
+                value: Value::Bool(has),
+            });
         }
-        let total = devices.len() as u64;
-        Ok((query.paging.slice(devices), total))
+        if let Some(group) = &query.group {
+            filters.push(eq(SYSTEM, "group", Value::String(group.clone())));
+        }
+        let sort = query
+            .sort
+            .iter()
+            .map(|(scope, attribute, descending)| SortKey {
+                scope: scope.clone(),
+                attribute: attribute.clone(),
+                descending: *descending,
+            })
+            .collect();
+        let search = SearchQuery {
+            page: query.paging.page,
+            per_page: query.paging.per_page,
+            filters,
+            sort,
+            ..SearchQuery::default()
+        };
+        let page = listing::search(&self.store, tenant, &search).await?;
+        Ok((page.devices, page.total))
     }
-}
 
-impl Inventory {
+    /// `POST /v2/inventory/filters/search`.
+    pub async fn search(&self, tenant: &str, query: &SearchQuery) -> Result<listing::Page, Error> {
+        if query.device_ids.len() > listing::MAX_DEVICE_IDS {
+            return Err(Error::BadRequest(format!(
+                "device_ids: at most {} ids",
+                listing::MAX_DEVICE_IDS
+            )));
+        }
+        Ok(listing::search(&self.store, tenant, query).await?)
+    }
+
+    /// `GET /v2/inventory/statistics`: accepted and pending devices by tier, from the counters.
+    pub async fn statistics(&self, tenant: &str) -> Result<Value, Error> {
+        let counts = self.store.status_counts(tenant).await?;
+        let tiers = |status: &str| {
+            let by_tier = counts.get(status);
+            let n = |tier: &str| {
+                by_tier
+                    .and_then(|t| t.get(tier))
+                    .copied()
+                    .unwrap_or(0)
+                    .max(0)
+            };
+            serde_json::json!({"standard": n("standard"), "micro": n("micro"), "system": n("system")})
+        };
+        Ok(
+            serde_json::json!({"devices_by_status": {"accepted": tiers("accepted"), "pending": tiers("pending")}}),
+        )
+    }
+
+    /// `GET /v2/inventory/filters/attributes`.
+    pub async fn filter_attributes(&self, tenant: &str) -> Result<Value, Error> {
+        let names = listing::attribute_names(&self.store, tenant).await?;
+        Ok(Value::Array(
+            names
+                .into_iter()
+                .map(|(name, scope, count)| serde_json::json!({"name": name, "scope": scope, "count": count}))
+                .collect(),
+        ))
+    }
+
     /// Ids of accepted devices (optionally of one group): deployment targets.
     pub async fn accepted_devices(
         &self,
         tenant: &str,
         group: Option<&str>,
     ) -> Result<Vec<String>, Error> {
-        let mut ids: Vec<String> = self
-            .store
-            .list(tenant)
-            .await?
-            .into_iter()
-            .filter(|d| d.get(IDENTITY, "status").and_then(Value::as_str) == Some("accepted"))
-            .filter(|d| group.is_none_or(|g| d.group() == Some(g)))
-            .map(|d| d.id)
-            .collect();
+        let mut filters = vec![eq(IDENTITY, "status", Value::String("accepted".into()))];
+        if let Some(g) = group {
+            filters.push(eq(SYSTEM, "group", Value::String(g.into())));
+        }
+        let mut ids = self.all_ids(tenant, filters).await?;
         ids.sort();
         Ok(ids)
+    }
+}
+
+/// `POST /v2alpha1/inventory/identities/search` body (openapi `SearchIdentityParams`).
+#[derive(serde::Deserialize)]
+struct IdentitySearch {
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    value_prefix: Option<String>,
+    #[serde(default)]
+    attributes: Option<Vec<Selector>>,
+    #[serde(default)]
+    page: Option<i64>,
+    #[serde(default)]
+    per_page: Option<i64>,
+}
+
+/// The identity search as a v2 search: the identity attribute `name` (the device id for
+/// `id`, or `tags/name`) starts with `value_prefix`.
+pub fn identity_query(body: &[u8]) -> Result<SearchQuery, Error> {
+    let body: IdentitySearch = serde_json::from_slice(body)
+        .map_err(|e| Error::BadRequest(format!("failed to parse request body: {e}")))?;
+    let scope = body.scope.unwrap_or_default();
+    if scope != IDENTITY && scope != TAGS {
+        return Err(Error::BadRequest("scope: must be a valid value.".into()));
+    }
+    let name = body.name.filter(|n| !n.is_empty()).ok_or_else(|| Error::BadRequest("name: cannot be blank.".into()))?;
+    let prefix = body
+        .value_prefix
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| Error::BadRequest("value_prefix: cannot be blank.".into()))?;
+    let per_page = body.per_page.filter(|n| *n > 0).map_or(20, |n| n as u64);
+    if per_page > MAX_PER_PAGE {
+        return Err(Error::BadRequest(format!(
+            "per_page: must be no greater than {MAX_PER_PAGE}."
+        )));
+    }
+    let pattern = format!("^{}", regex::escape(&prefix));
+    Ok(SearchQuery {
+        page: body.page.filter(|n| *n > 0).map_or(1, |n| n as u64),
+        per_page,
+        filters: vec![Filter::new(scope, name, Op::Regex, Value::String(pattern))?],
+        attributes: body.attributes.unwrap_or_default(),
+        ..SearchQuery::default()
+    })
+}
+
+fn eq(scope: &str, attribute: &str, value: Value) -> Filter {
+    Filter {
+        scope: scope.into(),
+        attribute: attribute.into(),
+        op: Op::Eq,
+        value,
     }
 }

@@ -1,10 +1,12 @@
 //! The local stack: every function's router on one HTTPS port (exactly the template's routes,
 //! checked at start), deviceconnect's routes on the same port with a `nats-server` child
-//! ([`nats`]), the queue consumers in the same process, and the tables, queues and
-//! bucket created on the emulators from `infra/template.yaml`. Used by `make run` (binary `mender-local`) and by the black-box tests,
+//! ([`nats`]), the queue consumers in the same process, the tables, queues and
+//! bucket created on the emulators from `infra/template.yaml`, and optionally the official Mender
+//! web GUI under `/ui/` ([`gui`], `MENDER_GUI_DIR`). Used by `make run` (binary `mender-local`) and by the black-box tests,
 //! which start one stack per test with its own resource prefix.
 
 pub mod consumers;
+pub mod gui;
 pub mod nats;
 pub mod resources;
 pub mod template;
@@ -147,7 +149,25 @@ fn api_routers(services: Services) -> Router {
 /// `HttpApi` function), served on the same origin locally; its `/api/internal/...` routes are
 /// not (in AWS only the VPC reaches them).
 pub fn app_with_deviceconnect(services: Services, dc: deviceconnect::Deviceconnect) -> Router {
-    mender_http::finish(api_routers(services).merge(deviceconnect::public_router(dc)))
+    local_app(services, dc, None)
+}
+
+/// [`app_with_deviceconnect`] plus the web GUI under `/ui/` when there is one.
+pub fn local_app(
+    services: Services,
+    dc: deviceconnect::Deviceconnect,
+    gui: Option<&gui::Gui>,
+) -> Router {
+    finish_local(
+        api_routers(services).merge(deviceconnect::public_router(dc)),
+        gui,
+    )
+}
+
+/// The API routes, the GUI's routes when there is a GUI (they share no path, so the API keeps
+/// its routes), then the common layers and Mender's 404/405 bodies for everything else.
+pub fn finish_local(api: Router, gui: Option<&gui::Gui>) -> Router {
+    mender_http::finish(gui::mount(api, gui))
 }
 
 /// What the stack is made of: SDK clients, created resources and the services.
@@ -242,6 +262,8 @@ pub struct Stack {
     pub nats_url: String,
     /// This stack's deviceconnect instance (tests build more instances from its parts).
     pub deviceconnect: deviceconnect::Deviceconnect,
+    /// Where the web GUI is served (`https://localhost:<port>/ui/`), when it is.
+    pub gui_url: Option<String>,
     nats: nats::NatsServer,
     stop: watch::Sender<bool>,
     server: axum_server::Handle<SocketAddr>,
@@ -250,6 +272,12 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(options: Options) -> anyhow::Result<Stack> {
+        Stack::start_with_gui(options, None).await
+    }
+
+    /// [`Stack::start`], also serving `gui` under `/ui/` (`mender-local serve` with
+    /// `MENDER_GUI_DIR`).
+    pub async fn start_with_gui(options: Options, gui: Option<gui::Gui>) -> anyhow::Result<Stack> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let parts = prepare(&options).await?;
         check_routes(&parts.resources)?;
@@ -277,7 +305,7 @@ impl Stack {
                     bail!("starting deviceconnect: {e}");
                 }
             };
-        let app = app_with_deviceconnect(parts.services.clone(), dc.clone());
+        let app = local_app(parts.services.clone(), dc.clone(), gui.as_ref());
         let mut tasks = vec![tokio::spawn(async move {
             if let Err(e) = server.serve(app.into_make_service()).await {
                 tracing::error!(error = %e, "server stopped");
@@ -303,6 +331,7 @@ impl Stack {
             created: parts.created,
             nats_url: nats.url.clone(),
             deviceconnect: dc,
+            gui_url: gui.map(|_| format!("https://localhost:{port}{}", gui::GUI_PATH)),
             nats,
             stop,
             server: handle,

@@ -4,10 +4,13 @@
 //! Emulator endpoints come from `AWS_ENDPOINT_URL*` (see `scripts/stack.sh`).
 //! `create-user` also serves a deployed stack: with `USERADM_TABLE` set (the stack output
 //! `UseradmTableName`) it writes the user into that table and creates nothing.
+//! `serve` also serves the official Mender web GUI under `/ui/` when `MENDER_GUI_DIR` names a
+//! built one (see `local_stack::gui`).
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use local_stack::gui::{Gui, GUI_DIR_VAR};
 use local_stack::{ensure_admin, prepare, resources, Options, Stack};
 use mender_config::{vars, Config, QueueUrls};
 use mender_tokens::Keys;
@@ -39,6 +42,11 @@ fn options() -> anyhow::Result<Options> {
         )),
         bcrypt_cost: env_or("BCRYPT_COST", "10").parse().context("BCRYPT_COST")?,
     })
+}
+
+/// The web GUI to serve (`MENDER_GUI_DIR`), checked before anything starts.
+fn gui() -> anyhow::Result<Option<Gui>> {
+    Gui::from_setting(Some(env_or(GUI_DIR_VAR, "")))
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {
@@ -108,7 +116,9 @@ async fn deployed(useradm_table: &str, bcrypt_cost: u32) -> anyhow::Result<servi
 
 async fn serve(options: Options) -> anyhow::Result<()> {
     let admin = options.admin.clone().unwrap_or_default();
-    let stack = Stack::start(options).await?;
+    let gui = gui()?;
+    let gui_dir = gui.as_ref().map(|g| g.dir().display().to_string());
+    let stack = Stack::start_with_gui(options, gui).await?;
     println!("mender-rs local stack is up");
     println!(
         "  URL:          {}  (also https://127.0.0.1:{})",
@@ -120,6 +130,9 @@ async fn serve(options: Options) -> anyhow::Result<()> {
     );
     println!("  admin user:   {} / {}", admin.0, admin.1);
     println!("  NATS:         {}  (deviceconnect relay)", stack.nats_url);
+    if let (Some(url), Some(dir)) = (&stack.gui_url, &gui_dir) {
+        println!("  GUI:          {url}  (Mender web GUI from {dir})");
+    }
     println!("  Ctrl-C stops it");
     tokio::signal::ctrl_c().await?;
     println!("stopping");

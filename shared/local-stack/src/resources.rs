@@ -108,15 +108,18 @@ pub async fn create(
                         .build()?,
                 );
             }
-            for (index, keys) in &table.indexes {
+            for index in &table.indexes {
+                let projection = Projection::builder()
+                    .projection_type(ProjectionType::from(index.projection.as_str()))
+                    .set_non_key_attributes(
+                        (!index.non_key_attributes.is_empty())
+                            .then(|| index.non_key_attributes.clone()),
+                    )
+                    .build();
                 let mut gsi = GlobalSecondaryIndex::builder()
-                    .index_name(index)
-                    .projection(
-                        Projection::builder()
-                            .projection_type(ProjectionType::All)
-                            .build(),
-                    );
-                for (attr, kind) in keys {
+                    .index_name(&index.name)
+                    .projection(projection);
+                for (attr, kind) in &index.keys {
                     gsi = gsi.key_schema(
                         KeySchemaElement::builder()
                             .attribute_name(attr)

@@ -19,8 +19,19 @@ pub struct TableDef {
     /// (name, HASH|RANGE).
     pub key_schema: Vec<(String, String)>,
     pub ttl_attribute: Option<String>,
-    /// Global secondary indexes: (name, key schema); all attributes projected.
-    pub indexes: Vec<(String, Vec<(String, String)>)>,
+    pub indexes: Vec<IndexDef>,
+}
+
+/// A global secondary index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexDef {
+    pub name: String,
+    /// (name, HASH|RANGE).
+    pub keys: Vec<(String, String)>,
+    /// `ALL`, `KEYS_ONLY` or `INCLUDE`.
+    pub projection: String,
+    /// With `INCLUDE`: the attributes projected besides the keys.
+    pub non_key_attributes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -304,7 +315,20 @@ pub fn parse(text: &str) -> anyhow::Result<Resources> {
                                         ))
                                     })
                                     .collect();
-                                Some((name, keys))
+                                let projection = index.get("Projection");
+                                Some(IndexDef {
+                                    name,
+                                    keys,
+                                    projection: projection
+                                        .and_then(|p| p.get("ProjectionType"))
+                                        .and_then(str_of)
+                                        .unwrap_or_else(|| "ALL".into()),
+                                    non_key_attributes: projection
+                                        .and_then(|p| p.get("NonKeyAttributes"))
+                                        .and_then(Value::as_sequence)
+                                        .map(|l| l.iter().filter_map(str_of).collect())
+                                        .unwrap_or_default(),
+                                })
                             })
                             .collect()
                     })

@@ -107,8 +107,9 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let listed = services
         .deviceauth
-        .list_devices("", &Default::default())
-        .await?;
+        .list_devices("", &Default::default(), Default::default())
+        .await?
+        .0;
     let stored = listed
         .first()
         .ok_or_else(|| anyhow::anyhow!("device not stored"))?;

@@ -123,6 +123,15 @@ impl Found {
             .collect()
     }
 
+    /// For a failure message: the device names of a 200, else the error body.
+    fn shown(&self, names: &Names) -> String {
+        if self.status == StatusCode::OK {
+            format!("{:?}", names.list(self))
+        } else {
+            self.raw.to_string()
+        }
+    }
+
     fn device(&self, id: &str) -> Option<&Value> {
         self.devices.iter().find(|d| d["id"] == id)
     }
@@ -142,6 +151,9 @@ async fn post(admin: &Mgmt, path: &str, body: Value) -> anyhow::Result<Found> {
 async fn search(admin: &Mgmt, body: Value) -> anyhow::Result<Found> {
     post(admin, SEARCH, body).await
 }
+
+/// `(scope, name, value)` attributes a device must show.
+type Attrs<'a> = Vec<(&'a str, &'a str, Value)>;
 
 /// Device ids and the names the tests give them (failures read `B`, not a UUID).
 #[derive(Default, Debug, Clone)]
@@ -295,8 +307,9 @@ impl Fleet {
         let admin = &self.admin;
         wait_for(SETTLE, POLL, || async move {
             let (code, device) = admin.inventory_device(id).await.ok()?;
-            (code == StatusCode::OK && inventory_attribute(&device, "status") == Some(&json!(status)))
-                .then_some(())
+            (code == StatusCode::OK
+                && inventory_attribute(&device, "status") == Some(&json!(status)))
+            .then_some(())
         })
         .await
         .with_context(|| {
@@ -345,7 +358,7 @@ impl Fleet {
 
     /// Waits until an unfiltered search lists exactly the devices of `expected`, each with at
     /// least the given `(scope, name, value)` attributes: the index caught up with every write.
-    async fn settle(&self, expected: &[(&str, Vec<(&str, &str, Value)>)]) -> anyhow::Result<()> {
+    async fn settle(&self, expected: &[(&str, Attrs<'_>)]) -> anyhow::Result<()> {
         let admin = &self.admin;
         let names = &self.names;
         let want: BTreeSet<String> = expected.iter().map(|(n, _)| (*n).to_owned()).collect();
@@ -353,7 +366,10 @@ impl Fleet {
         eventually("the v2 index to show every write", || async move {
             let found = search(admin, json!({"page": 1, "per_page": 500})).await?;
             if found.status != StatusCode::OK {
-                return Ok(Err(format!("search answered {} {}", found.status, found.raw)));
+                return Ok(Err(format!(
+                    "search answered {} {}",
+                    found.status, found.raw
+                )));
             }
             let listed = names.set(&found);
             if &listed != want {
@@ -421,10 +437,11 @@ impl<'a> Checks<'a> {
             && found.total == Some(want.len() as u64);
         self.record(ok, || {
             format!(
-                "{label}: expected 200 {want:?} (X-Total-Count {}), got {} {} (X-Total-Count {:?}); body {body}",
+                "{label}: expected 200 {want:?} (X-Total-Count {}), got {} {} \
+                 (X-Total-Count {:?}); body {body}",
                 want.len(),
                 found.status,
-                if found.status == StatusCode::OK { format!("{:?}", self.names.list(&found)) } else { found.raw.to_string() },
+                found.shown(self.names),
                 found.total
             )
         });
@@ -449,9 +466,10 @@ impl<'a> Checks<'a> {
         let ok = found.status == StatusCode::OK && got == want && found.total == Some(total);
         self.record(ok, || {
             format!(
-                "{label}: expected 200 {want:?} (X-Total-Count {total}), got {} {} (X-Total-Count {:?}); body {body}",
+                "{label}: expected 200 {want:?} (X-Total-Count {total}), got {} {} \
+                 (X-Total-Count {:?}); body {body}",
                 found.status,
-                if found.status == StatusCode::OK { format!("{got:?}") } else { found.raw.to_string() },
+                found.shown(self.names),
                 found.total
             )
         });
@@ -601,44 +619,173 @@ async fn search_filters_follow_mongodb_semantics() -> anyhow::Result<()> {
 
     let mut ck = Checks::new(&fleet);
     // $eq, type-sensitive: the string "1" is not the number 1; 1 and 1.0 are the same number.
-    ck.set("$eq string", inv("device_type", "$eq", json!("qx-alpha")), &["A", "C"]).await?;
-    ck.set("$eq \"1\"", inv("code", "$eq", json!("1")), &["A"]).await?;
-    ck.set("$eq 1", inv("code", "$eq", json!(1)), &["B", "C"]).await?;
-    ck.set("$eq 1.0", inv("code", "$eq", json!(1.0)), &["B", "C"]).await?;
-    ck.set("$eq number", inv("mem", "$eq", json!(512)), &["A"]).await?;
-    ck.set("$eq \"512\" (string vs number)", inv("mem", "$eq", json!("512")), &[]).await?;
+    ck.set(
+        "$eq string",
+        inv("device_type", "$eq", json!("qx-alpha")),
+        &["A", "C"],
+    )
+    .await?;
+    ck.set("$eq \"1\"", inv("code", "$eq", json!("1")), &["A"])
+        .await?;
+    ck.set("$eq 1", inv("code", "$eq", json!(1)), &["B", "C"])
+        .await?;
+    ck.set("$eq 1.0", inv("code", "$eq", json!(1.0)), &["B", "C"])
+        .await?;
+    ck.set("$eq number", inv("mem", "$eq", json!(512)), &["A"])
+        .await?;
+    ck.set(
+        "$eq \"512\" (string vs number)",
+        inv("mem", "$eq", json!("512")),
+        &[],
+    )
+    .await?;
     // Arrays: an element matches; the whole array matches an equal array operand.
-    ck.set("$eq array element", inv("langs", "$eq", json!("b")), &["A", "D"]).await?;
-    ck.set("$eq whole array", inv("langs", "$eq", json!(["a", "b"])), &["A"]).await?;
-    ck.set("$in array elements", inv("langs", "$in", json!(["b", "c"])), &["A", "B", "D"]).await?;
-    ck.set("$in strings", inv("device_type", "$in", json!(["qx-beta", "qx-gamma"])), &["B", "D"]).await?;
-    ck.set("$in numbers", inv("mem", "$in", json!([256, 2048])), &["C", "D"]).await?;
-    ck.set("$in type-sensitive", inv("code", "$in", json!(["1"])), &["A"]).await?;
+    ck.set(
+        "$eq array element",
+        inv("langs", "$eq", json!("b")),
+        &["A", "D"],
+    )
+    .await?;
+    ck.set(
+        "$eq whole array",
+        inv("langs", "$eq", json!(["a", "b"])),
+        &["A"],
+    )
+    .await?;
+    ck.set(
+        "$in array elements",
+        inv("langs", "$in", json!(["b", "c"])),
+        &["A", "B", "D"],
+    )
+    .await?;
+    ck.set(
+        "$in strings",
+        inv("device_type", "$in", json!(["qx-beta", "qx-gamma"])),
+        &["B", "D"],
+    )
+    .await?;
+    ck.set(
+        "$in numbers",
+        inv("mem", "$in", json!([256, 2048])),
+        &["C", "D"],
+    )
+    .await?;
+    ck.set(
+        "$in type-sensitive",
+        inv("code", "$in", json!(["1"])),
+        &["A"],
+    )
+    .await?;
     // Negations also match devices that lack the attribute (P, and D for `code`).
-    ck.set("$ne string", inv("device_type", "$ne", json!("qx-alpha")), &["B", "D", "P"]).await?;
-    ck.set("$ne 1", inv("code", "$ne", json!(1)), &["A", "D", "P"]).await?;
-    ck.set("$ne array element", inv("langs", "$ne", json!("b")), &["B", "C", "P"]).await?;
-    ck.set("$nin strings", inv("device_type", "$nin", json!(["qx-alpha", "qx-beta"])), &["D", "P"]).await?;
-    ck.set("$nin array elements", inv("langs", "$nin", json!(["b"])), &["B", "C", "P"]).await?;
+    ck.set(
+        "$ne string",
+        inv("device_type", "$ne", json!("qx-alpha")),
+        &["B", "D", "P"],
+    )
+    .await?;
+    ck.set("$ne 1", inv("code", "$ne", json!(1)), &["A", "D", "P"])
+        .await?;
+    ck.set(
+        "$ne array element",
+        inv("langs", "$ne", json!("b")),
+        &["B", "C", "P"],
+    )
+    .await?;
+    ck.set(
+        "$nin strings",
+        inv("device_type", "$nin", json!(["qx-alpha", "qx-beta"])),
+        &["D", "P"],
+    )
+    .await?;
+    ck.set(
+        "$nin array elements",
+        inv("langs", "$nin", json!(["b"])),
+        &["B", "C", "P"],
+    )
+    .await?;
     // Comparisons: same type only, numerically or lexicographically, any array element.
-    ck.set("$gt number", inv("mem", "$gt", json!(512)), &["B", "C"]).await?;
-    ck.set("$gte number", inv("mem", "$gte", json!(512)), &["A", "B", "C"]).await?;
-    ck.set("$lt number", inv("mem", "$lt", json!(1024)), &["A", "D"]).await?;
-    ck.set("$lte number", inv("mem", "$lte", json!(1024)), &["A", "B", "D"]).await?;
-    ck.set("$gt number skips strings", inv("code", "$gt", json!(0)), &["B", "C"]).await?;
-    ck.set("$gt string vs numbers", inv("mem", "$gt", json!("100")), &[]).await?;
-    ck.set("$gt string", inv("device_type", "$gt", json!("qx-b")), &["B", "D"]).await?;
-    ck.set("$lt string", inv("device_type", "$lt", json!("qx-b")), &["A", "C"]).await?;
-    ck.set("$gt array element", inv("langs", "$gt", json!("c")), &["D"]).await?;
-    ck.set("$gte array element", inv("langs", "$gte", json!("c")), &["B", "D"]).await?;
+    ck.set("$gt number", inv("mem", "$gt", json!(512)), &["B", "C"])
+        .await?;
+    ck.set(
+        "$gte number",
+        inv("mem", "$gte", json!(512)),
+        &["A", "B", "C"],
+    )
+    .await?;
+    ck.set("$lt number", inv("mem", "$lt", json!(1024)), &["A", "D"])
+        .await?;
+    ck.set(
+        "$lte number",
+        inv("mem", "$lte", json!(1024)),
+        &["A", "B", "D"],
+    )
+    .await?;
+    ck.set(
+        "$gt number skips strings",
+        inv("code", "$gt", json!(0)),
+        &["B", "C"],
+    )
+    .await?;
+    ck.set(
+        "$gt string vs numbers",
+        inv("mem", "$gt", json!("100")),
+        &[],
+    )
+    .await?;
+    ck.set(
+        "$gt string",
+        inv("device_type", "$gt", json!("qx-b")),
+        &["B", "D"],
+    )
+    .await?;
+    ck.set(
+        "$lt string",
+        inv("device_type", "$lt", json!("qx-b")),
+        &["A", "C"],
+    )
+    .await?;
+    ck.set("$gt array element", inv("langs", "$gt", json!("c")), &["D"])
+        .await?;
+    ck.set(
+        "$gte array element",
+        inv("langs", "$gte", json!("c")),
+        &["B", "D"],
+    )
+    .await?;
     // $exists.
-    ck.set("$exists true", inv("code", "$exists", json!(true)), &["A", "B", "C"]).await?;
-    ck.set("$exists false", inv("code", "$exists", json!(false)), &["D", "P"]).await?;
-    ck.set("$exists false (langs)", inv("langs", "$exists", json!(false)), &["C", "P"]).await?;
+    ck.set(
+        "$exists true",
+        inv("code", "$exists", json!(true)),
+        &["A", "B", "C"],
+    )
+    .await?;
+    ck.set(
+        "$exists false",
+        inv("code", "$exists", json!(false)),
+        &["D", "P"],
+    )
+    .await?;
+    ck.set(
+        "$exists false (langs)",
+        inv("langs", "$exists", json!(false)),
+        &["C", "P"],
+    )
+    .await?;
     // $regex on strings and on array elements; never on numbers.
-    ck.set("$regex", inv("device_type", "$regex", json!("^qx-(alpha|gamma)$")), &["A", "C", "D"]).await?;
-    ck.set("$regex array element", inv("langs", "$regex", json!("^[cd]$")), &["B", "D"]).await?;
-    ck.set("$regex number", inv("mem", "$regex", json!("^5")), &[]).await?;
+    ck.set(
+        "$regex",
+        inv("device_type", "$regex", json!("^qx-(alpha|gamma)$")),
+        &["A", "C", "D"],
+    )
+    .await?;
+    ck.set(
+        "$regex array element",
+        inv("langs", "$regex", json!("^[cd]$")),
+        &["B", "D"],
+    )
+    .await?;
+    ck.set("$regex number", inv("mem", "$regex", json!("^5")), &[])
+        .await?;
     // Other scopes; identity/id is the device id.
     let b_id = fleet.names.id("B");
     ck.set(
@@ -688,27 +835,55 @@ async fn search_filters_follow_mongodb_semantics() -> anyhow::Result<()> {
         &["A", "B"],
     )
     .await?;
-    ck.set("no filters", json!({}), &["A", "B", "C", "D", "P"]).await?;
-    ck.set("empty filters (GUI)", json!({"page": 1, "per_page": 20, "filters": [], "sort": []}), &["A", "B", "C", "D", "P"]).await?;
+    ck.set("no filters", json!({}), &["A", "B", "C", "D", "P"])
+        .await?;
+    ck.set(
+        "empty filters (GUI)",
+        json!({"page": 1, "per_page": 20, "filters": [], "sort": []}),
+        &["A", "B", "C", "D", "P"],
+    )
+    .await?;
 
     // Bad requests.
     let bad = [
         ("$ltne", inv("mem", "$ltne", json!(1))),
         ("$type", inv("mem", "$type", json!("number"))),
-        ("unknown filter scope", json!({"filters": [filter("bogus", "mem", "$eq", json!(1))]})),
-        ("filter without attribute", json!({"filters": [{"scope": "inventory", "type": "$eq", "value": 1}]})),
+        (
+            "unknown filter scope",
+            json!({"filters": [filter("bogus", "mem", "$eq", json!(1))]}),
+        ),
+        (
+            "filter without attribute",
+            json!({"filters": [{"scope": "inventory", "type": "$eq", "value": 1}]}),
+        ),
         ("null value", inv("mem", "$eq", Value::Null)),
         ("$in without array", inv("mem", "$in", json!(512))),
-        ("unknown sort scope", json!({"sort": [{"scope": "bogus", "attribute": "mem", "order": "asc"}]})),
-        ("bad sort order", json!({"sort": [{"scope": "inventory", "attribute": "mem", "order": "sideways"}]})),
-        ("unknown attributes scope", json!({"attributes": [{"scope": "bogus", "attribute": "mem"}]})),
+        (
+            "unknown sort scope",
+            json!({"sort": [{"scope": "bogus", "attribute": "mem", "order": "asc"}]}),
+        ),
+        (
+            "bad sort order",
+            json!({"sort": [{"scope": "inventory", "attribute": "mem", "order": "sideways"}]}),
+        ),
+        (
+            "unknown attributes scope",
+            json!({"attributes": [{"scope": "bogus", "attribute": "mem"}]}),
+        ),
         ("per_page 501", json!({"page": 1, "per_page": 501})),
         ("body not an object", json!("filters")),
     ];
     for (label, body) in bad {
-        ck.status(SEARCH, label, body, StatusCode::BAD_REQUEST).await?;
+        ck.status(SEARCH, label, body, StatusCode::BAD_REQUEST)
+            .await?;
     }
-    ck.status(SEARCH, "per_page 500", json!({"page": 1, "per_page": 500}), StatusCode::OK).await?;
+    ck.status(
+        SEARCH,
+        "per_page 500",
+        json!({"page": 1, "per_page": 500}),
+        StatusCode::OK,
+    )
+    .await?;
     ck.finish()?;
     stack.stop().await;
     Ok(())
@@ -755,34 +930,44 @@ async fn search_sorts_on_several_keys() -> anyhow::Result<()> {
                "filters": [filter("inventory", "device_type", "$exists", json!(true))],
                "sort": keys})
     };
-    let key = |scope: &str, attribute: &str, order: &str| {
-        json!({"scope": scope, "attribute": attribute, "order": order})
-    };
+    let key = |scope: &str, attribute: &str, order: &str| json!({"scope": scope, "attribute": attribute, "order": order});
     let mut ck = Checks::new(&fleet);
     ck.order(
         "device_type asc, mem desc",
-        sorted(json!([key("inventory", "device_type", "asc"), key("inventory", "mem", "desc")])),
+        sorted(json!([
+            key("inventory", "device_type", "asc"),
+            key("inventory", "mem", "desc")
+        ])),
         &["S3", "S5", "S1", "S2", "S4"],
         5,
     )
     .await?;
     ck.order(
         "device_type desc, mem asc",
-        sorted(json!([key("inventory", "device_type", "desc"), key("inventory", "mem", "asc")])),
+        sorted(json!([
+            key("inventory", "device_type", "desc"),
+            key("inventory", "mem", "asc")
+        ])),
         &["S4", "S2", "S1", "S5", "S3"],
         5,
     )
     .await?;
     ck.order(
         "mem asc, device_type desc",
-        sorted(json!([key("inventory", "mem", "asc"), key("inventory", "device_type", "desc")])),
+        sorted(json!([
+            key("inventory", "mem", "asc"),
+            key("inventory", "device_type", "desc")
+        ])),
         &["S4", "S1", "S5", "S2", "S3"],
         5,
     )
     .await?;
     ck.order(
         "mem desc, device_type asc",
-        sorted(json!([key("inventory", "mem", "desc"), key("inventory", "device_type", "asc")])),
+        sorted(json!([
+            key("inventory", "mem", "desc"),
+            key("inventory", "device_type", "asc")
+        ])),
         &["S3", "S2", "S5", "S1", "S4"],
         5,
     )
@@ -872,18 +1057,20 @@ async fn search_pages_with_total_count() -> anyhow::Result<()> {
             found.status == StatusCode::OK && got.len() == size && found.total == Some(5),
             || {
                 format!(
-                    "unsorted page {page}: expected 200 with {size} devices and X-Total-Count 5, got {} {got:?} (X-Total-Count {:?}) {}",
-                    found.status, found.total, if found.status == StatusCode::OK { String::new() } else { found.raw.to_string() }
+                    "unsorted page {page}: expected 200 with {size} devices and \
+                     X-Total-Count 5, got {} {} (X-Total-Count {:?})",
+                    found.status,
+                    found.shown(&fleet.names),
+                    found.total
                 )
             },
         );
         seen.extend(got);
     }
     let unique: BTreeSet<String> = seen.iter().cloned().collect();
-    ck.check(
-        seen.len() == 5 && unique == names_set(&names),
-        || format!("unsorted pages together: expected each of {names:?} once, got {seen:?}"),
-    );
+    ck.check(seen.len() == 5 && unique == names_set(&names), || {
+        format!("unsorted pages together: expected each of {names:?} once, got {seen:?}")
+    });
     // Sorted: the pages are exact.
     let by_seq = json!([{"scope": "inventory", "attribute": "seq", "order": "asc"}]);
     for (page, want) in [
@@ -901,9 +1088,14 @@ async fn search_pages_with_total_count() -> anyhow::Result<()> {
         .await?;
     }
     // Defaults: page and per_page below 1 (or absent) mean 1 and 20.
-    ck.set("page 0, per_page 0", json!({"page": 0, "per_page": 0, "filters": batch()}), &names)
+    ck.set(
+        "page 0, per_page 0",
+        json!({"page": 0, "per_page": 0, "filters": batch()}),
+        &names,
+    )
+    .await?;
+    ck.set("no paging", json!({"filters": batch()}), &names)
         .await?;
-    ck.set("no paging", json!({"filters": batch()}), &names).await?;
     ck.order(
         "per_page 1",
         json!({"page": 3, "per_page": 1, "filters": batch(), "sort": by_seq}),
@@ -918,8 +1110,13 @@ async fn search_pages_with_total_count() -> anyhow::Result<()> {
         7,
     )
     .await?;
-    ck.status(SEARCH, "per_page 501", json!({"page": 1, "per_page": 501}), StatusCode::BAD_REQUEST)
-        .await?;
+    ck.status(
+        SEARCH,
+        "per_page 501",
+        json!({"page": 1, "per_page": 501}),
+        StatusCode::BAD_REQUEST,
+    )
+    .await?;
     ck.finish()?;
     stack.stop().await;
     Ok(())
@@ -975,9 +1172,10 @@ async fn search_projects_the_requested_attributes() -> anyhow::Result<()> {
     ck.check(pairs(&a_dev) == want, || {
         format!("A projected to device_type: expected {want:?}, got {a_dev}")
     });
-    ck.check(attr(&a_dev, "inventory", "device_type") == Some(&json!("pj-type")), || {
-        format!("A projected: device_type value, got {a_dev}")
-    });
+    ck.check(
+        attr(&a_dev, "inventory", "device_type") == Some(&json!("pj-type")),
+        || format!("A projected: device_type value, got {a_dev}"),
+    );
     ck.check(a_dev["updated_ts"].is_string(), || {
         format!("A projected: top-level updated_ts missing: {a_dev}")
     });
@@ -996,7 +1194,11 @@ async fn search_projects_the_requested_attributes() -> anyhow::Result<()> {
         )
         .await?;
     let a_dev = found.device(&a).cloned().unwrap_or_default();
-    let want = pair_set(&[("identity", "mac"), ("tags", "name"), ("system", "updated_ts")]);
+    let want = pair_set(&[
+        ("identity", "mac"),
+        ("tags", "name"),
+        ("system", "updated_ts"),
+    ]);
     ck.check(pairs(&a_dev) == want, || {
         format!("A projected to mac and tag name: expected {want:?}, got {a_dev}")
     });
@@ -1020,7 +1222,9 @@ async fn search_projects_the_requested_attributes() -> anyhow::Result<()> {
         ("tags", "name"),
     ]);
     ck.check(got == want, || {
-        format!("A projected to the GUI's attributes: expected {want:?} (+ check_in_time), got {a_dev}")
+        format!(
+            "A projected to the GUI's attributes: expected {want:?} (+ check_in_time), got {a_dev}"
+        )
     });
 
     // No projection: everything.
@@ -1079,7 +1283,10 @@ async fn search_text_finds_inventory_words_and_tag_names() -> anyhow::Result<()>
         .await?;
     fleet
         .settle(&[
-            ("A", vec![("inventory", "location", json!("rack quokkaxyz 7"))]),
+            (
+                "A",
+                vec![("inventory", "location", json!("rack quokkaxyz 7"))],
+            ),
             ("B", vec![("tags", "name", json!("wombatqq"))]),
             ("P", vec![("tags", "name", json!("numbatzz"))]),
         ])
@@ -1091,12 +1298,33 @@ async fn search_text_finds_inventory_words_and_tag_names() -> anyhow::Result<()>
                "attributes": gui_attributes()})
     };
     let mut ck = Checks::new(&fleet);
-    ck.set("text: a word of an inventory value", text("quokkaxyz"), &["A"]).await?;
+    ck.set(
+        "text: a word of an inventory value",
+        text("quokkaxyz"),
+        &["A"],
+    )
+    .await?;
     ck.set("text: a tag name", text("wombatqq"), &["B"]).await?;
-    ck.set("text: a pending device's tag name", text("numbatzz"), &["P"]).await?;
-    ck.set("text: a word shared by two devices", text("board"), &["A", "B"]).await?;
-    ck.set("text: any of two words", text("quokkaxyz wombatqq"), &["A", "B"]).await?;
-    ck.set("text: no match", text("nosuchwordanywhere"), &[]).await?;
+    ck.set(
+        "text: a pending device's tag name",
+        text("numbatzz"),
+        &["P"],
+    )
+    .await?;
+    ck.set(
+        "text: a word shared by two devices",
+        text("board"),
+        &["A", "B"],
+    )
+    .await?;
+    ck.set(
+        "text: any of two words",
+        text("quokkaxyz wombatqq"),
+        &["A", "B"],
+    )
+    .await?;
+    ck.set("text: no match", text("nosuchwordanywhere"), &[])
+        .await?;
     ck.set(
         "text with a filter",
         json!({"text": "board", "filters": [filter("inventory", "location", "$eq", json!("shelf"))]}),
@@ -1136,13 +1364,25 @@ async fn statistics_count_accepted_and_pending_devices() -> anyhow::Result<()> {
         .admin
         .request_json(Method::GET, STATISTICS, None)
         .await?;
-    assert_eq!((status, body), (StatusCode::OK, stats(0, 0)), "no devices yet");
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, stats(0, 0)),
+        "no devices yet"
+    );
 
     let (_, a1) = fleet
-        .accepted("A1", "02:4e:06:00:00:01", json!([{"name": "device_type", "value": "sx"}]))
+        .accepted(
+            "A1",
+            "02:4e:06:00:00:01",
+            json!([{"name": "device_type", "value": "sx"}]),
+        )
         .await?;
     let (_, a2) = fleet
-        .accepted("A2", "02:4e:06:00:00:02", json!([{"name": "device_type", "value": "sx"}]))
+        .accepted(
+            "A2",
+            "02:4e:06:00:00:02",
+            json!([{"name": "device_type", "value": "sx"}]),
+        )
         .await?;
     let (p1, p1_auth) = fleet.pending("P1", "02:4e:06:00:00:03").await?;
     let (p2, p2_auth) = fleet.pending("P2", "02:4e:06:00:00:04").await?;
@@ -1202,7 +1442,11 @@ async fn filters_attributes_lists_names_with_counts_in_order() -> anyhow::Result
         )
         .await?;
     let (_, c) = fleet
-        .accepted("C", "02:4e:07:00:00:03", json!([{"name": "fa_type", "value": "u"}]))
+        .accepted(
+            "C",
+            "02:4e:07:00:00:03",
+            json!([{"name": "fa_type", "value": "u"}]),
+        )
         .await?;
     let (p, _) = fleet.pending("P", "02:4e:07:00:00:04").await?;
     for id in [&a, &b, &c] {
@@ -1210,7 +1454,10 @@ async fn filters_attributes_lists_names_with_counts_in_order() -> anyhow::Result
     }
     fleet.in_inventory(&p, "pending").await?;
     fleet
-        .tags(&a, json!([{"name": "name", "value": "fa-a"}, {"name": "fa_tag", "value": "1"}]))
+        .tags(
+            &a,
+            json!([{"name": "name", "value": "fa-a"}, {"name": "fa_tag", "value": "1"}]),
+        )
         .await?;
     fleet
         .tags(&p, json!([{"name": "name", "value": "fa-p"}]))
@@ -1284,8 +1531,10 @@ async fn filters_attributes_lists_names_with_counts_in_order() -> anyhow::Result
     let mut sorted = entries.clone();
     sorted.sort_by(|x, y| y.2.cmp(&x.2).then(x.0.cmp(&y.0)).then(x.1.cmp(&y.1)));
     assert_eq!(entries, sorted, "order of {list}");
-    let unique: BTreeSet<(String, String)> =
-        entries.iter().map(|(s, n, _)| (s.clone(), n.clone())).collect();
+    let unique: BTreeSet<(String, String)> = entries
+        .iter()
+        .map(|(s, n, _)| (s.clone(), n.clone()))
+        .collect();
     assert_eq!(unique.len(), entries.len(), "duplicates in {list}");
     for (scope, name, count) in &entries {
         assert!(
@@ -1306,10 +1555,18 @@ async fn identities_search_matches_prefixes() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
     let mut fleet = Fleet::new(&stack).await?;
     let (_, a) = fleet
-        .accepted("A", "0a:11:22:00:00:01", json!([{"name": "device_type", "value": "id-x"}]))
+        .accepted(
+            "A",
+            "0a:11:22:00:00:01",
+            json!([{"name": "device_type", "value": "id-x"}]),
+        )
         .await?;
     let (_, b) = fleet
-        .accepted("B", "0a:11:22:00:00:02", json!([{"name": "device_type", "value": "id-x"}]))
+        .accepted(
+            "B",
+            "0a:11:22:00:00:02",
+            json!([{"name": "device_type", "value": "id-x"}]),
+        )
         .await?;
     let (c, _) = fleet.pending("C", "0b:33:00:00:00:03").await?;
     fleet.in_inventory(&a, "accepted").await?;
@@ -1332,19 +1589,66 @@ async fn identities_search_matches_prefixes() -> anyhow::Result<()> {
         ])
         .await?;
 
-    let by = |scope: &str, name: &str, prefix: &str| {
-        json!({"scope": scope, "name": name, "value_prefix": prefix})
-    };
+    let by = |scope: &str, name: &str, prefix: &str| json!({"scope": scope, "name": name, "value_prefix": prefix});
     let mut ck = Checks::new(&fleet);
-    ck.set_at(IDENTITIES, "mac 0a:11:", by("identity", "mac", "0a:11:"), &["A", "B"]).await?;
-    ck.set_at(IDENTITIES, "mac 0b", by("identity", "mac", "0b"), &["C"]).await?;
-    ck.set_at(IDENTITIES, "whole mac", by("identity", "mac", "0a:11:22:00:00:02"), &["B"]).await?;
-    ck.set_at(IDENTITIES, "mac no match", by("identity", "mac", "ff:"), &[]).await?;
-    ck.set_at(IDENTITIES, "status pending", by("identity", "status", "pend"), &["C"]).await?;
-    ck.set_at(IDENTITIES, "tag name kiosk-", by("tags", "name", "kiosk-"), &["A", "B"]).await?;
-    ck.set_at(IDENTITIES, "tag name kiosk-l", by("tags", "name", "kiosk-l"), &["A"]).await?;
-    ck.set_at(IDENTITIES, "tag name print", by("tags", "name", "print"), &["C"]).await?;
-    ck.set_at(IDENTITIES, "tag name is a prefix, not a word", by("tags", "name", "lobby"), &[]).await?;
+    ck.set_at(
+        IDENTITIES,
+        "mac 0a:11:",
+        by("identity", "mac", "0a:11:"),
+        &["A", "B"],
+    )
+    .await?;
+    ck.set_at(IDENTITIES, "mac 0b", by("identity", "mac", "0b"), &["C"])
+        .await?;
+    ck.set_at(
+        IDENTITIES,
+        "whole mac",
+        by("identity", "mac", "0a:11:22:00:00:02"),
+        &["B"],
+    )
+    .await?;
+    ck.set_at(
+        IDENTITIES,
+        "mac no match",
+        by("identity", "mac", "ff:"),
+        &[],
+    )
+    .await?;
+    ck.set_at(
+        IDENTITIES,
+        "status pending",
+        by("identity", "status", "pend"),
+        &["C"],
+    )
+    .await?;
+    ck.set_at(
+        IDENTITIES,
+        "tag name kiosk-",
+        by("tags", "name", "kiosk-"),
+        &["A", "B"],
+    )
+    .await?;
+    ck.set_at(
+        IDENTITIES,
+        "tag name kiosk-l",
+        by("tags", "name", "kiosk-l"),
+        &["A"],
+    )
+    .await?;
+    ck.set_at(
+        IDENTITIES,
+        "tag name print",
+        by("tags", "name", "print"),
+        &["C"],
+    )
+    .await?;
+    ck.set_at(
+        IDENTITIES,
+        "tag name is a prefix, not a word",
+        by("tags", "name", "lobby"),
+        &[],
+    )
+    .await?;
     // The device id, with scope identity and name id.
     let prefix: String = b.chars().take(8).collect();
     let with_prefix: Vec<&str> = fleet
@@ -1354,8 +1658,20 @@ async fn identities_search_matches_prefixes() -> anyhow::Result<()> {
         .filter(|(id, _)| id.starts_with(&prefix))
         .map(|(_, n)| n.as_str())
         .collect();
-    ck.set_at(IDENTITIES, "device id prefix", by("identity", "id", &prefix), &with_prefix).await?;
-    ck.set_at(IDENTITIES, "whole device id", by("identity", "id", &b), &["B"]).await?;
+    ck.set_at(
+        IDENTITIES,
+        "device id prefix",
+        by("identity", "id", &prefix),
+        &with_prefix,
+    )
+    .await?;
+    ck.set_at(
+        IDENTITIES,
+        "whole device id",
+        by("identity", "id", &b),
+        &["B"],
+    )
+    .await?;
     // Paging and projection.
     let mut seen = BTreeSet::new();
     for page in [1, 2] {
@@ -1372,7 +1688,9 @@ async fn identities_search_matches_prefixes() -> anyhow::Result<()> {
         );
         seen.extend(got);
     }
-    ck.check(seen == names_set(&["A", "B"]), || format!("identities pages: expected A and B, got {seen:?}"));
+    ck.check(seen == names_set(&["A", "B"]), || {
+        format!("identities pages: expected A and B, got {seen:?}")
+    });
     let found = ck
         .set_at(
             IDENTITIES,
@@ -1389,9 +1707,27 @@ async fn identities_search_matches_prefixes() -> anyhow::Result<()> {
         format!("identities projection to identity/mac: got {a_dev}")
     });
     // Only identity and tags are searchable scopes.
-    ck.status(IDENTITIES, "scope inventory", by("inventory", "device_type", "id-"), StatusCode::BAD_REQUEST).await?;
-    ck.status(IDENTITIES, "no value_prefix", json!({"scope": "identity", "name": "mac"}), StatusCode::BAD_REQUEST).await?;
-    ck.status(IDENTITIES, "no name", json!({"scope": "identity", "value_prefix": "0a"}), StatusCode::BAD_REQUEST).await?;
+    ck.status(
+        IDENTITIES,
+        "scope inventory",
+        by("inventory", "device_type", "id-"),
+        StatusCode::BAD_REQUEST,
+    )
+    .await?;
+    ck.status(
+        IDENTITIES,
+        "no value_prefix",
+        json!({"scope": "identity", "name": "mac"}),
+        StatusCode::BAD_REQUEST,
+    )
+    .await?;
+    ck.status(
+        IDENTITIES,
+        "no name",
+        json!({"scope": "identity", "value_prefix": "0a"}),
+        StatusCode::BAD_REQUEST,
+    )
+    .await?;
     ck.finish()?;
     stack.stop().await;
     Ok(())
@@ -1489,10 +1825,7 @@ impl Gui {
                 )
             });
         }
-        Ok((
-            ids.iter().map(|id| names.of(id)).collect(),
-            total(&headers),
-        ))
+        Ok((ids.iter().map(|id| names.of(id)).collect(), total(&headers)))
     }
 }
 
@@ -1559,7 +1892,10 @@ async fn gui_first_load_after_login() -> anyhow::Result<()> {
     // Content-Type application/jwt exactly (the GUI compares it with `!==`).
     let http = https_client(&stack.ca_cert())?;
     let login = http
-        .post(format!("{}/api/management/v1/useradm/auth/login", stack.url()))
+        .post(format!(
+            "{}/api/management/v1/useradm/auth/login",
+            stack.url()
+        ))
         .basic_auth(ADMIN_EMAIL, Some(ADMIN_PASSWORD))
         .header("content-type", "application/json")
         .body(json!({"no_expiry": false}).to_string())
@@ -1576,7 +1912,9 @@ async fn gui_first_load_after_login() -> anyhow::Result<()> {
     assert_eq!(login_status, StatusCode::OK, "login: {token}");
     let mut gui = Gui {
         mgmt: Mgmt::with_token(stack.url(), &stack.ca_cert(), &token)?,
-        log: vec![format!("POST /api/management/v1/useradm/auth/login -> {login_status} ({content_type})")],
+        log: vec![format!(
+            "POST /api/management/v1/useradm/auth/login -> {login_status} ({content_type})"
+        )],
         failures,
     };
     gui.check(content_type == "application/jwt", || {
@@ -1650,7 +1988,11 @@ async fn gui_first_load_after_login() -> anyhow::Result<()> {
     }
     // `getDynamicGroups` (enterprise filters): may fail, never 401.
     let (status, _, _) = gui
-        .call(Method::GET, "/api/management/v2/inventory/filters?per_page=500", None)
+        .call(
+            Method::GET,
+            "/api/management/v2/inventory/filters?per_page=500",
+            None,
+        )
         .await?;
     gui.check(status != StatusCode::UNAUTHORIZED, || {
         "GET /api/management/v2/inventory/filters?per_page=500: 401 logs the GUI out".to_owned()
@@ -1660,7 +2002,11 @@ async fn gui_first_load_after_login() -> anyhow::Result<()> {
     let (_, _, groups) = gui.ok(Method::GET, GROUPS, None).await?;
     let group_names: BTreeSet<String> = groups
         .as_array()
-        .map(|g| g.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
+        .map(|g| {
+            g.iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     gui.check(group_names == names_set(&["gui-a", "gui-b"]), || {
         format!("groups: {groups}")
@@ -1672,7 +2018,9 @@ async fn gui_first_load_after_login() -> anyhow::Result<()> {
         "sort": [],
         "attributes": gui_attributes()
     });
-    let (got, total) = gui.devices_by_status(&names, "ungrouped", ungrouped).await?;
+    let (got, total) = gui
+        .devices_by_status(&names, "ungrouped", ungrouped)
+        .await?;
     gui.check(
         got.len() == 1
             && names_set(&["C", "P", "Q", "R"]).contains(&got[0])
@@ -1680,7 +2028,11 @@ async fn gui_first_load_after_login() -> anyhow::Result<()> {
         || format!("ungrouped: expected one of C, P, Q, R and X-Total-Count 4, got {got:?} (X-Total-Count {total:?})"),
     );
     let (status, _, body) = gui
-        .call(Method::GET, "/api/management/v1/iot-manager/integrations", None)
+        .call(
+            Method::GET,
+            "/api/management/v1/iot-manager/integrations",
+            None,
+        )
         .await?;
     gui.check(status != StatusCode::UNAUTHORIZED, || {
         format!("iot-manager integrations: 401 logs the GUI out ({body})")
@@ -1709,7 +2061,13 @@ async fn gui_first_load_after_login() -> anyhow::Result<()> {
     settings["firstLoginTimestamp"] = json!(chrono::Utc::now().to_rfc3339());
     settings["onboarding"] = json!({"complete": false, "showTips": true});
     settings["tooltips"] = json!({});
-    post_settings(&mut gui, "/api/management/v1/useradm/settings/me", &headers, settings).await?;
+    post_settings(
+        &mut gui,
+        "/api/management/v1/useradm/settings/me",
+        &headers,
+        settings,
+    )
+    .await?;
     let (_, headers, mut global) = gui
         .ok(Method::GET, "/api/management/v1/useradm/settings", None)
         .await?;
@@ -1717,7 +2075,13 @@ async fn gui_first_load_after_login() -> anyhow::Result<()> {
         global = json!({});
     }
     global["id_attribute"] = json!({"attribute": "mac", "scope": "identity"});
-    post_settings(&mut gui, "/api/management/v1/useradm/settings", &headers, global).await?;
+    post_settings(
+        &mut gui,
+        "/api/management/v1/useradm/settings",
+        &headers,
+        global,
+    )
+    .await?;
 
     let log = gui.log.join("\n  ");
     assert!(

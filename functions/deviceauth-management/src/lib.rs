@@ -144,7 +144,14 @@ async fn search_devices(
         }
     };
     let pairs = query_pairs(q.as_deref());
-    device_page(&s, &auth, &format!("{BASE}/devices/search"), &pairs, &filter).await
+    device_page(
+        &s,
+        &auth,
+        &format!("{BASE}/devices/search"),
+        &pairs,
+        &filter,
+    )
+    .await
 }
 
 async fn count_devices(

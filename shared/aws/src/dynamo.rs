@@ -171,9 +171,7 @@ impl Table {
                 if let Some((expression, names)) = projection {
                     request = request
                         .projection_expression(expression)
-                        .set_expression_attribute_names(
-                            (!names.is_empty()).then(|| names.clone()),
-                        );
+                        .set_expression_attribute_names((!names.is_empty()).then(|| names.clone()));
                 }
                 let request = built(request.build())?;
                 let out = self
@@ -199,7 +197,9 @@ impl Table {
             if pending.is_empty() {
                 Ok(found)
             } else {
-                Err(DynamoError::Other("batch get: keys left unprocessed".into()))
+                Err(DynamoError::Other(
+                    "batch get: keys left unprocessed".into(),
+                ))
             }
         });
         let results = futures::future::try_join_all(batches).await?;

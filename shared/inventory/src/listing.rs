@@ -324,13 +324,17 @@ async fn filtered(store: &Store, tenant: &str, q: &SearchQuery) -> Result<Page, 
         } else {
             sort_values(&device, &sort)
         };
-        acc.best.push(Entry {
+        let entry = Entry {
             values,
             score,
             tie: order_key(&device),
             id: device.id,
             sort: sort.clone(),
-        });
+        };
+        if acc.best.len() >= keep && acc.best.peek().is_some_and(|worst| entry >= *worst) {
+            return;
+        }
+        acc.best.push(entry);
         if acc.best.len() > keep {
             acc.best.pop();
         }

@@ -13,7 +13,7 @@ use crate::model::{
     LIMIT_ATTRIBUTES, LIMIT_TAGS, MAX_DEVICE_BYTES, SYSTEM, TAGS,
 };
 use crate::search::{Filter, Op, SearchError, SearchQuery, Selector, SortKey};
-use crate::store::Store;
+use crate::store::{Partition, Store, ALL_STATUSES};
 
 const MAX_ATTEMPTS: usize = 64;
 
@@ -379,38 +379,33 @@ impl Inventory {
         Ok((page.devices.into_iter().map(|d| d.id).collect(), page.total))
     }
 
-    /// Every device id of a list (deployment targets, group deletion), page by page.
-    async fn all_ids(&self, tenant: &str, filters: Vec<Filter>) -> Result<Vec<String>, Error> {
-        let mut ids = Vec::new();
-        for page in 1.. {
-            let query = SearchQuery {
-                page,
-                per_page: MAX_PER_PAGE,
-                filters: filters.clone(),
-                attributes: vec![Selector {
-                    scope: IDENTITY.into(),
-                    attribute: "status".into(),
-                }],
-                ..SearchQuery::default()
+    /// Every device id of a status (all statuses: `None`) and group, read from the list
+    /// indexes in one pass (deployment targets, group deletion): keys only.
+    async fn all_ids(
+        &self,
+        tenant: &str,
+        status: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<Vec<String>, Error> {
+        let statuses: Vec<&str> = status.map_or(ALL_STATUSES.to_vec(), |s| vec![s]);
+        let reads = statuses.iter().map(|s| {
+            let partition = match group {
+                Some(g) => Partition::Group(g.to_owned(), (*s).to_owned()),
+                None => Partition::Status((*s).to_owned()),
             };
-            let found = listing::search(&self.store, tenant, &query).await?;
-            let n = found.devices.len();
-            ids.extend(found.devices.into_iter().map(|d| d.id));
-            if n < MAX_PER_PAGE as usize {
-                break;
+            async move {
+                self.store
+                    .partition_keys(tenant, &partition, false, usize::MAX)
+                    .await
             }
-        }
-        Ok(ids)
+        });
+        let keys = futures::future::try_join_all(reads).await?;
+        Ok(keys.into_iter().flatten().map(|(_, id)| id).collect())
     }
 
     /// `DELETE /groups/{name}`: clears the group of all its members; returns how many.
     pub async fn delete_group(&self, tenant: &str, group: &str) -> Result<usize, Error> {
-        let members = self
-            .all_ids(
-                tenant,
-                vec![eq(SYSTEM, "group", Value::String(group.into()))],
-            )
-            .await?;
+        let members = self.all_ids(tenant, None, Some(group)).await?;
         let mut updated = 0;
         for id in members {
             if self.clear_group(tenant, &id, group).await? {
@@ -525,11 +520,7 @@ impl Inventory {
         tenant: &str,
         group: Option<&str>,
     ) -> Result<Vec<String>, Error> {
-        let mut filters = vec![eq(IDENTITY, "status", Value::String("accepted".into()))];
-        if let Some(g) = group {
-            filters.push(eq(SYSTEM, "group", Value::String(g.into())));
-        }
-        let mut ids = self.all_ids(tenant, filters).await?;
+        let mut ids = self.all_ids(tenant, Some("accepted"), group).await?;
         ids.sort();
         Ok(ids)
     }
@@ -561,7 +552,10 @@ pub fn identity_query(body: &[u8]) -> Result<SearchQuery, Error> {
     if scope != IDENTITY && scope != TAGS {
         return Err(Error::BadRequest("scope: must be a valid value.".into()));
     }
-    let name = body.name.filter(|n| !n.is_empty()).ok_or_else(|| Error::BadRequest("name: cannot be blank.".into()))?;
+    let name = body
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| Error::BadRequest("name: cannot be blank.".into()))?;
     let prefix = body
         .value_prefix
         .filter(|p| !p.is_empty())

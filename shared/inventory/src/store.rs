@@ -92,20 +92,30 @@ impl Partition {
     }
 }
 
-/// `created_ts` in a fixed-width form so that index order is time order.
+/// `created_ts` in a fixed-width form (milliseconds always written) so that index order is
+/// time order: `…:05Z` and `…:05.5Z` become `…:05.000Z` and `…:05.500Z`.
 pub fn order_key(device: &InventoryDevice) -> String {
     let created = device
         .get(SYSTEM, "created_ts")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let created = chrono::DateTime::parse_from_rfc3339(created)
-        .map(|t| {
-            t.with_timezone(&chrono::Utc)
-                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-                .to_string()
-        })
-        .unwrap_or_else(|_| created.to_owned());
-    format!("{created}#{}", device.id)
+    let mut key = String::with_capacity(created.len() + device.id.len() + 6);
+    match created.strip_suffix('Z') {
+        Some(time) if time.len() >= 19 && time.is_ascii() => {
+            let (seconds, fraction) = time.split_at(19);
+            let digits = fraction.strip_prefix('.').unwrap_or("");
+            key.push_str(seconds);
+            key.push('.');
+            for i in 0..3 {
+                key.push(digits.as_bytes().get(i).map_or('0', |b| char::from(*b)));
+            }
+            key.push('Z');
+        }
+        _ => key.push_str(created),
+    }
+    key.push('#');
+    key.push_str(&device.id);
+    key
 }
 
 /// Counter totals by status and tier, summed over the shards.
@@ -520,9 +530,11 @@ fn projection(paths: &[(String, String)]) -> (String, HashMap<String, String>) {
     let mut parts = vec!["#id".to_owned()];
     let created = (SYSTEM.to_owned(), "created_ts".to_owned());
     let mut scope_names: HashMap<String, String> = HashMap::new();
-    let mut all: Vec<&(String, String)> = paths.iter().collect();
-    if !paths.contains(&created) {
-        all.push(&created);
+    let mut all: Vec<&(String, String)> = Vec::new();
+    for path in paths.iter().chain([&created]) {
+        if !all.contains(&path) {
+            all.push(path);
+        }
     }
     for (i, (scope, name)) in all.into_iter().enumerate() {
         let next = scope_names.len();

@@ -126,7 +126,10 @@ async fn to_gui() -> Redirect {
 async fn serve_env_js(State(shared): State<Arc<Shared>>) -> Response {
     (
         [
-            (CONTENT_TYPE, HeaderValue::from_static("application/javascript")),
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/javascript"),
+            ),
             (CACHE_CONTROL, NO_CACHE),
         ],
         shared.env_js.to_string(),
@@ -329,7 +332,10 @@ mod tests {
             assert_eq!(status, StatusCode::OK, "{path}");
             assert_eq!(body, INDEX, "{path}");
             assert!(
-                headers[CONTENT_TYPE].to_str().unwrap().starts_with("text/html"),
+                headers[CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/html"),
                 "{path}"
             );
         }

@@ -19,7 +19,14 @@ use inventory::InventoryDevice;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-const SIZES: [usize; 2] = [10_000, 100_000];
+/// The fleet sizes measured (`BENCH_SIZES=1000,5000` for a quick run).
+fn sizes() -> Vec<usize> {
+    std::env::var("BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| v.len() == 2)
+        .unwrap_or_else(|| vec![10_000, 100_000])
+}
 const GROUPS: usize = 20;
 
 /// Device `i` of the synthetic fleet: 90% accepted, every second device in one of 20 groups,
@@ -35,7 +42,7 @@ fn device(i: usize) -> InventoryDevice {
     d.set("system", "created_ts", json!(ts));
     d.set("system", "updated_ts", json!(ts));
     d.set("system", "check_in_time", json!(ts));
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         d.set("system", "group", json!(format!("group-{}", i % GROUPS)));
     }
     let inventory = [
@@ -44,16 +51,30 @@ fn device(i: usize) -> InventoryDevice {
         ("rootfs-image.version", json!(format!("release-{}", i % 7))),
         ("rootfs-image.checksum", json!(format!("{:064x}", i))),
         ("hostname", json!(format!("device-{i}"))),
-        ("kernel", json!("Linux version 6.1.21-v8+ (dom@buildbot) #1642 SMP PREEMPT")),
+        (
+            "kernel",
+            json!("Linux version 6.1.21-v8+ (dom@buildbot) #1642 SMP PREEMPT"),
+        ),
         ("os", json!("Raspbian GNU/Linux 11 (bullseye)")),
         ("cpu_model", json!("ARMv7 Processor rev 4 (v7l)")),
         ("mem_total_kB", json!(948_304 + (i % 3) as i64 * 1024)),
-        ("ipv4_eth0", json!(format!("10.{}.{}.{}/16", i / 65536 % 256, i / 256 % 256, i % 256))),
+        (
+            "ipv4_eth0",
+            json!(format!(
+                "10.{}.{}.{}/16",
+                i / 65536 % 256,
+                i / 256 % 256,
+                i % 256
+            )),
+        ),
         ("mac_eth0", json!(format!("02:00:{:08x}", i))),
         ("network_interfaces", json!(["eth0", "wlan0"])),
         ("mender_client_version", json!("4.0.4")),
         ("mender-connect", json!("2.2.1")),
-        ("update_modules", json!(["deb", "directory", "docker", "rpm", "script", "single-file"])),
+        (
+            "update_modules",
+            json!(["deb", "directory", "docker", "rpm", "script", "single-file"]),
+        ),
         ("bootloader_integration", json!("uboot")),
         ("geo-city", json!(["Oslo", "Berlin", "Lisbon"][i % 3])),
         ("geo-country", json!(["NO", "DE", "PT"][i % 3])),
@@ -90,7 +111,10 @@ async fn load(
                         .build(),
                 );
             }
-            let mut pending = Some(std::collections::HashMap::from([(table.to_owned(), requests)]));
+            let mut pending = Some(std::collections::HashMap::from([(
+                table.to_owned(),
+                requests,
+            )]));
             while let Some(items) = pending.filter(|p| p.values().any(|v| !v.is_empty())) {
                 let out = client
                     .batch_write_item()
@@ -206,11 +230,17 @@ fn gui_attributes() -> Value {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        mender_aws::init_tracing();
+    }
     let state = TempDir::new("bench-inventory")?;
     let options = local_stack::Options {
         listen: "127.0.0.1:0".parse()?,
         state_dir: state.path().to_path_buf(),
-        prefix: format!("benchinv{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        prefix: format!(
+            "benchinv{}-",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
         template: local_stack::default_template(),
         admin: None,
         bcrypt_cost: 4,
@@ -230,24 +260,67 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let app = local_stack::app(services.clone());
 
-    let status = |s: &str| json!({"scope": "identity", "attribute": "status", "type": "$eq", "value": s});
+    let status =
+        |s: &str| json!({"scope": "identity", "attribute": "status", "type": "$eq", "value": s});
     let requests: Vec<(&str, &str, &str, Option<Value>, usize)> = vec![
-        ("statistics", "GET", "/api/management/v2/inventory/statistics", None, 50),
-        ("default accepted page", "POST", "/api/management/v2/inventory/filters/search",
-            Some(json!({"page": 1, "per_page": 20, "filters": [status("accepted")], "sort": [], "attributes": gui_attributes()})), 30),
-        ("group page", "POST", "/api/management/v2/inventory/filters/search",
-            Some(json!({"page": 1, "per_page": 20, "filters": [{"scope": "system", "attribute": "group", "type": "$eq", "value": "group-4"}, status("accepted")], "attributes": gui_attributes()})), 30),
-        ("page 50", "POST", "/api/management/v2/inventory/filters/search",
-            Some(json!({"page": 50, "per_page": 20, "filters": [status("accepted")], "attributes": gui_attributes()})), 20),
-        ("attribute filter", "POST", "/api/management/v2/inventory/filters/search",
-            Some(json!({"page": 1, "per_page": 20, "filters": [status("accepted"), {"scope": "inventory", "attribute": "device_type", "type": "$eq", "value": "raspberrypi1"}], "attributes": gui_attributes()})), 5),
-        ("text search", "POST", "/api/management/v2/inventory/filters/search",
-            Some(json!({"page": 1, "per_page": 10, "filters": [], "text": "device-4321", "attributes": gui_attributes()})), 5),
+        (
+            "statistics",
+            "GET",
+            "/api/management/v2/inventory/statistics",
+            None,
+            50,
+        ),
+        (
+            "default accepted page",
+            "POST",
+            "/api/management/v2/inventory/filters/search",
+            Some(
+                json!({"page": 1, "per_page": 20, "filters": [status("accepted")], "sort": [], "attributes": gui_attributes()}),
+            ),
+            30,
+        ),
+        (
+            "group page",
+            "POST",
+            "/api/management/v2/inventory/filters/search",
+            Some(
+                json!({"page": 1, "per_page": 20, "filters": [{"scope": "system", "attribute": "group", "type": "$eq", "value": "group-4"}, status("accepted")], "attributes": gui_attributes()}),
+            ),
+            30,
+        ),
+        (
+            "page 50",
+            "POST",
+            "/api/management/v2/inventory/filters/search",
+            Some(
+                json!({"page": 50, "per_page": 20, "filters": [status("accepted")], "attributes": gui_attributes()}),
+            ),
+            20,
+        ),
+        (
+            "attribute filter",
+            "POST",
+            "/api/management/v2/inventory/filters/search",
+            Some(
+                json!({"page": 1, "per_page": 20, "filters": [status("accepted"), {"scope": "inventory", "attribute": "device_type", "type": "$eq", "value": "raspberrypi1"}], "attributes": gui_attributes()}),
+            ),
+            3,
+        ),
+        (
+            "text search",
+            "POST",
+            "/api/management/v2/inventory/filters/search",
+            Some(
+                json!({"page": 1, "per_page": 10, "filters": [], "text": "device-4321", "attributes": gui_attributes()}),
+            ),
+            3,
+        ),
     ];
 
     let mut results: BTreeMap<usize, Vec<(String, Figures)>> = BTreeMap::new();
     let mut loaded = 0;
-    for size in SIZES {
+    let sizes = sizes();
+    for &size in &sizes {
         let started = Instant::now();
         load(&client, &store, &table, loaded, size).await?;
         loaded = size;
@@ -255,7 +328,10 @@ async fn main() -> anyhow::Result<()> {
             "loaded {size} devices in {:.1} s (items with index keys + counters, BatchWriteItem)",
             started.elapsed().as_secs_f64()
         );
-        println!("  {:<22} {:>10} {:>11} {:>10} {:>10} {:>8}", "request", "read units", "median ms", "p99 ms", "peak MiB", "total");
+        println!(
+            "  {:<22} {:>10} {:>11} {:>10} {:>10} {:>8}",
+            "request", "read units", "median ms", "p99 ms", "peak MiB", "total"
+        );
         for (name, method, path, body, runs) in &requests {
             let f = measure(&app, &token, method, path, body.as_ref(), *runs).await?;
             println!(
@@ -267,7 +343,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("(debug build against DynamoDB Local; read units as DynamoDB Local reports them; peak = this process's resident memory)");
 
-    let (small, large) = (&results[&SIZES[0]], &results[&SIZES[1]]);
+    let (small, large) = (&results[&sizes[0]], &results[&sizes[1]]);
     let mut ok = true;
     for ((name, a), (_, b)) in small.iter().zip(large.iter()) {
         if ["statistics", "default accepted page", "group page"].contains(&name.as_str()) {
@@ -275,17 +351,28 @@ async fn main() -> anyhow::Result<()> {
             ok &= same;
             println!(
                 "budget: {name} read units {:.1} at {} vs {:.1} at {}: {}",
-                a.units, SIZES[0], b.units, SIZES[1],
+                a.units,
+                sizes[0],
+                b.units,
+                sizes[1],
                 if same { "same (within 10%)" } else { "GROWS" }
             );
         }
         if b.peak_mib > 256.0 {
             ok = false;
-            println!("budget: {name} peaked at {:.1} MiB at {}: OVER 256 MB", b.peak_mib, SIZES[1]);
+            println!(
+                "budget: {name} peaked at {:.1} MiB at {}: OVER 256 MB",
+                b.peak_mib, sizes[1]
+            );
         }
     }
     let worst = large.iter().map(|(_, f)| f.peak_mib).fold(0.0, f64::max);
-    println!("budget: highest peak at {} devices {:.1} MiB (limit 256 MB): {}", SIZES[1], worst, if worst <= 256.0 { "ok" } else { "OVER" });
+    println!(
+        "budget: highest peak at {} devices {:.1} MiB (limit 256 MB): {}",
+        sizes[1],
+        worst,
+        if worst <= 256.0 { "ok" } else { "OVER" }
+    );
     anyhow::ensure!(ok, "a budget was missed");
     Ok(())
 }

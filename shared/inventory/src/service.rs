@@ -119,7 +119,10 @@ impl Inventory {
                 Outcome::Unchanged => return Ok(Some(device)),
                 Outcome::Store => {}
             }
-            if device.size() > MAX_DEVICE_BYTES {
+            // A write may not make a device bigger than the cap (one stored before the cap was
+            // lowered still takes writes that do not grow it: status, check-in, removals).
+            let size = device.size();
+            if size > MAX_DEVICE_BYTES && before.as_ref().is_none_or(|b| size > b.size()) {
                 return Err(Error::BadRequest(
                     "the device's attributes are too large".into(),
                 ));

@@ -259,12 +259,31 @@ pub async fn empty(
             }
         }
     }
+    // Drained message by message: `PurgeQueue` refuses a second purge within 60 s, so a
+    // reset could not be repeated.
     for url in created.queues.values() {
-        sqs.purge_queue()
-            .queue_url(url)
-            .send()
-            .await
-            .with_context(|| format!("purging {url}"))?;
+        loop {
+            let out = sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .visibility_timeout(30)
+                .send()
+                .await
+                .with_context(|| format!("draining {url}"))?;
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                break;
+            }
+            for receipt in messages.into_iter().filter_map(|m| m.receipt_handle) {
+                sqs.delete_message()
+                    .queue_url(url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await
+                    .with_context(|| format!("draining {url}"))?;
+            }
+        }
     }
     for bucket in created.buckets.values() {
         let objects = s3.list_objects_v2().bucket(bucket).send().await?;

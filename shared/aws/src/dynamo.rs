@@ -280,6 +280,45 @@ impl Table {
         }
     }
 
+    /// The first `limit` items of index `index` whose hash key `attr` is `value`, in range key
+    /// order (reversed with `descending`), as the index holds them (keys only: the keys).
+    pub async fn query_index(
+        &self,
+        index: &str,
+        attr: &str,
+        value: &str,
+        descending: bool,
+        limit: usize,
+    ) -> Result<Vec<Item>, DynamoError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        while items.len() < limit {
+            let page_limit = i32::try_from((limit - items.len()).min(1000)).unwrap_or(1000);
+            let out = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .index_name(index)
+                .key_condition_expression("#k = :k")
+                .expression_attribute_names("#k", attr)
+                .expression_attribute_values(":k", AttributeValue::S(value.to_owned()))
+                .scan_index_forward(!descending)
+                .limit(page_limit)
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(classify)?;
+            meter(out.consumed_capacity());
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(items)
+    }
+
     pub async fn query_prefix_as<T: DeserializeOwned>(
         &self,
         pk: &str,

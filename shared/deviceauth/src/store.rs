@@ -20,11 +20,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Delete, Put, ReturnConsumedCapacity, TransactWriteItem, Update,
+    AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use mender_aws::dynamo::{
-    built, classify, from_item, key, meter, shard_of, text, to_item, DynamoError, Item, Table,
+    built, classify, from_item, key, shard_of, text, to_item, DynamoError, Item, Table,
 };
 use serde::{Deserialize, Serialize};
 
@@ -118,33 +118,20 @@ impl Store {
         status: &str,
         limit: usize,
     ) -> Result<Vec<String>, DynamoError> {
-        let mut ids = Vec::new();
-        let mut start = None;
-        while ids.len() < limit {
-            let out = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .index_name("by-status")
-                .key_condition_expression("ix_status = :s")
-                .expression_attribute_values(":s", AttributeValue::S(status_key(tenant, status)))
-                .limit(i32::try_from((limit - ids.len()).min(1000)).unwrap_or(1000))
-                .set_exclusive_start_key(start)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .map_err(classify)?;
-            meter(out.consumed_capacity());
-            for item in out.items.unwrap_or_default() {
-                ids.push(text(&item, "sk").trim_start_matches("DEV#").to_owned());
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
-        Ok(ids)
+        let items = self
+            .table
+            .query_index(
+                "by-status",
+                "ix_status",
+                &status_key(tenant, status),
+                false,
+                limit,
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .map(|item| text(item, "sk").trim_start_matches("DEV#").to_owned())
+            .collect())
     }
 
     /// Devices per status, from the counters (one query of 16 small items).

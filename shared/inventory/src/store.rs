@@ -399,38 +399,18 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(String, String)>, DynamoError> {
         let (index, attr, value) = partition.index_and_key(tenant);
-        let mut keys = Vec::new();
-        let mut start = None;
-        while keys.len() < limit {
-            let page_limit = i32::try_from((limit - keys.len()).min(1000)).unwrap_or(1000);
-            let out = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .index_name(index)
-                .key_condition_expression("#k = :k")
-                .expression_attribute_names("#k", attr)
-                .expression_attribute_values(":k", AttributeValue::S(value.clone()))
-                .scan_index_forward(!descending)
-                .limit(page_limit)
-                .set_exclusive_start_key(start)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .map_err(classify)?;
-            meter(out.consumed_capacity());
-            for item in out.items.unwrap_or_default() {
-                let order = mender_aws::dynamo::text(&item, "ix_order");
-                let sk = mender_aws::dynamo::text(&item, "sk");
-                keys.push((order, sk.trim_start_matches("DEV#").to_owned()));
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
-        Ok(keys)
+        let items = self
+            .table
+            .query_index(index, attr, &value, descending, limit)
+            .await?;
+        Ok(items
+            .iter()
+            .map(|item| {
+                let order = mender_aws::dynamo::text(item, "ix_order");
+                let sk = mender_aws::dynamo::text(item, "sk");
+                (order, sk.trim_start_matches("DEV#").to_owned())
+            })
+            .collect())
     }
 
     /// The devices `ids` (strongly consistent), in the order of `ids`; missing ones left out.

@@ -22,6 +22,9 @@ IN_PROCESS = {
     79: ("update-device-status, provision-device", "`inventory.set_status`, revision-guarded; `decommissioned` deletes"),
     80: ("decommission-device, update-device-status", "`inventory.delete_device`"),
     139: ("decommission-device", "`deployments.end_device_deployments(.., \"decommissioned\")`"),
+    136: ("deviceconfig-management", "`deployments.create_configuration_deployment`, called by the deploy (upstream's `deploy_device_configuration` step 1)"),
+    151: ("provision-device", "`deviceconfig.provision` (step 3 of `provision_device`)"),
+    152: ("decommission-device", "`deviceconfig.delete_device` (step 3 of `decommission_device`)"),
 }
 
 
@@ -36,8 +39,9 @@ def matches(route, path):
 
 
 # Operations whose literal segment upstream serves with a parameterised route (COUNT.md notes):
-# `users/me` by `users/{id}`, `limits/max_devices` by `limits/{name}`.
-ALIASED = {14, 15, 38}
+# `users/me` by `users/{id}`, `limits/max_devices` and deployments' `limits/storage` by
+# `limits/{name}`.
+ALIASED = {14, 15, 38, 115}
 
 
 def find(served, num, method, path):

@@ -90,7 +90,7 @@ pub fn install_global_files() -> anyhow::Result<()> {
 /// Writes `content` to `path` with `mode` unless it already has exactly that content and
 /// mode; the new file is written under a temp name in the same directory and renamed
 /// over `path`, so readers (and the client executing the script) never see a partial file.
-fn install_file(path: &Path, content: &str, mode: u32) -> anyhow::Result<()> {
+pub fn install_file(path: &Path, content: &str, mode: u32) -> anyhow::Result<()> {
     if let (Ok(current), Ok(meta)) = (std::fs::read(path), std::fs::metadata(path)) {
         if current == content.as_bytes() && meta.permissions().mode() & 0o7777 == mode {
             return Ok(());

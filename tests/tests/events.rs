@@ -309,6 +309,51 @@ async fn process_artifact_sample_stores_a_directly_uploaded_artifact() -> anyhow
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_artifact_sample_builds_a_single_file_artifact() -> anyhow::Result<()> {
+    let (services, _state) = stack_services().await?;
+    // What `POST /artifacts/generate` leaves: the raw file under the staging key.
+    let id = uuid::Uuid::new_v4().to_string();
+    let staging = generate_artifact::staging_key("", &id);
+    let script = b"#!/bin/sh\necho hello\n".to_vec();
+    services.artifacts.put(&staging, script.clone()).await?;
+    run_sample!(
+        &services,
+        "generate-artifact",
+        &id,
+        generate_artifact::process
+    );
+    let artifact = services.deployments.artifact("", &id).await?;
+    assert_eq!(artifact.name, "hello-1");
+    assert_eq!(artifact.description, "hello.sh for /usr/local/bin");
+    assert_eq!(
+        artifact.device_types_compatible,
+        vec!["raspberrypi4".to_string(), "test-device".to_string()]
+    );
+    assert_eq!(artifact.updates[0].type_info.kind, "single-file");
+    let files: Vec<(&str, u64)> = artifact.updates[0]
+        .files
+        .iter()
+        .map(|f| (f.name.as_str(), f.size))
+        .collect();
+    assert!(
+        files.contains(&("hello.sh", script.len() as u64)),
+        "{files:?}"
+    );
+    let key = mender_aws::s3::ArtifactStorage::key("", &id);
+    assert_eq!(services.artifacts.size(&key).await?, Some(artifact.size));
+    assert_eq!(services.artifacts.size(&staging).await?, None);
+    // Delivered twice: the same state.
+    run_sample!(
+        &services,
+        "generate-artifact",
+        &id,
+        generate_artifact::process
+    );
+    assert_eq!(services.deployments.artifacts("").await?.len(), 1);
+    Ok(())
+}
+
 // ------------------------------------------------------------------------------------------------
 // S3
 

@@ -31,6 +31,11 @@ use tower::ServiceExt;
 const ACCESS: &[(&str, &[&str])] = &[
     // direct uploads: the deployments table and the uploaded objects
     ("process-artifact", &["DeploymentsTable", "ArtifactsBucket"]),
+    // generate requests: the deployments table, the raw file and the artifact object
+    (
+        "generate-artifact",
+        &["DeploymentsTable", "ArtifactsBucket"],
+    ),
     // useradm only
     ("useradm-management", &["UseradmTable"]),
     // deviceauth; starts provisioning, status and identity workflows
@@ -67,10 +72,15 @@ const ACCESS: &[(&str, &[&str])] = &[
     // inventory, useradm (user token check)
     ("inventory-management", &["InventoryTable", "UseradmTable"]),
     // workflow steps: inventory and deviceauth domain code; provision and decommission also
-    // create and delete the device's deviceconnect record
+    // create and delete the device's deviceconnect and deviceconfig records
     (
         "provision-device",
-        &["InventoryTable", "DeviceauthTable", "DeviceconnectTable"],
+        &[
+            "InventoryTable",
+            "DeviceauthTable",
+            "DeviceconnectTable",
+            "DeviceconfigTable",
+        ],
     ),
     (
         "update-device-status",
@@ -87,6 +97,7 @@ const ACCESS: &[(&str, &[&str])] = &[
             "DeviceauthTable",
             "DeploymentsTable",
             "DeviceconnectTable",
+            "DeviceconfigTable",
         ],
     ),
     // deployments, inventory (targets), useradm (user token check), the artifacts bucket
@@ -98,6 +109,7 @@ const ACCESS: &[(&str, &[&str])] = &[
             "UseradmTable",
             "ArtifactsBucket",
             "ProcessArtifactQueue",
+            "GenerateArtifactQueue",
         ],
     ),
     // deployments, deviceauth (device token check, check-in), the artifacts bucket (download
@@ -109,6 +121,26 @@ const ACCESS: &[(&str, &[&str])] = &[
             "DeviceauthTable",
             "ArtifactsBucket",
             "UpdateDeviceInventoryQueue",
+        ],
+    ),
+    // deviceconfig, deviceauth (device token check, check-in); starts the check-in update
+    (
+        "deviceconfig-devices",
+        &[
+            "DeviceconfigTable",
+            "DeviceauthTable",
+            "UpdateDeviceInventoryQueue",
+        ],
+    ),
+    // deviceconfig, deployments (the configuration deployment, in process), inventory (its
+    // groups), useradm (user token check)
+    (
+        "deviceconfig-management",
+        &[
+            "DeviceconfigTable",
+            "DeploymentsTable",
+            "InventoryTable",
+            "UseradmTable",
         ],
     ),
     // the container (task role): its table, deviceauth and useradm (device and user token

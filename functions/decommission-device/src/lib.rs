@@ -1,6 +1,6 @@
 //! `decommission-device` workflow step (upstream `decommission_device`): removes the device's
 //! unfinished deployments (they end as `decommissioned`), its inventory entry, its deviceconnect
-//! record, then its auth sets, tokens and record in deviceauth. Idempotent.
+//! and deviceconfig records, then its auth sets, tokens and record in deviceauth. Idempotent.
 
 use services::workflow_step::{parse_job, wrong_workflow, StepError};
 use services::Services;
@@ -26,6 +26,10 @@ pub async fn process(services: &Services, body: &str) -> Result<(), StepError> {
         .await?;
     services
         .deviceconnect
+        .delete_device(&tenant_id, &device_id)
+        .await?;
+    services
+        .deviceconfig
         .delete_device(&tenant_id, &device_id)
         .await?;
     services

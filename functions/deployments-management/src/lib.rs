@@ -2,6 +2,8 @@
 //! deployments (create for devices, all devices or a group; list, get, statistics, devices,
 //! logs, abort; a device's history and abort). The artifact upload lives in `upload`.
 
+pub mod generate;
+pub mod operator;
 pub mod releases;
 pub mod upload;
 
@@ -33,6 +35,7 @@ const V1: &str = "/api/management/v1/deployments";
 #[rustfmt::skip]
 pub fn routes() -> Vec<Route<Services>> {
     let upload = upload_artifact.layer(DefaultBodyLimit::max(upload::MAX_ARTIFACT_SIZE as usize));
+    let generate = generate_artifact.layer(DefaultBodyLimit::max(generate::MAX_REQUEST_SIZE));
     vec![
         Route::get("/api/management/v1/deployments/deployments/releases", releases::list_v1),
         Route::get("/api/management/v1/deployments/deployments/releases/list", releases::list_v1_paged),
@@ -44,7 +47,9 @@ pub fn routes() -> Vec<Route<Services>> {
         Route::get("/api/management/v2/deployments/releases/all/tags", releases::all_tags),
         Route::get("/api/management/v2/deployments/releases/all/types", releases::all_types),
         Route::get("/api/management/v1/deployments/artifacts", list_artifacts),
+        Route::get("/api/management/v1/deployments/artifacts/list", operator::list_artifacts_paged),
         Route::post("/api/management/v1/deployments/artifacts", upload),
+        Route::post("/api/management/v1/deployments/artifacts/generate", generate),
         Route::get("/api/management/v1/deployments/artifacts/{id}", get_artifact),
         Route::put("/api/management/v1/deployments/artifacts/{id}", edit_artifact),
         Route::delete("/api/management/v1/deployments/artifacts/{id}", delete_artifact),
@@ -65,6 +70,11 @@ pub fn routes() -> Vec<Route<Services>> {
         Route::get("/api/management/v1/deployments/deployments/{id}/devices/{device_id}/log", device_log),
         Route::get("/api/management/v1/deployments/deployments/devices/{id}", device_history),
         Route::delete("/api/management/v1/deployments/deployments/devices/{id}", abort_device),
+        Route::delete("/api/management/v1/deployments/deployments/devices/{id}/history", operator::delete_device_history),
+        Route::post("/api/management/v1/deployments/deployments/statistics/list", operator::statistics_list),
+        Route::get("/api/management/v1/deployments/limits/{name}", operator::limit),
+        Route::get("/api/management/v1alpha1/deployments/software", operator::list_software),
+        Route::get("/api/management/v1alpha1/deployments/software/tags", operator::software_tags),
     ]
 }
 
@@ -89,6 +99,20 @@ async fn upload_artifact(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("{V1}/artifacts/{}", artifact.id))],
+    )
+        .into_response())
+}
+
+/// 201 before the artifact exists; `Location` is the request path and the id (upstream).
+async fn generate_artifact(
+    State(s): State<Services>,
+    auth: UserAuth,
+    form: Multipart,
+) -> ApiResult<Response> {
+    let id = generate::generate(&s, auth.tenant(), form).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("{V1}/artifacts/generate/{id}"))],
     )
         .into_response())
 }
@@ -500,6 +524,7 @@ async fn device_json(s: &Services, tenant: &str, dd: &DeviceDeployment) -> Value
         ("started", &dd.started),
         ("finished", &dd.finished),
         ("substate", &dd.substate),
+        ("deleted", &dd.deleted),
     ] {
         if let Some(value) = value {
             v[k] = Value::String(value.clone());

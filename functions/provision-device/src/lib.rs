@@ -1,6 +1,7 @@
 //! `provision-device` workflow step (upstream `provision_device`): a device became accepted for
 //! the first time. Inventory gets its status (revision-guarded), then deviceauth remembers the
-//! device is provisioned and deviceconnect gets its record (`disconnected` until it connects).
+//! device is provisioned, deviceconnect gets its record (`disconnected` until it connects) and
+//! deviceconfig its empty configuration record (an existing one is kept).
 //! Idempotent: a redelivered message changes nothing more.
 
 use services::workflow_step::{parse_job, wrong_workflow, StepError};
@@ -32,6 +33,10 @@ pub async fn process(services: &Services, body: &str) -> Result<(), StepError> {
         .await?;
     services
         .deviceconnect
+        .provision(&tenant_id, &device.id)
+        .await?;
+    services
+        .deviceconfig
         .provision(&tenant_id, &device.id)
         .await?;
     Ok(())

@@ -12,12 +12,14 @@ pub mod vars {
     pub const INVENTORY_TABLE: &str = "INVENTORY_TABLE";
     pub const DEPLOYMENTS_TABLE: &str = "DEPLOYMENTS_TABLE";
     pub const DEVICECONNECT_TABLE: &str = "DEVICECONNECT_TABLE";
+    pub const DEVICECONFIG_TABLE: &str = "DEVICECONFIG_TABLE";
     pub const ARTIFACTS_BUCKET: &str = "ARTIFACTS_BUCKET";
     pub const PROVISION_DEVICE_QUEUE_URL: &str = "PROVISION_DEVICE_QUEUE_URL";
     pub const UPDATE_DEVICE_STATUS_QUEUE_URL: &str = "UPDATE_DEVICE_STATUS_QUEUE_URL";
     pub const UPDATE_DEVICE_INVENTORY_QUEUE_URL: &str = "UPDATE_DEVICE_INVENTORY_QUEUE_URL";
     pub const DECOMMISSION_DEVICE_QUEUE_URL: &str = "DECOMMISSION_DEVICE_QUEUE_URL";
     pub const PROCESS_ARTIFACT_QUEUE_URL: &str = "PROCESS_ARTIFACT_QUEUE_URL";
+    pub const GENERATE_ARTIFACT_QUEUE_URL: &str = "GENERATE_ARTIFACT_QUEUE_URL";
     /// PEM text of the server's private key (RSA => RS256, Ed25519 => EdDSA).
     pub const JWT_PRIVATE_KEY: &str = "JWT_PRIVATE_KEY";
     /// Path of a PEM file holding the key, used when `JWT_PRIVATE_KEY` is unset.
@@ -43,6 +45,7 @@ pub struct QueueUrls {
     pub update_device_inventory: String,
     pub decommission_device: String,
     pub process_artifact: String,
+    pub generate_artifact: String,
 }
 
 /// Everything a function needs to know about its surroundings.
@@ -53,6 +56,7 @@ pub struct Config {
     pub inventory_table: String,
     pub deployments_table: String,
     pub deviceconnect_table: String,
+    pub deviceconfig_table: String,
     pub artifacts_bucket: String,
     pub queues: QueueUrls,
     /// PEM of the JWT signing key.
@@ -81,6 +85,7 @@ impl Config {
             inventory_table: inventory.to_owned(),
             deployments_table: String::new(),
             deviceconnect_table: String::new(),
+            deviceconfig_table: String::new(),
             artifacts_bucket: String::new(),
             queues,
             jwt_private_key_pem,
@@ -114,11 +119,13 @@ impl Config {
                 update_device_inventory: opt(vars::UPDATE_DEVICE_INVENTORY_QUEUE_URL),
                 decommission_device: opt(vars::DECOMMISSION_DEVICE_QUEUE_URL),
                 process_artifact: opt(vars::PROCESS_ARTIFACT_QUEUE_URL),
+                generate_artifact: opt(vars::GENERATE_ARTIFACT_QUEUE_URL),
             },
             key,
         );
         config.deployments_table = opt(vars::DEPLOYMENTS_TABLE);
         config.deviceconnect_table = opt(vars::DEVICECONNECT_TABLE);
+        config.deviceconfig_table = opt(vars::DEVICECONFIG_TABLE);
         config.artifacts_bucket = opt(vars::ARTIFACTS_BUCKET);
         if let Ok(cost) = env::var(vars::BCRYPT_COST) {
             config.bcrypt_cost = cost

@@ -3,9 +3,12 @@
 //!
 //! `model` holds the rules as plain Rust; `store` the DynamoDB table; `service` the operations.
 
+pub mod configuration;
 pub mod model;
+pub mod operator;
 pub mod releases;
 pub mod service;
+pub mod software;
 pub mod store;
 
 pub use model::{Artifact, Deployment, DeviceDeployment};

@@ -262,12 +262,26 @@ pub struct Deployment {
     pub all_devices: bool,
     #[serde(default)]
     pub total_size: u64,
+    /// `configuration` for a configuration deployment (SPEC §5.13); empty: `software`.
+    #[serde(default, rename = "type", skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    /// A configuration deployment's configuration object (JSON text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<String>,
+    /// A configuration deployment's `retries` (stored; not acted upon).
+    #[serde(default)]
+    pub retries: u64,
     /// Counters, kept as top-level `c_<status>` attributes in the store (atomic `ADD`).
     #[serde(skip)]
     pub statistics: Statistics,
 }
 
 impl Deployment {
+    /// A configuration deployment (its artifact is generated on download).
+    pub fn is_configuration(&self) -> bool {
+        self.kind == crate::configuration::CONFIGURATION
+    }
+
     /// Upstream's status: finished when the finished time is set or every target is terminal;
     /// in progress once any device moved; else pending.
     pub fn computed_status(&self) -> &'static str {
@@ -304,7 +318,8 @@ impl Deployment {
             "max_devices": self.max_devices,
             "artifacts": self.artifacts,
             "groups": self.groups,
-            "type": "software",
+            "type": if self.is_configuration() { "configuration" } else { "software" },
+            "configuration": self.configuration.as_deref().map(crate::configuration::shown),
             "force_installation": self.force_installation,
             "statistics": {"status": self.statistics, "total_size": self.total_size},
         })
@@ -343,6 +358,10 @@ pub struct DeviceDeployment {
     pub request: Option<String>,
     #[serde(default)]
     pub log: bool,
+    /// When the device's history was deleted (`DELETE .../devices/{id}/history`); only finished
+    /// device deployments carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<String>,
 }
 
 /// Among a deployment's artifacts, the smallest one compatible with `device_type`.

@@ -137,6 +137,24 @@ impl Deployments {
         Ok(artifact)
     }
 
+    /// Upstream's `IsArtifactUnique` (the generate request's check): false when an artifact
+    /// named `name` supports one of `device_types` and depends on nothing but the device type.
+    pub async fn is_artifact_unique(
+        &self,
+        tenant: &str,
+        name: &str,
+        device_types: &[String],
+    ) -> Result<bool, Error> {
+        let clash = self.store.list_artifacts(tenant).await?.iter().any(|a| {
+            a.name == name
+                && a.device_types_compatible
+                    .iter()
+                    .any(|t| device_types.contains(t))
+                && a.artifact_depends.keys().all(|k| k == "device_type")
+        });
+        Ok(!clash)
+    }
+
     pub async fn artifact(&self, tenant: &str, id: &str) -> Result<Artifact, Error> {
         self.store
             .get_artifact(tenant, id)
@@ -268,6 +286,9 @@ impl Deployments {
             force_installation: request.force_installation,
             all_devices: request.all_devices,
             total_size: 0,
+            kind: String::new(),
+            configuration: None,
+            retries: 0,
             statistics,
             device_list: sorted_targets.clone(),
         };
@@ -461,6 +482,12 @@ impl Deployments {
                         "Device provided conflicting request data".into(),
                     ));
                 }
+            }
+            if deployment.is_configuration() {
+                return self
+                    .configuration_instructions(tenant, deployment, &dd, device_type, &request)
+                    .await
+                    .map(Some);
             }
             // Assign the artifact on the first fetch.
             let artifact_id = match &dd.artifact_id {

@@ -12,6 +12,14 @@
 //! sparse: only device deployments that are not finished carry its keys, so a device's idle
 //! poll is one query that returns nothing. GSI `history-by-device` (`gsi2pk`, `gsi2sk`) holds
 //! every device deployment for the device's history.
+//!
+//! What the operator endpoints read: `/artifacts`, `/artifacts/list` and v2 `/artifacts` one
+//! query of the `ART#` prefix; the release lists, `software` and `software/tags` that query and
+//! one of the `REL#` prefix (tags, notes); `deployments/statistics/list` one `BatchGetItem` of
+//! the named `DEP#` keys (at most 100; only id, created and the counters projected);
+//! `DELETE .../devices/{id}/history` one query of the device's `history-by-device` partition
+//! and one conditional update (`deleted`) per finished device deployment not yet stamped;
+//! `limits/storage` reads nothing.
 
 use std::collections::HashMap;
 
@@ -530,6 +538,84 @@ impl Store {
             .await
             .map_err(classify)?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Counters of the deployments `ids` (distinct), as (created, id, counters); unknown ids
+    /// are left out. Projects only id, created and the 13 `c_<status>` attributes.
+    pub async fn deployment_statistics(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Vec<(String, String, crate::model::Statistics)>, DynamoError> {
+        let keys = ids
+            .iter()
+            .map(|id| key(tenant_pk(tenant), format!("DEP#{id}")))
+            .collect();
+        let mut names = HashMap::from([
+            ("#id".to_owned(), "id".to_owned()),
+            ("#created".to_owned(), "created".to_owned()),
+        ]);
+        let mut projection = vec!["#id".to_owned(), "#created".to_owned()];
+        for (i, status) in crate::model::STATUS_ORDER.iter().enumerate() {
+            names.insert(format!("#c{i}"), format!("c_{status}"));
+            projection.push(format!("#c{i}"));
+        }
+        let items = self
+            .table
+            .batch_get(keys, Some((&projection.join(", "), &names)))
+            .await?;
+        Ok(items
+            .into_iter()
+            .map(|item| {
+                let mut statistics = empty_statistics();
+                for (name, value) in &item {
+                    if let (Some(status), AttributeValue::N(count)) =
+                        (name.strip_prefix("c_"), value)
+                    {
+                        statistics.insert(status.to_owned(), count.parse().unwrap_or(0));
+                    }
+                }
+                (
+                    mender_aws::dynamo::text(&item, "created"),
+                    mender_aws::dynamo::text(&item, "id"),
+                    statistics,
+                )
+            })
+            .collect())
+    }
+
+    /// Stamps `deleted` on a finished device deployment (no active-index key) that has none;
+    /// false when it is unfinished or already stamped.
+    pub async fn mark_deleted(
+        &self,
+        tenant: &str,
+        dd: &DeviceDeployment,
+        when: &str,
+    ) -> Result<bool, DynamoError> {
+        let result = self
+            .table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .set_key(Some(key(
+                deployment_pk(tenant, &dd.deployment_id),
+                format!("DEV#{}", dd.device_id),
+            )))
+            .update_expression("SET deleted = :when")
+            .condition_expression(
+                "attribute_exists(pk) AND attribute_not_exists(gsi1pk) AND attribute_not_exists(deleted)",
+            )
+            .expression_attribute_values(":when", s(when))
+            .send()
+            .await
+            .map_err(classify);
+        match result {
+            Ok(_) => Ok(true),
+            Err(DynamoError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -25,6 +25,9 @@ pub async fn process(queue: Queue, services: &Services, body: &str) -> Result<()
         Queue::ProcessArtifact => process_artifact::process(services, body)
             .await
             .map_err(|e| e.to_string()),
+        Queue::GenerateArtifact => generate_artifact::process(services, body)
+            .await
+            .map_err(|e| e.to_string()),
     };
     result
 }

@@ -167,8 +167,8 @@ async fn serve_file(State(shared): State<Arc<Shared>>, req: Request) -> Response
 /// mender-server: `cat >/var/www/mender-gui/dist/env.js <<EOF ...`), with the values of an
 /// open-source installation of this backend: no enterprise, hosted or multitenancy features,
 /// no Sentry, tracker, reCAPTCHA or Stripe keys; deviceconnect (remote terminal, file transfer,
-/// port forwarding) and release tags on, since the local server serves them; deviceconfig,
-/// monitor, audit logs, reporting and delta progress off, since it does not. Feature values
+/// port forwarding), deviceconfig (device configuration) and release tags on, since the local
+/// server serves them; monitor, audit logs, reporting and delta progress off, since it does not. Feature values
 /// are strings, as upstream's are (the GUI parses them with `stringToBoolean`).
 pub fn env_js(version: &str) -> String {
     let on = |on: bool| if on { "true" } else { "false" };
@@ -211,7 +211,7 @@ pub fn env_js(version: &str) -> String {
 "#,
         ai = on(false),
         auditlogs = on(false),
-        deviceconfig = on(false),
+        deviceconfig = on(true),
         deviceconnect = on(true),
         flags = on(false),
         delta = on(false),
@@ -367,7 +367,7 @@ mod tests {
             "isEnterprise: \"false\"",
             "hasMultitenancy: \"false\"",
             "hasDeviceConnect: \"true\"",
-            "hasDeviceConfig: \"false\"",
+            "hasDeviceConfig: \"true\"",
             "hasAuditlogs: \"false\"",
             "hasMonitor: \"false\"",
             "hasReporting: \"false\"",

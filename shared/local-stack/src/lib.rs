@@ -94,6 +94,16 @@ pub const API_FUNCTIONS: &[ApiFunction] = &[
         routes: deployments_devices::routes,
         router: deployments_devices::router,
     },
+    ApiFunction {
+        name: "deviceconfig-devices",
+        routes: deviceconfig_devices::routes,
+        router: deviceconfig_devices::router,
+    },
+    ApiFunction {
+        name: "deviceconfig-management",
+        routes: deviceconfig_management::routes,
+        router: deviceconfig_management::router,
+    },
 ];
 
 /// Every workflow step: its crate (`functions/<name>`, named after the queue) and the queue it
@@ -225,6 +235,7 @@ pub async fn prepare(options: &Options) -> anyhow::Result<Parts> {
         .cloned()
         .unwrap_or_default();
     config.deviceconnect_table = created.table("DeviceconnectTable")?.to_owned();
+    config.deviceconfig_table = created.table("DeviceconfigTable")?.to_owned();
     config.artifacts_bucket = created
         .buckets
         .get("ArtifactsBucket")

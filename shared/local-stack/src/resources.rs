@@ -35,6 +35,7 @@ pub fn queue_logical_id(queue: Queue) -> &'static str {
         Queue::UpdateDeviceInventory => "UpdateDeviceInventoryQueue",
         Queue::DecommissionDevice => "DecommissionDeviceQueue",
         Queue::ProcessArtifact => "ProcessArtifactQueue",
+        Queue::GenerateArtifact => "GenerateArtifactQueue",
     }
 }
 
@@ -59,6 +60,7 @@ impl Created {
             update_device_inventory: url(Queue::UpdateDeviceInventory)?,
             decommission_device: url(Queue::DecommissionDevice)?,
             process_artifact: url(Queue::ProcessArtifact)?,
+            generate_artifact: url(Queue::GenerateArtifact)?,
         })
     }
 }

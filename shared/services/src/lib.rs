@@ -30,6 +30,10 @@ pub struct Services {
     pub deployments: deployments::Deployments,
     /// deviceconnect's device and session records.
     pub deviceconnect: deviceconnect_store::Store,
+    /// Devices' configured and reported configurations.
+    pub deviceconfig: deviceconfig::Deviceconfig,
+    /// Signs and checks configuration deployments' download links.
+    pub presign: deployments::configuration::Presign,
     /// Starts workflows (queue messages).
     pub workflows: Arc<dyn Publisher>,
     /// Artifact objects in S3.
@@ -81,6 +85,11 @@ impl Services {
         let deployments = deployments::Deployments {
             store: deployments::store::Store::new(dynamodb.clone(), &config.deployments_table),
         };
+        let deviceconfig = deviceconfig::Deviceconfig {
+            store: deviceconfig::Store::new(dynamodb.clone(), &config.deviceconfig_table),
+        };
+        let presign =
+            deployments::configuration::Presign::from_secret(config.jwt_private_key_pem.as_bytes());
         let deviceconnect = deviceconnect_store::Store::new(dynamodb, &config.deviceconnect_table);
         let auth = Authenticator {
             keys: keys.clone(),
@@ -95,6 +104,8 @@ impl Services {
             inventory,
             deployments,
             deviceconnect,
+            deviceconfig,
+            presign,
             workflows: publisher,
             artifacts,
             auth,

@@ -23,6 +23,11 @@ pub enum StepError {
     Storage(#[from] mender_aws::s3::S3Error),
     #[error("{0}")]
     Deviceconnect(#[from] deviceconnect_store::StoreError),
+    #[error("deviceconfig: {0}")]
+    Deviceconfig(#[from] deviceconfig::Error),
+    /// A step's own work failed (e.g. writing an artifact); SQS redelivers the message.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Parses a queue message body.

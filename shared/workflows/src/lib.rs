@@ -61,6 +61,22 @@ pub enum Job {
         tenant_id: String,
         artifact_id: String,
     },
+    /// `POST /artifacts/generate` stored a raw file: build a single-file artifact from it
+    /// (upstream's `generate_artifact` workflow, run by create-artifact-worker). `args` is the
+    /// request's JSON string, passed on unparsed as upstream does.
+    GenerateArtifact {
+        request_id: String,
+        tenant_id: String,
+        artifact_id: String,
+        name: String,
+        #[serde(default)]
+        description: String,
+        device_types_compatible: Vec<String>,
+        #[serde(rename = "type")]
+        update_type: String,
+        #[serde(default)]
+        args: String,
+    },
 }
 
 /// The queues, one per workflow.
@@ -71,15 +87,17 @@ pub enum Queue {
     UpdateDeviceInventory,
     DecommissionDevice,
     ProcessArtifact,
+    GenerateArtifact,
 }
 
 impl Queue {
-    pub const ALL: [Queue; 5] = [
+    pub const ALL: [Queue; 6] = [
         Queue::ProvisionDevice,
         Queue::UpdateDeviceStatus,
         Queue::UpdateDeviceInventory,
         Queue::DecommissionDevice,
         Queue::ProcessArtifact,
+        Queue::GenerateArtifact,
     ];
 
     /// The workflow step's name (function and queue name stem).
@@ -90,6 +108,7 @@ impl Queue {
             Queue::UpdateDeviceInventory => "update-device-inventory",
             Queue::DecommissionDevice => "decommission-device",
             Queue::ProcessArtifact => "process-artifact",
+            Queue::GenerateArtifact => "generate-artifact",
         }
     }
 
@@ -100,6 +119,7 @@ impl Queue {
             Queue::UpdateDeviceInventory => &urls.update_device_inventory,
             Queue::DecommissionDevice => &urls.decommission_device,
             Queue::ProcessArtifact => &urls.process_artifact,
+            Queue::GenerateArtifact => &urls.generate_artifact,
         }
     }
 }
@@ -112,6 +132,7 @@ impl Job {
             Job::UpdateDeviceInventory { .. } => Queue::UpdateDeviceInventory,
             Job::DecommissionDevice { .. } => Queue::DecommissionDevice,
             Job::ProcessArtifact { .. } => Queue::ProcessArtifact,
+            Job::GenerateArtifact { .. } => Queue::GenerateArtifact,
         }
     }
 
@@ -124,7 +145,8 @@ impl Job {
             }
             Job::UpdateDeviceInventory { device_id, .. }
             | Job::DecommissionDevice { device_id, .. } => device_id.clone(),
-            Job::ProcessArtifact { artifact_id, .. } => artifact_id.clone(),
+            Job::ProcessArtifact { artifact_id, .. }
+            | Job::GenerateArtifact { artifact_id, .. } => artifact_id.clone(),
         }
     }
 }

@@ -147,6 +147,36 @@ impl Table {
         Ok(out.item)
     }
 
+    /// A transaction item adding each `(attribute, delta)` to the numbers of the item at
+    /// `key` (created when missing): how counters move with the write they count.
+    pub fn add_to_counters(
+        &self,
+        key: Item,
+        changes: &[(String, i64)],
+    ) -> Result<aws_sdk_dynamodb::types::TransactWriteItem, DynamoError> {
+        let mut update = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(&self.name)
+            .set_key(Some(key));
+        let mut parts = Vec::new();
+        for (i, (attr, delta)) in changes.iter().enumerate() {
+            parts.push(format!("#c{i} :c{i}"));
+            update = update
+                .expression_attribute_names(format!("#c{i}"), attr)
+                .expression_attribute_values(
+                    format!(":c{i}"),
+                    AttributeValue::N(delta.to_string()),
+                );
+        }
+        let update = built(
+            update
+                .update_expression(format!("ADD {}", parts.join(", ")))
+                .build(),
+        )?;
+        Ok(aws_sdk_dynamodb::types::TransactWriteItem::builder()
+            .update(update)
+            .build())
+    }
+
     /// Strongly consistent reads of `keys` (any number; batches of 100, in parallel), with an
     /// optional projection (`ProjectionExpression`, its `#names`). Missing items are left out;
     /// the order is not the order of `keys`.

@@ -156,30 +156,14 @@ impl Store {
         from: Option<&str>,
         to: Option<&str>,
     ) -> Result<TransactWriteItem, DynamoError> {
-        let mut update = Update::builder()
-            .table_name(&self.table.name)
-            .set_key(Some(key(
-                tenant_pk(tenant),
-                format!("CNT#{}", shard_of(device_id)),
-            )));
-        let mut parts = Vec::new();
-        for (i, (status, delta)) in [(from, -1), (to, 1)].into_iter().enumerate() {
-            if let Some(status) = status {
-                parts.push(format!("#c{i} :c{i}"));
-                update = update
-                    .expression_attribute_names(format!("#c{i}"), status)
-                    .expression_attribute_values(
-                        format!(":c{i}"),
-                        AttributeValue::N(delta.to_string()),
-                    );
-            }
-        }
-        let update = built(
-            update
-                .update_expression(format!("ADD {}", parts.join(", ")))
-                .build(),
-        )?;
-        Ok(TransactWriteItem::builder().update(update).build())
+        let changes: Vec<(String, i64)> = [(from, -1), (to, 1)]
+            .into_iter()
+            .filter_map(|(status, delta)| status.map(|s| (s.to_owned(), delta)))
+            .collect();
+        self.table.add_to_counters(
+            key(tenant_pk(tenant), format!("CNT#{}", shard_of(device_id))),
+            &changes,
+        )
     }
 
     pub async fn device_id_by_identity(

@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, Put, ReturnConsumedCapacity, TransactWriteItem, Update,
+    AttributeValue, Delete, Put, ReturnConsumedCapacity, TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
 use mender_aws::dynamo::{built, classify, from_item, key, meter, to_item, DynamoError, Table};
@@ -221,22 +221,8 @@ impl Store {
         by_item
             .into_iter()
             .map(|(sk, changes)| {
-                let mut update = Update::builder()
-                    .table_name(&self.table.name)
-                    .set_key(Some(key(tenant_pk(tenant), sk)));
-                let mut parts = Vec::new();
-                for (i, (attr, delta)) in changes.into_iter().enumerate() {
-                    parts.push(format!("#c{i} :c{i}"));
-                    update = update
-                        .expression_attribute_names(format!("#c{i}"), attr)
-                        .expression_attribute_values(format!(":c{i}"), number(delta));
-                }
-                let update = built(
-                    update
-                        .update_expression(format!("ADD {}", parts.join(", ")))
-                        .build(),
-                )?;
-                Ok(TransactWriteItem::builder().update(update).build())
+                self.table
+                    .add_to_counters(key(tenant_pk(tenant), sk), &changes)
             })
             .collect()
     }

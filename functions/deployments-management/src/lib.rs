@@ -156,47 +156,23 @@ async fn list_artifacts(
     Ok(Json(Value::Array(artifacts)))
 }
 
-/// v2 list: exact or `prefix*` name filters, strict paging, sorted by name, has-next links.
+/// v2 list: exact or `prefix*` name filters, lenient paging, sorted by name, has-next links.
 async fn list_artifacts_v2(
     State(s): State<Services>,
     auth: UserAuth,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let pairs = query_pairs(q.as_deref());
-    let paging = Paging::from_pairs(&pairs)?;
-    let names: Vec<&str> = pairs
-        .iter()
-        .filter(|(k, _)| k == "name")
-        .map(|(_, v)| v.as_str())
-        .collect();
-    let matches = |pattern: &str, value: &str| match pattern.strip_suffix('*') {
-        Some(prefix) if !prefix.ends_with('\\') => value.starts_with(prefix),
-        _ => value == pattern.replace("\\*", "*"),
-    };
-    let one = |k: &str| {
-        pairs
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    };
-    let (description, device_type) = (one("description"), one("device_type"));
-    let all: Vec<deployments::Artifact> = s
+    let filter = deployments::operator::ArtifactFilterV2::from_pairs(&pairs)?;
+    let paging = deployments::operator::paging_v2(&pairs)?;
+    let mut all: Vec<deployments::Artifact> = s
         .deployments
         .artifacts(auth.tenant())
         .await?
         .into_iter()
-        .filter(|a| names.is_empty() || names.iter().any(|n| matches(n, &a.name)))
-        .filter(|a| {
-            description
-                .as_deref()
-                .is_none_or(|d| matches(d, &a.description))
-        })
-        .filter(|a| {
-            device_type
-                .as_deref()
-                .is_none_or(|t| a.device_types_compatible.iter().any(|x| matches(t, x)))
-        })
+        .filter(|a| filter.matches(a))
         .collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
     let has_next = all.len() > paging.offset() + paging.per_page as usize;
     let page: Vec<Value> = paging
         .slice(all)
@@ -401,7 +377,7 @@ async fn create_group_deployment(
 }
 
 /// v1 and v2 list: `status`, `type`, `created_after/before` (inclusive), `sort`, `search` (v1),
-/// repeatable `id` and `name` (v2); paging with totals.
+/// repeatable `id` and `name` (v2); paging with totals (`deployments::listing`).
 async fn list_deployments(
     State(s): State<Services>,
     auth: UserAuth,
@@ -409,60 +385,8 @@ async fn list_deployments(
 ) -> ApiResult<Response> {
     let pairs = query_pairs(uri.query());
     let paging = Paging::from_pairs(&pairs)?;
-    let mut all = s.deployments.deployments(auth.tenant()).await?;
-    let all_of = |k: &str| {
-        pairs
-            .iter()
-            .filter(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-            .collect::<Vec<_>>()
-    };
-    for (key, value) in &pairs {
-        match key.as_str() {
-            "status" => {
-                let wanted = match value.as_str() {
-                    "pending" | "inprogress" | "finished" => value.clone(),
-                    "aborted" => "finished".into(),
-                    other => return Err(ApiError::bad_request(format!("unknown status {other}"))),
-                };
-                all.retain(|d| d.status == wanted);
-            }
-            "type" if value != "software" => all.clear(),
-            "created_after" | "created_before" => {
-                let t: i64 = value
-                    .parse()
-                    .map_err(|_| ApiError::bad_request(format!("invalid {key}: {value}")))?;
-                let after = key == "created_after";
-                all.retain(|d| {
-                    let c = chrono::DateTime::parse_from_rfc3339(&d.created)
-                        .map(|c| c.timestamp())
-                        .unwrap_or(0);
-                    if after {
-                        c >= t
-                    } else {
-                        c <= t
-                    }
-                });
-            }
-            "sort" => match value.as_str() {
-                "asc" => all.reverse(),
-                "desc" => {}
-                _ => return Err(ApiError::bad_request("invalid sort order")),
-            },
-            "search" => {
-                let needle = value.to_ascii_lowercase();
-                all.retain(|d| {
-                    d.name.to_ascii_lowercase().contains(&needle)
-                        || d.artifact_name.to_ascii_lowercase().contains(&needle)
-                });
-            }
-            _ => {}
-        }
-    }
-    let (ids, names) = (all_of("id"), all_of("name"));
-    all.retain(|d| {
-        (ids.is_empty() || ids.contains(&d.id)) && (names.is_empty() || names.contains(&d.name))
-    });
+    let query = deployments::listing::DeploymentQuery::from_pairs(&pairs)?;
+    let all = query.apply(s.deployments.deployments(auth.tenant()).await?);
     let total = all.len() as u64;
     let page: Vec<Value> = paging.slice(all).iter().map(Deployment::to_json).collect();
     let links = link_headers(uri.path(), &pairs, paging, Extent::Total(total));

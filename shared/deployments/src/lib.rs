@@ -4,6 +4,7 @@
 //! `model` holds the rules as plain Rust; `store` the DynamoDB table; `service` the operations.
 
 pub mod configuration;
+pub mod listing;
 pub mod model;
 pub mod operator;
 pub mod releases;

@@ -103,6 +103,126 @@ pub fn filter_artifacts(artifacts: Vec<Artifact>, pairs: &[(String, String)]) ->
         .collect()
 }
 
+/// `GET /api/management/v2/deployments/artifacts` filter (upstream `getImageFilter` and
+/// `ImageFilter.Validate`): repeated `name`s are exact names, or one `prefix*` (`\*` is a
+/// literal `*`); exact names and a prefix together, more than one prefix, more than 100
+/// names or a value over 4096 bytes is a 400. Prefixes match case-insensitively (upstream's
+/// `^<quoted>.*` regex with option `i`), exact values exactly; `description` and
+/// `device_type` (first value each) the same way.
+#[derive(Debug, Default, PartialEq)]
+pub struct ArtifactFilterV2 {
+    pub exact_names: Vec<String>,
+    pub name_prefixes: Vec<String>,
+    pub description: Option<String>,
+    pub device_type: Option<String>,
+}
+
+/// One value of the v2 filter: exact (with `\*` meaning `*`) or a prefix.
+fn pattern_matches(pattern: &str, value: &str) -> bool {
+    if let Some(literal) = pattern.strip_suffix("\\*") {
+        value.len() == literal.len() + 1 && value.starts_with(literal) && value.ends_with('*')
+    } else if let Some(prefix) = pattern.strip_suffix('*') {
+        value.to_lowercase().starts_with(&prefix.to_lowercase())
+    } else {
+        value == pattern
+    }
+}
+
+impl ArtifactFilterV2 {
+    pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, Error> {
+        let mut filter = ArtifactFilterV2::default();
+        for (key, value) in pairs {
+            match key.as_str() {
+                "name" => match value.strip_suffix('*') {
+                    Some(prefix) if !value.ends_with("\\*") => {
+                        filter.name_prefixes.push(prefix.to_string())
+                    }
+                    _ => filter.exact_names.push(value.replace("\\*", "*")),
+                },
+                "description" if filter.description.is_none() => {
+                    filter.description = Some(value.clone())
+                }
+                "device_type" if filter.device_type.is_none() => {
+                    filter.device_type = Some(value.clone())
+                }
+                _ => {}
+            }
+        }
+        let invalid = |m: &str| Err(Error::BadRequest(format!("invalid filter: {m}")));
+        if !filter.exact_names.is_empty() && !filter.name_prefixes.is_empty() {
+            return invalid("cannot filter by both exact names and name prefix");
+        }
+        let mut problems = Vec::new();
+        let too_long = |v: &String| v.len() > 4096;
+        if filter.exact_names.len() > 100 {
+            problems.push("ExactNames: the length must be no more than 100".to_string());
+        } else if let Some(i) = filter.exact_names.iter().position(too_long) {
+            problems.push(format!(
+                "ExactNames: ({i}: the length must be no more than 4096.)"
+            ));
+        }
+        if filter.name_prefixes.len() > 1 {
+            problems.push("NamePrefixes: the length must be no more than 1".to_string());
+        } else if filter.name_prefixes.iter().any(too_long) {
+            problems.push("NamePrefixes: (0: the length must be no more than 4096.)".to_string());
+        }
+        if filter.description.as_ref().is_some_and(too_long) {
+            problems.push("Description: the length must be no more than 4096".to_string());
+        }
+        if filter.device_type.as_ref().is_some_and(too_long) {
+            problems.push("DeviceType: the length must be no more than 4096".to_string());
+        }
+        if problems.is_empty() {
+            Ok(filter)
+        } else {
+            problems.sort();
+            invalid(&format!("{}.", problems.join("; ")))
+        }
+    }
+
+    pub fn matches(&self, a: &Artifact) -> bool {
+        let name_ok = if !self.exact_names.is_empty() {
+            self.exact_names.contains(&a.name)
+        } else {
+            self.name_prefixes
+                .iter()
+                .all(|p| a.name.to_lowercase().starts_with(&p.to_lowercase()))
+        };
+        name_ok
+            && self
+                .description
+                .as_deref()
+                .is_none_or(|d| pattern_matches(d, &a.description))
+            && self.device_type.as_deref().is_none_or(|t| {
+                a.device_types_compatible
+                    .iter()
+                    .any(|x| pattern_matches(t, x))
+            })
+    }
+}
+
+/// v2 paging (`getImageFilter` then `Validate`): a `page` or `per_page` that is not a positive
+/// integer is the default; a `per_page` over 500 is a 400.
+pub fn paging_v2(pairs: &[(String, String)]) -> Result<Paging, Error> {
+    let first = |key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.parse::<i64>().ok())
+            .filter(|v| *v > 0)
+    };
+    let per_page = first("per_page").unwrap_or(DEFAULT_PER_PAGE as i64);
+    if per_page > MAX_PER_PAGE as i64 {
+        return Err(Error::BadRequest(format!(
+            "invalid filter: PerPage: must be no greater than {MAX_PER_PAGE}."
+        )));
+    }
+    Ok(Paging {
+        page: first("page").unwrap_or(1) as u64,
+        per_page: per_page as u64,
+    })
+}
+
 /// `GET /artifacts/list` order: `sort=<field>:<asc|desc>` with the release sort fields
 /// (`getReleaseSortFieldAndOrder`); anything else is the default, name ascending. Ties (and
 /// `artifacts_count` / `tags`, which artifacts do not have) by id, in the same direction.

@@ -510,15 +510,17 @@ impl Deployments {
                 return Ok(None);
             };
             let artifact = self.artifact(tenant, &artifact_id).await?;
+            let already_installed = !deployment.force_installation
+                && dd.status == "pending"
+                && artifact_name == artifact.name;
             if dd.artifact_id.is_none() {
+                // Upstream adds to `total_size` only for devices that will download.
+                let size = if already_installed { 0 } else { artifact.size };
                 self.store
-                    .record_fetch(tenant, &dd, &artifact_id, &request, artifact.size)
+                    .record_fetch(tenant, &dd, &artifact_id, &request, size)
                     .await?;
             }
-            if !deployment.force_installation
-                && dd.status == "pending"
-                && artifact_name == artifact.name
-            {
+            if already_installed {
                 self.move_device(
                     tenant,
                     &dd.deployment_id,

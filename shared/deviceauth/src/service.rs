@@ -232,7 +232,7 @@ impl Deviceauth {
             // Upstream's text (Go's `http.MaxBytesError`).
             return Err(Error::TooLarge("http: request body too large".into()));
         }
-        let request: AuthRequest = serde_json::from_slice(body)
+        let request: AuthRequest = mender_http::json::from_go_json(body)
             .map_err(|e| Error::BadRequest(format!("failed to decode auth request: {e}")))?;
         if request.id_data.is_empty() {
             return Err(Error::BadRequest(

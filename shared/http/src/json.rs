@@ -51,10 +51,64 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
     })
 }
 
-/// Parses JSON with upstream's message for malformed bodies.
+/// Parses JSON with upstream's message for malformed bodies and Go's meaning of `null`.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
+    from_go_json(body)
         .map_err(|e| ApiError::bad_request(format!("failed to decode request body: {e}")))
+}
+
+/// Decodes JSON the way Go's `encoding/json` fills a struct: a member whose value is `null`
+/// leaves the field at its zero value, so `{"tenant_token": null}` reads as if the member
+/// were absent (our fields with `#[serde(default)]`), at any depth of objects.
+pub fn from_go_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
+    let mut value: serde_json::Value = serde_json::from_slice(body)?;
+    drop_null_members(&mut value);
+    serde_json::from_value(value)
+}
+
+fn drop_null_members(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_null_members);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_null_members),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Request {
+        #[serde(default)]
+        token: String,
+        #[serde(default)]
+        list: Vec<Inner>,
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Inner {
+        #[serde(default)]
+        n: u32,
+    }
+
+    #[test]
+    fn null_members_are_zero_values() {
+        let parsed: Result<Request, _> =
+            from_go_json(br#"{"token": null, "list": [{"n": null}, {"n": 2}]}"#);
+        assert_eq!(
+            parsed.ok(),
+            Some(Request {
+                token: String::new(),
+                list: vec![Inner { n: 0 }, Inner { n: 2 }],
+            })
+        );
+        assert!(from_go_json::<Request>(br#"{"token": 5}"#).is_err());
+        assert!(from_go_json::<Request>(b"{").is_err());
+    }
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for MenderJson<T> {

@@ -255,11 +255,14 @@ impl Useradm {
         tenant: &str,
         filter: &UserFilter,
     ) -> Result<Vec<UserView>, Error> {
-        let secs = |t: &str| {
+        // Upstream compares the full stored time with the bound (`$gt`/`$lt` on a date), so
+        // a user created at 10.5 s is "created after 10".
+        let micros = |t: &str| {
             chrono::DateTime::parse_from_rfc3339(t)
-                .map(|d| d.timestamp())
+                .map(|d| d.timestamp_micros())
                 .unwrap_or(0)
         };
+        let bound = |t: i64| t.saturating_mul(1_000_000);
         let emails: Vec<String> = filter
             .emails
             .iter()
@@ -272,17 +275,25 @@ impl Useradm {
             .into_iter()
             .filter(|u| filter.ids.is_empty() || filter.ids.contains(&u.id))
             .filter(|u| emails.is_empty() || emails.contains(&u.email))
-            .filter(|u| filter.created_after.is_none_or(|t| secs(&u.created_ts) > t))
+            .filter(|u| {
+                filter
+                    .created_after
+                    .is_none_or(|t| micros(&u.created_ts) > bound(t))
+            })
             .filter(|u| {
                 filter
                     .created_before
-                    .is_none_or(|t| secs(&u.created_ts) < t)
+                    .is_none_or(|t| micros(&u.created_ts) < bound(t))
             })
-            .filter(|u| filter.updated_after.is_none_or(|t| secs(&u.updated_ts) > t))
+            .filter(|u| {
+                filter
+                    .updated_after
+                    .is_none_or(|t| micros(&u.updated_ts) > bound(t))
+            })
             .filter(|u| {
                 filter
                     .updated_before
-                    .is_none_or(|t| secs(&u.updated_ts) < t)
+                    .is_none_or(|t| micros(&u.updated_ts) < bound(t))
             })
             .collect();
         users.sort_by(|a, b| a.created_ts.cmp(&b.created_ts).then(a.id.cmp(&b.id)));

@@ -1,0 +1,193 @@
+//! The deployment list query (`GET /api/management/v{1,2}/deployments/deployments`) with
+//! upstream's rules (`ParseLookupQuery`, `ParseDeploymentLookupQueryV{1,2}` and the Mongo
+//! filter of `datastore_mongo.go`): `status`, `type`, `created_after`/`created_before`
+//! (epoch seconds, both inclusive, compared with the full creation time), `sort`, `search`
+//! (v1) and repeated `id`/`name` (v2).
+
+use chrono::{DateTime, Utc};
+
+use crate::model::Deployment;
+use crate::service::Error;
+
+#[derive(Debug, Default, PartialEq)]
+pub struct DeploymentQuery {
+    /// `pending`, `inprogress` or `finished` (`aborted` is `finished`, as upstream).
+    pub status: Option<String>,
+    /// `software` (also matches deployments stored without a type) or `configuration`.
+    pub kind: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub ascending: bool,
+    pub search: Option<String>,
+    pub ids: Vec<String>,
+    pub names: Vec<String>,
+}
+
+fn epoch(key: &str, value: &str) -> Result<DateTime<Utc>, Error> {
+    let what = if key == "created_before" {
+        "timestamp parsing failed for created_before parameter"
+    } else {
+        "timestamp parsing failed created_after parameter"
+    };
+    value
+        .parse::<i64>()
+        .ok()
+        .and_then(|secs| DateTime::from_timestamp(secs, 0))
+        .ok_or_else(|| Error::BadRequest(format!("{what}: invalid timestamp: {value}")))
+}
+
+impl DeploymentQuery {
+    /// Parses the query; the first value of each single-valued key counts (Go's `Get`).
+    pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, Error> {
+        let first = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+                .filter(|v| !v.is_empty())
+        };
+        let all = |k: &str| -> Vec<String> {
+            pairs
+                .iter()
+                .filter(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .collect()
+        };
+        let mut query = DeploymentQuery {
+            ids: all("id"),
+            names: all("name"),
+            search: first("search").map(str::to_owned),
+            ..Default::default()
+        };
+        if let Some(v) = first("created_before") {
+            query.created_before = Some(epoch("created_before", v)?);
+        }
+        if let Some(v) = first("created_after") {
+            query.created_after = Some(epoch("created_after", v)?);
+        }
+        query.ascending = match first("sort").map(str::to_lowercase).as_deref() {
+            None | Some("desc") => false,
+            Some("asc") => true,
+            Some(_) => {
+                return Err(Error::BadRequest(
+                    "invalid form value: must be one of \"asc\" or \"desc\"".into(),
+                ))
+            }
+        };
+        query.status = match first("status") {
+            None => None,
+            Some(s @ ("pending" | "inprogress" | "finished")) => Some(s.to_owned()),
+            Some("aborted") => Some("finished".to_owned()),
+            Some(other) => return Err(Error::BadRequest(format!("unknown status {other}"))),
+        };
+        query.kind = match first("type") {
+            None => None,
+            Some(t @ ("software" | "configuration")) => Some(t.to_owned()),
+            Some(other) => {
+                return Err(Error::BadRequest(format!(
+                    "unknown deployment type {other}"
+                )))
+            }
+        };
+        Ok(query)
+    }
+
+    pub fn matches(&self, d: &Deployment) -> bool {
+        let created = DateTime::parse_from_rfc3339(&d.created)
+            .ok()
+            .map(|c| c.with_timezone(&Utc));
+        let within = |bound: Option<DateTime<Utc>>, after: bool| {
+            bound.is_none_or(|b| created.is_some_and(|c| if after { c >= b } else { c <= b }))
+        };
+        self.status.as_ref().is_none_or(|s| &d.status == s)
+            && self.kind.as_deref().is_none_or(|k| match k {
+                "configuration" => d.is_configuration(),
+                _ => !d.is_configuration(),
+            })
+            && within(self.created_after, true)
+            && within(self.created_before, false)
+            && self.search.as_ref().is_none_or(|needle| {
+                let needle = needle.to_lowercase();
+                d.name.to_lowercase().contains(&needle)
+                    || d.artifact_name.to_lowercase().contains(&needle)
+            })
+            && (self.ids.is_empty() || self.ids.contains(&d.id))
+            && (self.names.is_empty() || self.names.contains(&d.name))
+    }
+
+    /// Filters and orders (newest first unless `sort=asc`) the tenant's deployments.
+    pub fn apply(&self, deployments: Vec<Deployment>) -> Vec<Deployment> {
+        let mut out: Vec<Deployment> = deployments
+            .into_iter()
+            .filter(|d| self.matches(d))
+            .collect();
+        out.sort_by(|a, b| {
+            let order = crate::operator::cmp_time(&b.created, &a.created).then(b.id.cmp(&a.id));
+            if self.ascending {
+                order.reverse()
+            } else {
+                order
+            }
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
+        q.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn deployment(created: &str, kind: &str) -> Deployment {
+        Deployment {
+            created: created.into(),
+            kind: kind.into(),
+            status: "pending".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn created_bounds_are_inclusive_on_the_full_time() {
+        let d = deployment("2026-01-01T00:00:10.500Z", "");
+        let q = |k, v| DeploymentQuery::from_pairs(&pairs(&[(k, v)])).map(|q| q.matches(&d));
+        let ten = "1767225610"; // 2026-01-01T00:00:10Z
+        let eleven = "1767225611";
+        assert_eq!(q("created_after", ten).ok(), Some(true));
+        assert_eq!(q("created_before", ten).ok(), Some(false));
+        assert_eq!(q("created_before", eleven).ok(), Some(true));
+        assert_eq!(q("created_after", eleven).ok(), Some(false));
+        let exact = deployment("2026-01-01T00:00:10Z", "");
+        let both =
+            DeploymentQuery::from_pairs(&pairs(&[("created_after", ten), ("created_before", ten)]));
+        assert!(both.is_ok_and(|q| q.matches(&exact)));
+        assert!(matches!(
+            DeploymentQuery::from_pairs(&pairs(&[("created_after", "1.5")])),
+            Err(Error::BadRequest(m)) if m == "timestamp parsing failed created_after parameter: invalid timestamp: 1.5"
+        ));
+    }
+
+    #[test]
+    fn type_filter() {
+        let soft = deployment("2026-01-01T00:00:00Z", "");
+        let conf = deployment("2026-01-01T00:00:00Z", "configuration");
+        let q = |t| DeploymentQuery::from_pairs(&pairs(&[("type", t)]));
+        assert!(q("software").is_ok_and(|q| q.matches(&soft) && !q.matches(&conf)));
+        assert!(q("configuration").is_ok_and(|q| !q.matches(&soft) && q.matches(&conf)));
+        assert!(
+            matches!(q("firmware"), Err(Error::BadRequest(m)) if m == "unknown deployment type firmware")
+        );
+        assert!(matches!(
+            DeploymentQuery::from_pairs(&pairs(&[("sort", "ASC")])),
+            Ok(DeploymentQuery {
+                ascending: true,
+                ..
+            })
+        ));
+    }
+}

@@ -37,3 +37,8 @@ bench-inventory:
 # Regenerate docs/COVERAGE.md (which Mender operations are served, by which function).
 coverage:
 	python3 scripts/coverage.py
+
+# cargo fuzz targets of fuzz/, FUZZ_SECONDS each (default 600): executions, crashes.
+.PHONY: fuzz
+fuzz:
+	scripts/fuzz.sh

@@ -1,7 +1,9 @@
 //! Direct upload: a 64 MiB artifact PUT through the presigned link, `complete`, then the
 //! `process-artifact` queue step parses it from S3 and the artifact is listed. The emulator
 //! (s3s-fs, like S3) refuses a tampered or expired presigned URL; an invalid artifact is
-//! dropped; `complete` of an unknown or already completed upload is 404.
+//! dropped; `complete` of an unknown or already completed upload is 404. Verified bytes
+//! cannot be replaced: not by a second PUT to the link, not by a multipart upload that names a
+//! live artifact's id.
 
 use std::time::Duration;
 
@@ -140,21 +142,23 @@ async fn sixty_four_mib_direct_upload_and_refused_links() -> anyhow::Result<()> 
         .await?;
     assert_eq!(status, StatusCode::ACCEPTED);
     let key = mender_aws::s3::ArtifactStorage::key("", &bad_id);
+    let staged = mender_aws::s3::ArtifactStorage::upload_key("", &bad_id);
     let services = stack.stack.services.clone();
     wait_for(
         Duration::from_secs(60),
         Duration::from_millis(300),
         || async {
-            services
-                .artifacts
-                .size(&key)
+            let status = services
+                .deployments
+                .direct_upload_status("", &bad_id)
                 .await
-                .ok()?
-                .is_none()
-                .then_some(())
+                .ok()??;
+            (status == "aborted").then_some(())
         },
     )
     .await?;
+    assert_eq!(services.artifacts.size(&key).await?, None);
+    assert_eq!(services.artifacts.size(&staged).await?, None);
     let (status, _, _) = admin
         .request(
             Method::GET,
@@ -171,6 +175,154 @@ async fn sixty_four_mib_direct_upload_and_refused_links() -> anyhow::Result<()> 
         )
         .await?;
     assert_eq!(body(&list).as_array().map(Vec::len), Some(1));
+    stack.stop().await;
+    Ok(())
+}
+
+/// A small real artifact written by `mender-artifact`.
+fn write_artifact(work: &TempDir, name: &str, content: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let payload = work.path().join(format!("{name}.bin"));
+    std::fs::write(&payload, content)?;
+    let out = work.path().join(format!("{name}.mender"));
+    let status = std::process::Command::new("mender-artifact")
+        .args(["write", "module-image", "-T", "single-file", "-n", name])
+        .args(["-t", "test-device", "-f"])
+        .arg(&payload)
+        .arg("-o")
+        .arg(&out)
+        .status()?;
+    anyhow::ensure!(status.success(), "mender-artifact write {name}");
+    Ok(std::fs::read(out)?)
+}
+
+/// `multipart/form-data` with `artifact_id` and `artifact` parts, as mender-cli sends them.
+fn multipart(artifact_id: &str, artifact: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "mender-rs-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"artifact_id\"\r\n\r\n{artifact_id}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"artifact\"; filename=\"a.mender\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(artifact);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// The bytes behind an artifact's download link.
+async fn download(
+    admin: &black_box_tests::mgmt::Mgmt,
+    http: &reqwest::Client,
+    id: &str,
+) -> anyhow::Result<Vec<u8>> {
+    let (status, _, link) = admin
+        .request(
+            Method::GET,
+            &format!("/api/management/v1/deployments/artifacts/{id}/download"),
+            None,
+        )
+        .await?;
+    anyhow::ensure!(status == StatusCode::OK, "download link: {status}");
+    let uri = body(&link)["uri"].as_str().unwrap_or_default().to_owned();
+    Ok(http.get(uri).send().await?.bytes().await?.to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_bytes_cannot_be_replaced() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let admin = stack.admin().await?;
+    let http = https_client(&stack.ca_cert())?;
+    let work = TempDir::new("replace")?;
+    let good = write_artifact(&work, "verified-1", b"the verified payload")?;
+    let evil = write_artifact(&work, "evil-1", b"something else entirely")?;
+
+    // A direct upload completes and is verified.
+    let (_, _, link) = admin
+        .request(
+            Method::POST,
+            "/api/management/v1/deployments/artifacts/directupload",
+            None,
+        )
+        .await?;
+    let link = body(&link);
+    let id = link["id"].as_str().unwrap_or_default().to_owned();
+    let uri = link["uri"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        http.put(&uri).body(good.clone()).send().await?.status(),
+        StatusCode::OK
+    );
+    let complete = format!("/api/management/v1/deployments/artifacts/directupload/{id}/complete");
+    let (status, _, _) = admin.request(Method::POST, &complete, None).await?;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let services = stack.stack.services.clone();
+    wait_for(
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        || async {
+            let status = services
+                .deployments
+                .direct_upload_status("", &id)
+                .await
+                .ok()??;
+            (status == "completed").then_some(())
+        },
+    )
+    .await?;
+    assert_eq!(download(&admin, &http, &id).await?, good);
+
+    // The link is still valid: a second PUT must not replace what was verified.
+    let again = http.put(&uri).body(evil.clone()).send().await?;
+    assert!(again.status().is_success() || again.status().is_client_error());
+    assert_eq!(
+        download(&admin, &http, &id).await?,
+        good,
+        "replaced through the link"
+    );
+
+    // A multipart upload naming the live artifact's id is a 409 and leaves it intact.
+    let (content_type, form) = multipart(&id, &evil);
+    let response = http
+        .post(format!(
+            "{}/api/management/v1/deployments/artifacts",
+            stack.url()
+        ))
+        .bearer_auth(admin.token())
+        .header("Content-Type", content_type)
+        .body(form)
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        download(&admin, &http, &id).await?,
+        good,
+        "replaced by a multipart upload"
+    );
+    let (_, _, shown) = admin
+        .request(
+            Method::GET,
+            &format!("/api/management/v1/deployments/artifacts/{id}"),
+            None,
+        )
+        .await?;
+    assert_eq!(body(&shown)["name"], "verified-1");
+
+    // A multipart upload with a fresh client-chosen id works, and its id is then taken.
+    let fresh = uuid::Uuid::new_v4().to_string();
+    for expected in [StatusCode::CREATED, StatusCode::CONFLICT] {
+        let (content_type, form) = multipart(&fresh, &evil);
+        let response = http
+            .post(format!(
+                "{}/api/management/v1/deployments/artifacts",
+                stack.url()
+            ))
+            .bearer_auth(admin.token())
+            .header("Content-Type", content_type)
+            .body(form)
+            .send()
+            .await?;
+        assert_eq!(response.status(), expected);
+    }
+    assert_eq!(download(&admin, &http, &fresh).await?, evil);
     stack.stop().await;
     Ok(())
 }

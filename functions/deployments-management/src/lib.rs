@@ -259,7 +259,7 @@ async fn start_direct_upload(State(s): State<Services>, auth: UserAuth) -> ApiRe
     let link = s
         .artifacts
         .presign_put(
-            &ArtifactStorage::key(auth.tenant(), &id),
+            &ArtifactStorage::upload_key(auth.tenant(), &id),
             UPLOAD_LINK_LIFETIME,
         )
         .await
@@ -278,7 +278,7 @@ async fn complete_direct_upload(
     check_uuid(&id)?;
     let stored = s
         .artifacts
-        .size(&ArtifactStorage::key(auth.tenant(), &id))
+        .size(&ArtifactStorage::upload_key(auth.tenant(), &id))
         .await
         .map_err(ApiError::internal)?;
     if stored.is_none() {

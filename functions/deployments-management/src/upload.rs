@@ -1,6 +1,7 @@
 //! The multipart artifact upload: parts `size`, `description`, `artifact_id`, then `artifact`
 //! (last). The artifact is streamed to S3 and, at the same time, parsed and checksummed by
-//! `mender_artifact::StreamParser`, so memory stays flat whatever the size.
+//! `mender_artifact::StreamParser`, so memory stays flat whatever the size. The artifact id
+//! (client-chosen or new) is reserved first, so no upload writes another one's object.
 
 use axum::extract::multipart::Field;
 use axum::extract::Multipart;
@@ -10,8 +11,7 @@ use mender_aws::s3::ArtifactStorage;
 use mender_http::{ApiError, ApiResult};
 use services::Services;
 
-/// Upstream's `storage.max_image_size`.
-pub const MAX_ARTIFACT_SIZE: u64 = 10 * 1024 * 1024 * 1024;
+pub use deployments::MAX_ARTIFACT_SIZE;
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request(e.to_string())
@@ -46,7 +46,16 @@ pub async fn upload(s: &Services, tenant: &str, mut form: Multipart) -> ApiResul
                     .map_err(|_| ApiError::bad_request("artifact_id: must be a valid UUID"))?
                     .to_string();
             }
-            "artifact" => return store(s, tenant, id, description, declared_size, field).await,
+            "artifact" => {
+                // The id is reserved before a byte reaches S3, so a client-chosen id can never
+                // overwrite (and, on the duplicate error, delete) a live artifact's object.
+                s.deployments.reserve_artifact_id(tenant, &id).await?;
+                let stored = store(s, tenant, id.clone(), description, declared_size, field).await;
+                s.deployments
+                    .release_artifact_id(tenant, &id, stored.is_ok())
+                    .await?;
+                return stored;
+            }
             _ => {}
         }
     }

@@ -252,6 +252,19 @@ impl Table {
         Ok(())
     }
 
+    /// Writes `item` only if no item has its key: [`DynamoError::ConditionFailed`] otherwise.
+    pub async fn put_new(&self, item: Item) -> Result<(), DynamoError> {
+        self.client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     /// Writes `items` in one transaction; a failed condition in any of them is
     /// [`DynamoError::ConditionFailed`].
     pub async fn transact(

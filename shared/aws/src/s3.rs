@@ -57,6 +57,13 @@ impl ArtifactStorage {
         }
     }
 
+    /// Where a direct upload's presigned PUT writes (`uploads/<artifact key>`): never the
+    /// artifact's own key, so the link, valid for its whole lifetime, cannot replace bytes
+    /// that `process-artifact` verified. The bucket expires this prefix.
+    pub fn upload_key(tenant: &str, id: &str) -> String {
+        format!("uploads/{}", Self::key(tenant, id))
+    }
+
     fn expiry(lifetime: Duration) -> String {
         let at = chrono::Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or_default();
         at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -101,15 +108,21 @@ impl ArtifactStorage {
         })
     }
 
+    /// Deletes `key`; a key that is already gone is success (as S3 answers; s3s-fs says
+    /// `NoSuchKey`), so a redelivered step's delete is idempotent.
     pub async fn delete(&self, key: &str) -> Result<(), S3Error> {
-        self.client
+        match self
+            .client
             .delete_object()
             .bucket(&self.bucket)
             .key(key)
             .send()
             .await
-            .map_err(err)?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(()),
+            Err(e) => Err(err(aws_sdk_s3::error::DisplayErrorContext(e))),
+        }
     }
 
     /// Size of the object, `None` when it does not exist.

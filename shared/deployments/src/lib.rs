@@ -12,5 +12,8 @@ pub mod service;
 pub mod software;
 pub mod store;
 
+/// Largest artifact, uploaded either way (upstream's `storage.max_image_size`).
+pub const MAX_ARTIFACT_SIZE: u64 = 10 * 1024 * 1024 * 1024;
+
 pub use model::{Artifact, Deployment, DeviceDeployment};
 pub use service::{Deployments, Error};

@@ -676,6 +676,48 @@ impl Deployments {
 }
 
 impl Deployments {
+    /// Reserves a multipart upload's artifact id before anything is written to S3: a live
+    /// artifact's id or one another upload holds is a 409 (it would overwrite that object).
+    pub async fn reserve_artifact_id(&self, tenant: &str, id: &str) -> Result<(), Error> {
+        let taken = || Error::Conflict("artifact with the same id already exists".into());
+        if self.store.get_artifact(tenant, id).await?.is_some() {
+            return Err(taken());
+        }
+        let now = now();
+        let intent = crate::store::UploadIntent {
+            id: id.to_owned(),
+            status: "uploading".into(),
+            issued_ts: now.clone(),
+            updated_ts: now,
+        };
+        match self.store.put_intent(tenant, &intent).await {
+            Ok(()) => Ok(()),
+            Err(DynamoError::ConditionFailed) => Err(taken()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Ends a multipart upload's reservation: stored (`completed`) or released when failed.
+    pub async fn release_artifact_id(
+        &self,
+        tenant: &str,
+        id: &str,
+        stored: bool,
+    ) -> Result<(), Error> {
+        if stored {
+            self.store
+                .move_intent(tenant, id, "uploading", "completed", &now())
+                .await
+                .or_else(|e| match e {
+                    DynamoError::ConditionFailed => Ok(()),
+                    e => Err(e),
+                })?;
+        } else {
+            self.store.delete_intent(tenant, id).await?;
+        }
+        Ok(())
+    }
+
     /// Records a direct upload's intent (status `pending`) and returns its id.
     pub async fn start_direct_upload(&self, tenant: &str) -> Result<String, Error> {
         let now = now();

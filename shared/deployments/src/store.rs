@@ -630,10 +630,18 @@ pub struct UploadIntent {
 }
 
 impl Store {
+    /// Writes a new intent; its id is reserved from then on (`ConditionFailed` when taken), so
+    /// no two uploads, direct or multipart, ever write the same artifact object.
     pub async fn put_intent(&self, tenant: &str, intent: &UploadIntent) -> Result<(), DynamoError> {
         let item = to_item(tenant_pk(tenant), format!("UPLOAD#{}", intent.id), intent)?;
-        self.table.put(item).await?;
-        Ok(())
+        self.table.put_new(item).await
+    }
+
+    /// Releases the reservation of an upload that failed before its artifact was stored.
+    pub async fn delete_intent(&self, tenant: &str, id: &str) -> Result<(), DynamoError> {
+        self.table
+            .delete(key(tenant_pk(tenant), format!("UPLOAD#{id}")))
+            .await
     }
 
     pub async fn get_intent(

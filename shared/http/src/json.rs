@@ -77,6 +77,16 @@ fn drop_null_members(value: &mut serde_json::Value) {
     }
 }
 
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for MenderJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        check_json_content_type(req.headers())?;
+        let body = read_body(req, state).await?;
+        parse_json(&body).map(MenderJson)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,15 +118,5 @@ mod tests {
         );
         assert!(from_go_json::<Request>(br#"{"token": 5}"#).is_err());
         assert!(from_go_json::<Request>(b"{").is_err());
-    }
-}
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for MenderJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        check_json_content_type(req.headers())?;
-        let body = read_body(req, state).await?;
-        parse_json(&body).map(MenderJson)
     }
 }

@@ -100,6 +100,38 @@ pub enum Error {
         limit: u64,
     },
 
+    /// The payload members (`data/NNNN.tar*`) decompress to more than
+    /// [`ReadOptions::max_payload_size`](crate::ReadOptions::max_payload_size) bytes in
+    /// total, or a payload file's tar header declares more than that.
+    #[error("{member}: decompressed payload data exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The payload member (`data/0000.tar.gz`), with the file when a tar header was at
+        /// fault.
+        member: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+
+    /// A payload member decompresses to more than
+    /// [`ReadOptions::max_compression_ratio`](crate::ReadOptions::max_compression_ratio)
+    /// times its compressed size (beyond the allowance of
+    /// [`ReadOptions::compression_ratio_grace`](crate::ReadOptions::compression_ratio_grace)):
+    /// a decompression bomb.
+    #[error(
+        "{member}: {decompressed} decompressed bytes from {compressed} compressed bytes exceed \
+         the maximum compression ratio of {max_ratio}:1 (decompression bomb)"
+    )]
+    CompressionRatio {
+        /// The payload member, with the file when its tar header was at fault.
+        member: String,
+        /// Decompressed payload bytes so far (or declared by a tar header).
+        decompressed: u64,
+        /// Compressed payload bytes read so far (or the most the member can hold).
+        compressed: u64,
+        /// The configured ratio.
+        max_ratio: u64,
+    },
+
     /// A compressed member could not be decompressed.
     #[error("cannot decompress {member}: {source}")]
     Decompress {

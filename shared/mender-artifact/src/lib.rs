@@ -10,12 +10,21 @@
 //!
 //! * [`ReadMode::Full`] ([`verify_artifact`]): checks the member order, the `version` and
 //!   `header.tar*` checksums, every payload file's SHA-256 against the manifest and that
-//!   every manifest entry was present; reads to EOF ([`ArtifactInfo::size`] = bytes read).
+//!   every manifest entry was present; reads up to the outer end-of-archive marker and no
+//!   further, as upstream (what follows is ignored; [`ArtifactInfo::size`] = bytes up to
+//!   the marker).
 //! * [`ReadMode::HeaderOnly`] ([`read_header`]): stops at the end of `header.tar*`
 //!   (`header-augment.tar*` for augmented artifacts), typically a few KiB into the file,
 //!   so an artifact stored in S3 can be parsed through a `Read` that issues ranged GETs
 //!   lazily (or one GET of the first 64 KiB; a short read surfaces as
 //!   [`Error::Truncated`]).
+//!
+//! Decompression bombs are refused quickly: the decompressed payload data is capped
+//! ([`ReadOptions::max_payload_size`], default 32 GiB) and so is its ratio to the compressed
+//! bytes ([`ReadOptions::max_compression_ratio`], default 1024:1 beyond a 1 GiB grace),
+//! both checked while decoding and, before decoding, against the sizes the payload tar
+//! headers declare ([`Error::PayloadTooLarge`], [`Error::CompressionRatio`]); nothing past
+//! an inner archive's end-of-archive marker is decompressed beyond 64 KiB.
 //!
 //! Malformed input (truncated, not a tar, wrong checksum, members out of order, unknown
 //! version, oversized header...) always yields a typed [`Error`], never a panic.
@@ -39,6 +48,9 @@
 
 mod compression;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod info;
 mod reader;
 mod stream;

@@ -5,9 +5,19 @@
 //! Memory use does not depend on the artifact size: payload data is hashed in 64 KiB
 //! chunks and never kept; only metadata members are buffered, each under a limit from
 //! [`ReadOptions`]. Decoders are bounded by [`ReadOptions::max_decoder_memory`].
+//!
+//! Time is bounded too (decompression bombs): the decompressed payload data may not exceed
+//! [`ReadOptions::max_payload_size`] nor [`ReadOptions::max_compression_ratio`] times the
+//! compressed bytes read (after a grace allowance), checked as the decoders produce bytes and,
+//! before any decompression, against the sizes the payload tar headers declare. Nothing after
+//! an end-of-archive marker is decompressed (beyond a small allowance for the record padding
+//! of inner archives) or read (the outer archive), as upstream's Go reader (`archive/tar`
+//! stops at the marker).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
+use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 
@@ -46,6 +56,30 @@ pub struct ReadOptions {
     /// Cap on a decoder's own memory (xz dictionary, zstd window). Default 128 MiB, enough
     /// for `xz -9` and `zstd --ultra -22`-style windows up to 128 MiB.
     pub max_decoder_memory: u64,
+    /// Cap on the total *decompressed* size of the payload members (`data/NNNN.tar*`, their
+    /// tar headers included), summed over all payloads; a payload file whose tar header
+    /// declares more is refused before its data is read ([`Error::PayloadTooLarge`]).
+    ///
+    /// Default 32 GiB: three times the largest upload (10 GiB, upstream's
+    /// `storage.max_image_size`) at the ~3:1 of a typical rootfs image, and what
+    /// `process-artifact` (512 MB Lambda, about 0.3 vCPU: ~55 MB/s of inflate + SHA-256)
+    /// can decompress and hash within its 900 s timeout.
+    pub max_payload_size: u64,
+    /// Cap on the ratio of decompressed to compressed payload bytes: the decompressed
+    /// payload data read so far may not exceed
+    /// `compression_ratio_grace + max_compression_ratio × compressed bytes read so far`
+    /// ([`Error::CompressionRatio`]). Also checked before decompressing a payload file,
+    /// against the size its tar header declares and the most its member can hold.
+    ///
+    /// Default 1024 (1 GiB per MiB): just below deflate's ceiling of ~1032:1, so only
+    /// nearly-all-zero gzip data comes close; real rootfs images compress 3-10:1, and even
+    /// a mostly empty filesystem image stays in the tens or hundreds. xz and zstd reach
+    /// 7,000:1 and 32,000:1 on zeros, which is what bombs use.
+    pub max_compression_ratio: u64,
+    /// Decompressed payload bytes always allowed, whatever the ratio. Default 1 GiB (a few
+    /// seconds of work), so that small artifacts with very compressible payloads (e.g. a
+    /// 256 MiB image of zeros, xz'd to 40 KiB) are accepted.
+    pub compression_ratio_grace: u64,
 }
 
 impl ReadOptions {
@@ -56,6 +90,9 @@ impl ReadOptions {
             max_header_size: 10 << 20,
             max_metadata_size: 1 << 20,
             max_decoder_memory: 128 << 20,
+            max_payload_size: 32 << 30,
+            max_compression_ratio: 1024,
+            compression_ratio_grace: 1 << 30,
         }
     }
 
@@ -87,13 +124,16 @@ pub fn read_header<R: Read>(reader: R) -> Result<ArtifactInfo> {
 /// Parses an artifact from `reader` according to `options`.
 ///
 /// The reader is consumed in order and never rewound; reads are issued in chunks of at
-/// most 64 KiB. In [`ReadMode::Full`] the input is read to EOF (bytes after the tar
-/// end-of-archive marker are counted in `size` but otherwise ignored).
+/// most 64 KiB. In [`ReadMode::Full`] the input is read up to the outer tar's end-of-archive
+/// marker (two zero blocks) and no further: whatever follows is ignored and not read, as
+/// upstream's reader does, and `size` is the artifact's size up to the marker.
+/// ([`StreamParser`](crate::StreamParser) counts every byte fed in `size`.)
 pub fn read_artifact<R: Read>(reader: R, options: &ReadOptions) -> Result<ArtifactInfo> {
     let mut parser = Parser {
         opts: options,
         tar: TarReader::new(reader, "artifact", true),
         manifest: Manifest::default(),
+        budget: Rc::new(PayloadBudget::new(options)),
     };
     parser.run()
 }
@@ -105,6 +145,7 @@ struct Parser<'o, R> {
     opts: &'o ReadOptions,
     tar: TarReader<R>,
     manifest: Manifest,
+    budget: Rc<PayloadBudget>,
 }
 
 /// Everything collected from `header.tar*`.
@@ -219,7 +260,7 @@ impl<R: Read> Parser<'_, R> {
                 if !missing.is_empty() {
                     return Err(Error::MissingFiles(missing));
                 }
-                self.tar.drain()?;
+                // Stop at the end-of-archive marker: what follows is not read.
                 true
             }
         };
@@ -296,6 +337,7 @@ impl<R: Read> Parser<'_, R> {
             compression,
             Some(self.opts.max_header_size),
             Some(expected),
+            None,
             |inner| parse_header_tar(inner, member, version, self.opts.max_metadata_size),
         )
     }
@@ -314,6 +356,7 @@ impl<R: Read> Parser<'_, R> {
             compression,
             Some(self.opts.max_header_size),
             Some(expected),
+            None,
             |inner| parse_augment_tar(inner, member, payload_count, self.opts.max_metadata_size),
         )
     }
@@ -375,8 +418,12 @@ impl<R: Read> Parser<'_, R> {
                 });
             }
             next_index = index + 1;
-            // The data tar itself has no checksum (its files do) and no size limit.
+            // The data tar itself has no checksum (its files do); its decompressed size counts
+            // against the payload budget. The member cannot supply more compressed bytes than
+            // its tar header declares.
             let manifest = &mut self.manifest;
+            let budget = &self.budget;
+            let max_compressed = budget.compressed.get().saturating_add(entry.size);
             let files = with_inner_tar(
                 &mut self.tar,
                 self.opts,
@@ -384,7 +431,8 @@ impl<R: Read> Parser<'_, R> {
                 compression,
                 None,
                 None,
-                |inner| read_data_tar(inner, &name, index, manifest),
+                Some(budget),
+                |inner| read_data_tar(inner, &name, index, manifest, budget, max_compressed),
             )?;
             header.payloads[index].files = files;
         }
@@ -412,8 +460,19 @@ fn refine<R: Read>(tar: &mut TarReader<R>, err: Error, member: &str) -> Error {
 /// The inner tar of a compressed member, as handed to member parsers.
 type InnerTar<'a> = TarReader<LimitReader<Box<dyn Read + 'a>>>;
 
+/// Decompressed bytes read after an inner archive's end-of-archive marker, at most: enough
+/// for the record padding of `tar` implementations (GNU tar and bsdtar pad to 10 KiB
+/// records; this covers blocking factors up to 128) and for the compression trailer to be
+/// read and checked when it follows. Anything beyond is ignored without being decompressed
+/// (upstream's reader does not read past the marker at all); its compressed bytes are still
+/// consumed (and hashed, for a checksummed member) from the outer archive.
+const MAX_INNER_TRAILER: u64 = 64 * 1024;
+
 /// Runs `f` on the inner tar of the compressed member the outer reader is positioned on,
 /// consumes the rest of the member, then compares the member's SHA-256 with `expected`.
+/// With a `budget` (payload members), the compressed and decompressed bytes are counted
+/// against it.
+#[allow(clippy::too_many_arguments)]
 fn with_inner_tar<R: Read, T>(
     tar: &mut TarReader<R>,
     opts: &ReadOptions,
@@ -421,9 +480,10 @@ fn with_inner_tar<R: Read, T>(
     compression: Compression,
     limit: Option<u64>,
     expected: Option<[u8; 32]>,
+    budget: Option<&Rc<PayloadBudget>>,
     f: impl for<'a> FnOnce(&mut InnerTar<'a>) -> Result<T>,
 ) -> Result<T> {
-    let mut hashing = HashingReader::new(&mut *tar, expected.is_some());
+    let mut hashing = HashingReader::new(&mut *tar, expected.is_some(), budget.cloned());
     let result = (|| {
         let decoder = compression
             .decoder(&mut hashing, opts.max_decoder_memory)
@@ -431,10 +491,15 @@ fn with_inner_tar<R: Read, T>(
                 member: member.into(),
                 source,
             })?;
-        let mut inner = TarReader::new(LimitReader::new(decoder, limit), member, false);
+        let mut inner = TarReader::new(
+            LimitReader::new(decoder, limit, budget.cloned()),
+            member,
+            false,
+        );
         let out = f(&mut inner)?;
-        // Consume the rest of the decompressed stream (checks the compression trailer).
-        inner.drain()?;
+        // Past the end-of-archive marker: a little more (record padding, the compression
+        // trailer), not a decompression bomb's worth.
+        inner.drain_upto(MAX_INNER_TRAILER)?;
         Ok(out)
     })();
     // Consume the rest of the member; also after a parse error of a checksummed member,
@@ -485,9 +550,18 @@ fn io_error(member: &str, e: io::Error) -> Error {
     }
 }
 
-/// Turns a [`LimitExceeded`] error surfacing anywhere into [`Error::TooLarge`].
+/// Turns a [`LimitExceeded`] error surfacing anywhere into [`Error::TooLarge`], a
+/// [`BudgetExceeded`] one into [`Error::PayloadTooLarge`] or [`Error::CompressionRatio`].
 fn limit_error(e: Error, member: &str, limit: Option<u64>) -> Error {
     let is_limit = |s: &io::Error| s.get_ref().is_some_and(|i| i.is::<LimitExceeded>());
+    if let Error::Decompress { source, .. } | Error::Io { source, .. } = &e {
+        if let Some(b) = source
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<BudgetExceeded>())
+        {
+            return b.to_error(member.to_string());
+        }
+    }
     match (&e, limit) {
         (Error::Decompress { source, .. } | Error::Io { source, .. }, Some(limit))
             if is_limit(source) =>
@@ -853,6 +927,8 @@ fn read_data_tar<R: Read>(
     member: &str,
     index: usize,
     manifest: &mut Manifest,
+    budget: &PayloadBudget,
+    max_compressed: u64,
 ) -> Result<Vec<FileInfo>> {
     let mut files = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -863,6 +939,10 @@ fn read_data_tar<R: Read>(
                 entry: e.name,
             });
         }
+        // A declared size that cannot fit is refused before decompressing anything.
+        budget
+            .check_declared(e.size, max_compressed)
+            .map_err(|b| b.to_error(format!("{member} (file {})", e.name)))?;
         let path = format!("data/{index:04}/{}", e.name);
         let expected = manifest.get_and_mark(&path)?;
         let mut hasher = Sha256::new();
@@ -1046,17 +1126,20 @@ impl Manifest {
     }
 }
 
-/// Passes bytes through, hashing them (when enabled).
+/// Passes bytes through, hashing them (when enabled) and counting them as compressed
+/// payload bytes (with a budget).
 struct HashingReader<R> {
     inner: R,
     hasher: Option<Sha256>,
+    budget: Option<Rc<PayloadBudget>>,
 }
 
 impl<R: Read> HashingReader<R> {
-    fn new(inner: R, enabled: bool) -> Self {
+    fn new(inner: R, enabled: bool, budget: Option<Rc<PayloadBudget>>) -> Self {
         HashingReader {
             inner,
             hasher: enabled.then(Sha256::new),
+            budget,
         }
     }
 
@@ -1070,6 +1153,10 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         if let Some(h) = &mut self.hasher {
             h.update(&buf[..n]);
+        }
+        if let Some(b) = &self.budget {
+            b.compressed
+                .set(b.compressed.get().saturating_add(n as u64));
         }
         Ok(n)
     }
@@ -1087,15 +1174,21 @@ impl std::fmt::Display for LimitExceeded {
 
 impl std::error::Error for LimitExceeded {}
 
-/// Fails with [`LimitExceeded`] once more than `limit` bytes were read.
+/// Fails with [`LimitExceeded`] once more than `limit` bytes were read, or with
+/// [`BudgetExceeded`] once the payload budget is exhausted.
 pub(crate) struct LimitReader<R> {
     inner: R,
     left: Option<u64>,
+    budget: Option<Rc<PayloadBudget>>,
 }
 
 impl<R> LimitReader<R> {
-    fn new(inner: R, limit: Option<u64>) -> Self {
-        LimitReader { inner, left: limit }
+    pub(crate) fn new(inner: R, limit: Option<u64>, budget: Option<Rc<PayloadBudget>>) -> Self {
+        LimitReader {
+            inner,
+            left: limit,
+            budget,
+        }
     }
 }
 
@@ -1108,9 +1201,118 @@ impl<R: Read> Read for LimitReader<R> {
             }
             *left -= n as u64;
         }
+        if let Some(b) = &self.budget {
+            b.add_decompressed(n as u64).map_err(io::Error::other)?;
+        }
         Ok(n)
     }
 }
+
+/// Decompression accounting of the payload members (decompression bomb protection), shared
+/// by the reader feeding the decoders (compressed bytes, [`HashingReader`]) and the one
+/// draining them (decompressed bytes, [`LimitReader`]). Single-threaded: the parser runs on
+/// one thread.
+pub(crate) struct PayloadBudget {
+    max_total: u64,
+    max_ratio: u64,
+    grace: u64,
+    /// Compressed payload bytes handed to decoders so far (the decoders' read-ahead
+    /// included, at most a buffer per member).
+    compressed: Cell<u64>,
+    /// Bytes the payload decoders produced so far.
+    decompressed: Cell<u64>,
+}
+
+impl PayloadBudget {
+    fn new(opts: &ReadOptions) -> Self {
+        PayloadBudget {
+            max_total: opts.max_payload_size,
+            max_ratio: opts.max_compression_ratio,
+            grace: opts.compression_ratio_grace,
+            compressed: Cell::new(0),
+            decompressed: Cell::new(0),
+        }
+    }
+
+    fn check(&self, decompressed: u64, compressed: u64) -> Result<(), BudgetExceeded> {
+        if decompressed > self.max_total {
+            return Err(BudgetExceeded::Total {
+                limit: self.max_total,
+            });
+        }
+        let allowed = self
+            .grace
+            .saturating_add(self.max_ratio.saturating_mul(compressed));
+        if decompressed > allowed {
+            return Err(BudgetExceeded::Ratio {
+                decompressed,
+                compressed,
+                max_ratio: self.max_ratio,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts `n` decompressed bytes.
+    fn add_decompressed(&self, n: u64) -> Result<(), BudgetExceeded> {
+        let total = self.decompressed.get().saturating_add(n);
+        self.decompressed.set(total);
+        self.check(total, self.compressed.get())
+    }
+
+    /// Whether `size` more decompressed bytes can fit, given that the payload members read
+    /// so far hold at most `max_compressed` compressed bytes.
+    fn check_declared(&self, size: u64, max_compressed: u64) -> Result<(), BudgetExceeded> {
+        self.check(self.decompressed.get().saturating_add(size), max_compressed)
+    }
+}
+
+/// Marker error: the payload budget is exhausted (carried inside an [`io::Error`] through
+/// the decoders and tar readers, then turned into an [`Error`] by [`limit_error`]).
+#[derive(Debug, Clone, Copy)]
+enum BudgetExceeded {
+    Total {
+        limit: u64,
+    },
+    Ratio {
+        decompressed: u64,
+        compressed: u64,
+        max_ratio: u64,
+    },
+}
+
+impl BudgetExceeded {
+    fn to_error(self, member: String) -> Error {
+        match self {
+            BudgetExceeded::Total { limit } => Error::PayloadTooLarge { member, limit },
+            BudgetExceeded::Ratio {
+                decompressed,
+                compressed,
+                max_ratio,
+            } => Error::CompressionRatio {
+                member,
+                decompressed,
+                compressed,
+                max_ratio,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for BudgetExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BudgetExceeded::Total { limit } => {
+                write!(f, "decompressed payload data exceeds {limit} bytes")
+            }
+            BudgetExceeded::Ratio { max_ratio, .. } => {
+                write!(f, "compression ratio exceeds {max_ratio}:1")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BudgetExceeded {}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]

@@ -21,6 +21,8 @@
 //! `tokio_util::io::SyncIoBridge` and call [`read_artifact`] inside `spawn_blocking`.)
 
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -39,10 +41,14 @@ const CHANNEL_DEPTH: usize = 8;
 /// In [`ReadMode::HeaderOnly`](crate::ReadMode::HeaderOnly) the parser keeps accepting (and
 /// discarding) chunks after the header, so the caller can keep streaming the upload. In
 /// both modes the returned [`ArtifactInfo::size`] is the total number of bytes fed.
+/// [`is_done`](Self::is_done) tells when the parser needs no more input (the end of the
+/// header, or in full mode the outer end-of-archive marker, was reached, or the artifact was
+/// found invalid), so a caller that reads the artifact back from storage can stop there.
 /// Dropping the parser without [`finish`](Self::finish) stops the background task.
 pub struct StreamParser {
     tx: Option<mpsc::Sender<Bytes>>,
     task: Option<JoinHandle<Result<ArtifactInfo>>>,
+    done: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for StreamParser {
@@ -81,13 +87,17 @@ impl StreamParser {
     /// Starts a parser. Must be called from within a tokio runtime.
     pub fn spawn(options: ReadOptions) -> Self {
         let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+        let done = Arc::new(AtomicBool::new(false));
+        let parsed = done.clone();
         let task = tokio::task::spawn_blocking(move || {
             let mut reader = ChannelReader {
                 rx,
                 current: Bytes::new(),
                 total: 0,
             };
-            let mut info = read_artifact(&mut reader, &options)?;
+            let result = read_artifact(&mut reader, &options);
+            parsed.store(true, Ordering::Release);
+            let mut info = result?;
             // Header-only: accept the rest of the upload without parsing it.
             while reader
                 .rx
@@ -101,7 +111,14 @@ impl StreamParser {
         StreamParser {
             tx: Some(tx),
             task: Some(task),
+            done,
         }
+    }
+
+    /// True once the parser has read all it needs (or failed): the chunks fed from then on
+    /// are only counted in [`ArtifactInfo::size`]. Chunks already fed may still be queued.
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
     }
 
     /// Hands the next chunk to the parser (waits while the channel is full). Fails as soon
@@ -196,6 +213,37 @@ mod tests {
         let info = read_artifact_async(&data[..], ReadOptions::full())
             .await
             .unwrap();
+        assert!(info.verified);
+    }
+
+    #[tokio::test]
+    async fn is_done_at_the_end_of_the_archive() {
+        let mut data = artifact();
+        let len = data.len();
+        data.extend(vec![0x77u8; 1 << 20]);
+        let mut p = StreamParser::spawn(ReadOptions::full());
+        let mut fed = 0;
+        for chunk in data.chunks(4096) {
+            if p.is_done() {
+                break;
+            }
+            p.feed(Bytes::copy_from_slice(chunk)).await.unwrap();
+            fed += chunk.len();
+            tokio::task::yield_now().await;
+            if fed >= len {
+                // The parser needs nothing after the end-of-archive marker.
+                for _ in 0..1000 {
+                    if p.is_done() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                assert!(p.is_done(), "not done after the whole artifact");
+            }
+        }
+        assert!(fed < data.len(), "fed the trailing data");
+        let info = p.finish().await.unwrap();
+        assert_eq!(info.size, fed as u64);
         assert!(info.verified);
     }
 

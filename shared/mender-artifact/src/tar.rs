@@ -263,16 +263,24 @@ impl<R: Read> TarReader<R> {
         self.skip(left)
     }
 
-    /// Reads everything after the end-of-archive marker until EOF; returns the total
-    /// number of bytes consumed.
-    pub fn drain(&mut self) -> Result<u64> {
+    /// Reads what follows the end-of-archive marker, at most `limit` bytes; returns true
+    /// when the inner reader reached its EOF within them (for a decompressor: its trailer
+    /// was read and checked). The rest, if any, is left unread.
+    pub fn drain_upto(&mut self, limit: u64) -> Result<bool> {
         let mut buf = [0u8; 8192];
-        loop {
-            let n = self.raw_read(&mut buf).map_err(|e| self.map_io(e))?;
+        let mut left = limit;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = self
+                .raw_read(&mut buf[..want])
+                .map_err(|e| self.map_io(e))?;
             if n == 0 {
-                return Ok(self.pos);
+                return Ok(true);
             }
+            left -= n as u64;
         }
+        let mut probe = [0u8; 1];
+        Ok(self.raw_read(&mut probe).map_err(|e| self.map_io(e))? == 0)
     }
 
     /// Bytes of the current entry not yet read.
@@ -615,7 +623,24 @@ mod tests {
         let e = r.next_entry().unwrap().unwrap();
         assert_eq!(e.name, long);
         assert!(r.next_entry().unwrap().is_none());
-        assert_eq!(r.drain().unwrap(), data.len() as u64);
+        assert_eq!(r.position(), data.len() as u64);
+        assert!(r.drain_upto(0).unwrap());
+        assert!(r.next_entry().unwrap().is_none());
+    }
+
+    #[test]
+    fn drain_upto_stops_at_its_limit() {
+        let mut data = archive(&[("a", b"hello")]);
+        let end = data.len() as u64;
+        data.extend(vec![9u8; 20_000]);
+        let mut r = TarReader::new(&data[..], "t", true);
+        r.next_entry().unwrap().unwrap();
+        assert!(r.next_entry().unwrap().is_none());
+        assert_eq!(r.position(), end, "nothing read after the marker");
+        assert!(!r.drain_upto(10_000).unwrap());
+        assert_eq!(r.position(), end + 10_001);
+        assert!(r.drain_upto(10_000).unwrap());
+        assert_eq!(r.position(), data.len() as u64);
     }
 
     #[test]

@@ -276,7 +276,7 @@ async fn process_artifact_sample_stores_a_directly_uploaded_artifact() -> anyhow
         .client
         .put_object()
         .bucket(&services.artifacts.bucket)
-        .key(mender_aws::s3::ArtifactStorage::key("", &id))
+        .key(mender_aws::s3::ArtifactStorage::upload_key("", &id))
         .body(bytes.clone().into())
         .send()
         .await?;

@@ -144,19 +144,7 @@ async fn sixty_four_mib_direct_upload_and_refused_links() -> anyhow::Result<()> 
     let key = mender_aws::s3::ArtifactStorage::key("", &bad_id);
     let staged = mender_aws::s3::ArtifactStorage::upload_key("", &bad_id);
     let services = stack.stack.services.clone();
-    wait_for(
-        Duration::from_secs(60),
-        Duration::from_millis(300),
-        || async {
-            let status = services
-                .deployments
-                .direct_upload_status("", &bad_id)
-                .await
-                .ok()??;
-            (status == "aborted").then_some(())
-        },
-    )
-    .await?;
+    wait_for_upload(&services, &bad_id, "aborted").await?;
     assert_eq!(services.artifacts.size(&key).await?, None);
     assert_eq!(services.artifacts.size(&staged).await?, None);
     let (status, _, _) = admin
@@ -177,6 +165,27 @@ async fn sixty_four_mib_direct_upload_and_refused_links() -> anyhow::Result<()> 
     assert_eq!(body(&list).as_array().map(Vec::len), Some(1));
     stack.stop().await;
     Ok(())
+}
+
+/// Waits until `process-artifact` has moved upload `id` to `status`.
+async fn wait_for_upload(
+    services: &services::Services,
+    id: &str,
+    status: &str,
+) -> anyhow::Result<()> {
+    wait_for(
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        || async {
+            let now = services
+                .deployments
+                .direct_upload_status("", id)
+                .await
+                .ok()??;
+            (now == status).then_some(())
+        },
+    )
+    .await
 }
 
 /// A small real artifact written by `mender-artifact`.
@@ -255,19 +264,7 @@ async fn verified_bytes_cannot_be_replaced() -> anyhow::Result<()> {
     let (status, _, _) = admin.request(Method::POST, &complete, None).await?;
     assert_eq!(status, StatusCode::ACCEPTED);
     let services = stack.stack.services.clone();
-    wait_for(
-        Duration::from_secs(60),
-        Duration::from_millis(300),
-        || async {
-            let status = services
-                .deployments
-                .direct_upload_status("", &id)
-                .await
-                .ok()??;
-            (status == "completed").then_some(())
-        },
-    )
-    .await?;
+    wait_for_upload(&services, &id, "completed").await?;
     assert_eq!(download(&admin, &http, &id).await?, good);
 
     // The link is still valid: a second PUT must not replace what was verified.

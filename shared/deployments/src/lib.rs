@@ -7,6 +7,7 @@ pub mod configuration;
 pub mod listing;
 pub mod model;
 pub mod operator;
+pub mod query;
 pub mod releases;
 pub mod service;
 pub mod software;

@@ -7,6 +7,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::model::Deployment;
+use crate::query;
 use crate::service::Error;
 
 #[derive(Debug, Default, PartialEq)]
@@ -39,23 +40,10 @@ fn epoch(key: &str, value: &str) -> Result<DateTime<Utc>, Error> {
 impl DeploymentQuery {
     /// Parses the query; the first value of each single-valued key counts (Go's `Get`).
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, Error> {
-        let first = |k: &str| {
-            pairs
-                .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.as_str())
-                .filter(|v| !v.is_empty())
-        };
-        let all = |k: &str| -> Vec<String> {
-            pairs
-                .iter()
-                .filter(|(key, _)| key == k)
-                .map(|(_, v)| v.clone())
-                .collect()
-        };
+        let first = |k: &str| query::first(pairs, k).filter(|v| !v.is_empty());
         let mut query = DeploymentQuery {
-            ids: all("id"),
-            names: all("name"),
+            ids: query::all(pairs, "id"),
+            names: query::all(pairs, "name"),
             search: first("search").map(str::to_owned),
             ..Default::default()
         };

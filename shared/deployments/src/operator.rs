@@ -9,6 +9,7 @@ use mender_http::paging::{Paging, DEFAULT_PER_PAGE, MAX_PER_PAGE};
 use serde_json::{json, Value};
 
 use crate::model::{is_terminal, Artifact, Statistics};
+use crate::query::{first, positive};
 use crate::service::{Deployments, Error};
 
 /// `statistics/list` takes 1..=100 ids (upstream `model.DeploymentIDs`).
@@ -54,15 +55,9 @@ pub fn check_deployment_ids(ids: &[String]) -> Result<(), Error> {
 /// Upstream's lenient paging of the deprecated lists (`getReleaseOrImageFilter`): a page that
 /// is not a positive integer is 1, a `per_page` that is not one or is over 500 is 20.
 pub fn lenient_paging(pairs: &[(String, String)]) -> Paging {
-    let first = |key: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == key)
-            .and_then(|(_, v)| v.parse::<i64>().ok())
-    };
-    let page = first("page").filter(|p| *p > 0).unwrap_or(1);
-    let per_page = first("per_page")
-        .filter(|p| *p > 0 && *p <= MAX_PER_PAGE as i64)
+    let page = positive(pairs, "page").unwrap_or(1);
+    let per_page = positive(pairs, "per_page")
+        .filter(|p| *p <= MAX_PER_PAGE as i64)
         .unwrap_or(DEFAULT_PER_PAGE as i64);
     Paging {
         page: page as u64,
@@ -73,15 +68,16 @@ pub fn lenient_paging(pairs: &[(String, String)]) -> Paging {
 /// `GET /artifacts/list` filters: `name`, `description`, `device_type` (any compatible type),
 /// each a case-insensitive "contains" (upstream's `.*<quoted>.*` regex with option `i`).
 pub fn filter_artifacts(artifacts: Vec<Artifact>, pairs: &[(String, String)]) -> Vec<Artifact> {
-    let first = |key: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.to_lowercase())
+    let lowered = |key: &str| {
+        first(pairs, key)
+            .map(str::to_lowercase)
             .filter(|v| !v.is_empty())
     };
-    let (name, description, device_type) =
-        (first("name"), first("description"), first("device_type"));
+    let (name, description, device_type) = (
+        lowered("name"),
+        lowered("description"),
+        lowered("device_type"),
+    );
     artifacts
         .into_iter()
         .filter(|a| {
@@ -117,12 +113,17 @@ pub struct ArtifactFilterV2 {
     pub device_type: Option<String>,
 }
 
+/// Upstream's `^<quoted prefix>.*` regex with option `i`.
+fn has_prefix_ignoring_case(value: &str, prefix: &str) -> bool {
+    value.to_lowercase().starts_with(&prefix.to_lowercase())
+}
+
 /// One value of the v2 filter: exact (with `\*` meaning `*`) or a prefix.
 fn pattern_matches(pattern: &str, value: &str) -> bool {
     if let Some(literal) = pattern.strip_suffix("\\*") {
         value.len() == literal.len() + 1 && value.starts_with(literal) && value.ends_with('*')
     } else if let Some(prefix) = pattern.strip_suffix('*') {
-        value.to_lowercase().starts_with(&prefix.to_lowercase())
+        has_prefix_ignoring_case(value, prefix)
     } else {
         value == pattern
     }
@@ -186,7 +187,7 @@ impl ArtifactFilterV2 {
         } else {
             self.name_prefixes
                 .iter()
-                .all(|p| a.name.to_lowercase().starts_with(&p.to_lowercase()))
+                .all(|p| has_prefix_ignoring_case(&a.name, p))
         };
         name_ok
             && self
@@ -204,21 +205,14 @@ impl ArtifactFilterV2 {
 /// v2 paging (`getImageFilter` then `Validate`): a `page` or `per_page` that is not a positive
 /// integer is the default; a `per_page` over 500 is a 400.
 pub fn paging_v2(pairs: &[(String, String)]) -> Result<Paging, Error> {
-    let first = |key: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == key)
-            .and_then(|(_, v)| v.parse::<i64>().ok())
-            .filter(|v| *v > 0)
-    };
-    let per_page = first("per_page").unwrap_or(DEFAULT_PER_PAGE as i64);
+    let per_page = positive(pairs, "per_page").unwrap_or(DEFAULT_PER_PAGE as i64);
     if per_page > MAX_PER_PAGE as i64 {
         return Err(Error::BadRequest(format!(
             "invalid filter: PerPage: must be no greater than {MAX_PER_PAGE}."
         )));
     }
     Ok(Paging {
-        page: first("page").unwrap_or(1) as u64,
+        page: positive(pairs, "page").unwrap_or(1) as u64,
         per_page: per_page as u64,
     })
 }

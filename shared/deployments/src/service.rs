@@ -683,13 +683,7 @@ impl Deployments {
         if self.store.get_artifact(tenant, id).await?.is_some() {
             return Err(taken());
         }
-        let now = now();
-        let intent = crate::store::UploadIntent {
-            id: id.to_owned(),
-            status: "uploading".into(),
-            issued_ts: now.clone(),
-            updated_ts: now,
-        };
+        let intent = crate::store::UploadIntent::new(id, "uploading");
         match self.store.put_intent(tenant, &intent).await {
             Ok(()) => Ok(()),
             Err(DynamoError::ConditionFailed) => Err(taken()),
@@ -720,13 +714,7 @@ impl Deployments {
 
     /// Records a direct upload's intent (status `pending`) and returns its id.
     pub async fn start_direct_upload(&self, tenant: &str) -> Result<String, Error> {
-        let now = now();
-        let intent = crate::store::UploadIntent {
-            id: uuid::Uuid::new_v4().to_string(),
-            status: "pending".into(),
-            issued_ts: now.clone(),
-            updated_ts: now,
-        };
+        let intent = crate::store::UploadIntent::new(&uuid::Uuid::new_v4().to_string(), "pending");
         self.store.put_intent(tenant, &intent).await?;
         Ok(intent.id)
     }

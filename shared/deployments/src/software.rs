@@ -6,6 +6,7 @@
 
 use serde_json::{json, Value};
 
+use crate::query::{all, first};
 use crate::releases::Release;
 use crate::service::Error;
 
@@ -32,21 +33,6 @@ pub struct SoftwareFilter {
     /// Repeatable `tag`, lower-cased (any of).
     pub tags: Vec<String>,
     pub sort: String,
-}
-
-fn first<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
-fn all(pairs: &[(String, String)], key: &str) -> Vec<String> {
-    pairs
-        .iter()
-        .filter(|(k, _)| k == key)
-        .map(|(_, v)| v.clone())
-        .collect()
 }
 
 /// ozzo-validation's `Errors` text: `key: message` sorted by key, `; ` between, final `.`.

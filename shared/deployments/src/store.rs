@@ -629,6 +629,19 @@ pub struct UploadIntent {
     pub updated_ts: String,
 }
 
+impl UploadIntent {
+    /// A new upload of `id`, issued now, in `status`.
+    pub fn new(id: &str, status: &str) -> Self {
+        let now = mender_http::time::now_string();
+        UploadIntent {
+            id: id.to_owned(),
+            status: status.to_owned(),
+            issued_ts: now.clone(),
+            updated_ts: now,
+        }
+    }
+}
+
 impl Store {
     /// Writes a new intent; its id is reserved from then on (`ConditionFailed` when taken), so
     /// no two uploads, direct or multipart, ever write the same artifact object.

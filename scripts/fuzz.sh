@@ -63,9 +63,10 @@ for t in $targets; do
     (cd "$root" && "${fuzz[@]}" run --fuzz-dir fuzz --debug-assertions "$t" "$corpus" "$seeds" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$artifacts/" "${dict[@]}") >"$log" 2>&1 || status=$?
-    execs="$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)"
+    stat() { grep -Eo "stat::$1:[[:space:]]*[0-9]+" "$log" | tail -1 | grep -Eo '[0-9]+$' || true; }
+    execs="$(stat number_of_executed_units)"
     [ -n "$execs" ] || execs="$(grep -Eo '^#[0-9]+' "$log" | tail -1 | tr -d '#' || true)"
-    rate="$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)"
+    rate="$(stat average_exec_per_sec)"
     cov="$(grep -Eo 'cov: [0-9]+' "$log" | tail -1 | grep -o '[0-9]*' || true)"
     new="$(comm -13 <(echo "$before") <(find "$artifacts" -type f | sort) | grep -v '/slow-unit-' || true)"
     if [ "$status" -ne 0 ] || [ -n "$new" ]; then

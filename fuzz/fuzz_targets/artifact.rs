@@ -40,7 +40,11 @@ fn rewrite_manifest(manifest: &[u8], sums: &[(String, String)]) -> Vec<u8> {
     let text = String::from_utf8_lossy(manifest);
     let mut lines: Vec<String> = text
         .lines()
-        .filter(|l| !sums.iter().any(|(path, _)| l.ends_with(&format!("  {path}"))))
+        .filter(|l| {
+            !sums
+                .iter()
+                .any(|(path, _)| l.ends_with(&format!("  {path}")))
+        })
         .map(str::to_string)
         .collect();
     for (path, sum) in sums {

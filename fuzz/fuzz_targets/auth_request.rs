@@ -13,7 +13,8 @@ use device_keys::{identity_from_json_text, PublicKey};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(request) = mender_http::json::from_go_json::<deviceauth::service::AuthRequest>(data) else {
+    let Ok(request) = mender_http::json::from_go_json::<deviceauth::service::AuthRequest>(data)
+    else {
         return;
     };
     if let Ok(key) = PublicKey::from_pem(&request.pubkey) {

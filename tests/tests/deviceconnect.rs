@@ -638,19 +638,6 @@ async fn file_transfer_speaks_proto_2_to_the_device() -> anyhow::Result<()> {
     let body: serde_json::Value = response.json().await?;
     assert_eq!(body["error"], "path: must be absolute.");
     assert!(body["request_id"].is_string());
-    let (content_type, form) = multipart(&[("path", "/tmp/x")], None);
-    let response = http
-        .put(format!("{base}/upload"))
-        .header("Content-Type", content_type)
-        .body(form)
-        .bearer_auth(admin.token())
-        .send()
-        .await?;
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        response.json::<serde_json::Value>().await?["error"],
-        "file: upload file is required."
-    );
     // the device is not connected yet
     let response = http
         .get(format!("{base}/download"))
@@ -664,8 +651,35 @@ async fn file_transfer_speaks_proto_2_to_the_device() -> anyhow::Result<()> {
         "device disconnected"
     );
 
+    // an upload too, before its form is read (upstream's order)
+    let (content_type, form) = multipart(&[("path", "/tmp/x")], None);
+    let response = http
+        .put(format!("{base}/upload"))
+        .header("Content-Type", content_type)
+        .body(form)
+        .bearer_auth(admin.token())
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+
     let mut device = device_ws(b, &device_token).await?;
     wait_status(&admin, &device_id, "connected").await?;
+
+    // a bad form is refused before anything reaches the device (the next frame the device
+    // sees is the download's `open`)
+    let (content_type, form) = multipart(&[("path", "/tmp/x")], None);
+    let response = http
+        .put(format!("{base}/upload"))
+        .header("Content-Type", content_type)
+        .body(form)
+        .bearer_auth(admin.token())
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.json::<serde_json::Value>().await?["error"],
+        "file: upload file is required."
+    );
 
     // download: 25 chunks of 1000 bytes
     let data: Vec<u8> = (0..25_000u32).map(|i| (i % 251) as u8).collect();
@@ -1294,29 +1308,46 @@ async fn real_mender_connect_terminal_files_port_forward_playback() -> anyhow::R
 
     let mut user = user_ws(user_instance, &device_id, admin.token()).await?;
     user.send(Message::Binary(cli_new_shell()?.into())).await?;
+    // The answer to `new` and the shell's first output (its prompt) may come in either order:
+    // mender-connect starts relaying the terminal before it answers. The shell reads its input
+    // only once it has started, so the command is typed after the prompt shows (typed earlier,
+    // it is echoed before the prompt and its output line reads "# hello").
+    let mut started = None;
+    let mut output = Vec::new();
     // a real shell on a loaded machine may take a while to start
-    let started = match next_binary_within(&mut user, Duration::from_secs(30)).await {
-        Ok(frame) => decode(&frame)?,
-        Err(e) => bail!(
-            "no answer to the new shell: {e}\nmender-connect log:\n{}",
-            std::fs::read_to_string(&connect_log).unwrap_or_default()
-        ),
-    };
-    assert_eq!(started["hdr"]["typ"].as_str(), Some("new"), "{started}");
-    let sid = started["hdr"]["sid"]
-        .as_str()
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while started.is_none() || !shows_prompt(&output) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let frame = match next_binary_within(&mut user, left).await {
+            Ok(frame) => decode(&frame)?,
+            Err(e) => bail!(
+                "no answer to the new shell or no prompt ({:?}): {e}\nmender-connect log:\n{}",
+                String::from_utf8_lossy(&output),
+                std::fs::read_to_string(&connect_log).unwrap_or_default()
+            ),
+        };
+        match frame["hdr"]["typ"].as_str() {
+            Some("new") => {
+                let status = frame["hdr"]["props"]["status"].as_i64();
+                anyhow::ensure!(status == Some(1), "the shell did not start: {frame}");
+                started = Some(frame);
+            }
+            Some("shell") => output.extend_from_slice(frame["body"].as_slice().unwrap_or_default()),
+            _ => {}
+        }
+    }
+    let sid = started
+        .as_ref()
+        .and_then(|s| s["hdr"]["sid"].as_str())
         .unwrap_or_default()
         .to_owned();
-    assert_eq!(
-        started["hdr"]["props"]["status"].as_i64(),
-        Some(1),
-        "{started}"
-    );
     user.send(Message::Binary(cli_shell(b"echo hel''lo\n")?.into()))
         .await?;
-    let mut output = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !String::from_utf8_lossy(&output).contains("hello") {
+    while !String::from_utf8_lossy(&output)
+        .lines()
+        .any(|l| l.trim() == "hello")
+    {
         if std::time::Instant::now() > deadline {
             bail!("no hello in {:?}", String::from_utf8_lossy(&output));
         }
@@ -1374,6 +1405,11 @@ async fn real_mender_connect_terminal_files_port_forward_playback() -> anyhow::R
     drop(client);
     stack.stop().await;
     Ok(())
+}
+
+/// Whether the terminal output ends with the device shell's prompt (`sh -i` as root: "# ").
+fn shows_prompt(output: &[u8]) -> bool {
+    String::from_utf8_lossy(output).trim_end().ends_with('#')
 }
 
 /// The shell output of a session's playback (`sleep_ms=0`).
@@ -1618,32 +1654,25 @@ async fn mender_cli_terminal(
     tmux.run(&["new-session", "-d", "-x", "120", "-y", "30", &command])?;
     tmux.wait_for_screen("the session banner", |s| s.contains("Press CTRL+]"))
         .await?;
-    // The device's shell may start a little later under load: type the command until its
-    // output shows (a keystroke sent before the shell runs is lost, not an error).
-    let mut shown = false;
-    for _ in 0..6 {
-        tmux.run(&["send-keys", "echo hel''lo", "Enter"])?;
-        let wait = wait_for(
-            Duration::from_secs(10),
-            Duration::from_millis(200),
-            || async {
-                tmux.run(&["capture-pane", "-p"])
-                    .ok()
-                    .filter(|s| s.lines().any(|l| l.trim() == "hello"))
-                    .map(|_| ())
-            },
-        );
-        if wait.await.is_ok() {
-            shown = true;
-            break;
-        }
-    }
-    if !shown {
-        bail!(
-            "hello never showed; screen:\n{}",
-            tmux.run(&["capture-pane", "-p"]).unwrap_or_default()
-        );
-    }
+    // mender-cli prints its banner before it asks for the shell, and the device starts the
+    // shell only after stopping the previous session's (mender-connect takes seconds): type
+    // only once the shell's prompt shows, or the keys are lost or echoed before the prompt
+    // (the output line then reads "# hello").
+    let after_banner = |screen: &str| -> Vec<String> {
+        screen
+            .lines()
+            .skip_while(|l| !l.contains("Press CTRL+]"))
+            .skip(1)
+            .map(|l| l.trim().to_owned())
+            .collect()
+    };
+    tmux.wait_for_screen("the shell prompt", |s| {
+        after_banner(s).iter().any(|l| l == "#")
+    })
+    .await?;
+    tmux.run(&["send-keys", "echo hel''lo", "Enter"])?;
+    tmux.wait_for_screen("hello", |s| after_banner(s).iter().any(|l| l == "hello"))
+        .await?;
     // CTRL+] quits mender-cli
     tmux.run(&["send-keys", "C-]"])?;
     Ok(())

@@ -1,8 +1,11 @@
 //! The device's websocket (`GET /api/devices/v1/deviceconnect/connect`): marks the device
 //! connected, writes what arrives on its NATS inbox to the socket, publishes each frame from the
-//! device to the session named by its `hdr.sid`, pings it, and marks it disconnected when the
-//! socket ends (unless a newer connection of the same device exists by then). The record names
-//! this instance, whose heartbeat vouches for it (see `deviceconnect-store`).
+//! device to the session named by its `hdr.sid` (among the sessions opened to this device: the
+//! subject carries the device's own id), pings it, checks its token again periodically (closed
+//! with 1008 once rejected, decommissioned or revoked, see [`crate::recheck`]), and marks it
+//! disconnected when the socket ends (unless a newer connection of the same device exists by
+//! then). The record names this instance, whose heartbeat vouches for it (see
+//! `deviceconnect-store`).
 
 use std::time::{Duration, Instant};
 
@@ -15,8 +18,8 @@ use futures::{SinkExt, StreamExt};
 use mender_http::{ApiError, ApiResult, DeviceAuth};
 
 use crate::{
-    close, control_subject, device_subject, protomsg, session_subject, upgrade, Deviceconnect,
-    CLOSE_GOING_AWAY, CLOSE_INVALID,
+    close, control_subject, device_subject, protomsg, recheck, session_subject, upgrade,
+    Deviceconnect, CLOSE_GOING_AWAY, CLOSE_INVALID, CLOSE_POLICY,
 };
 
 /// The server pings the device this often ...
@@ -42,6 +45,7 @@ pub async fn connect(
     Ok(ws.on_upgrade(move |socket| async move {
         let device = DeviceConn {
             dc,
+            auth,
             tenant,
             device_id,
             inbox,
@@ -55,6 +59,8 @@ pub async fn connect(
 
 struct DeviceConn {
     dc: Deviceconnect,
+    /// The device's token, checked again every [`crate::Settings::recheck_interval`].
+    auth: DeviceAuth,
     tenant: String,
     device_id: String,
     inbox: String,
@@ -101,6 +107,7 @@ impl DeviceConn {
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
         let mut last_seen = Instant::now();
+        let mut recheck = recheck::timer(&self.dc);
         loop {
             tokio::select! {
                 frame = rx.next() => {
@@ -117,7 +124,7 @@ impl DeviceConn {
                             };
                             // Frames for a session nobody holds are dropped (NATS has no
                             // subscriber); a sid that is not a subject token is dropped here.
-                            match msg.sid.as_deref().and_then(|sid| session_subject(&self.tenant, sid)) {
+                            match msg.sid.as_deref().and_then(|sid| session_subject(&self.tenant, &self.device_id, sid)) {
                                 Some(subject) => self.dc.nats.publish(subject, data).await?,
                                 None => tracing::debug!(device_id = %self.device_id, "frame without a usable sid dropped"),
                             }
@@ -149,6 +156,13 @@ impl DeviceConn {
                 _ = self.dc.shutting_down() => {
                     let _ = tx.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
                     return Ok(());
+                }
+                _ = recheck.tick() => {
+                    if let Some(reason) = recheck::device(&self.dc, &self.auth).await {
+                        tracing::info!(device_id = %self.device_id, reason, "closing device socket: its token no longer holds");
+                        let _ = tx.send(close(CLOSE_POLICY, reason)).await;
+                        return Ok(());
+                    }
                 }
                 _ = ping.tick() => {
                     if last_seen.elapsed() > IDLE_LIMIT {

@@ -475,7 +475,8 @@ async fn read_form(mut multipart: Multipart) -> ApiResult<Upload> {
 }
 
 /// `PUT /api/management/v1/deviceconnect/devices/{id}/upload` (multipart `path`, `uid`, `gid`,
-/// `mode` (octal), `file`): `201` once the device acknowledged the whole file.
+/// `mode` (octal), `file`): `201` once the device acknowledged the whole file; `409 device
+/// disconnected` before any of the body is read when the device is not connected.
 pub async fn upload(
     State(dc): State<Deviceconnect>,
     auth: UserAuth,
@@ -484,12 +485,15 @@ pub async fn upload(
 ) -> ApiResult<StatusCode> {
     let device_id = path_id(id)?;
     let multipart = multipart.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    // The device must be connected (in the user's tenant) before the body is read: nothing is
+    // spooled for a device that cannot take it. A disconnect while spooling ends in 409 too
+    // (the channel's subscriptions hold the announcement).
+    let mut ch = Channel::open(&dc, &auth, &device_id).await?;
     let form = read_form(multipart).await?;
     let path = absolute_path(form.path.as_deref())?;
     let Some(spool) = &form.file else {
         return Err(ApiError::bad_request("file: upload file is required."));
     };
-    let mut ch = Channel::open(&dc, &auth, &device_id).await?;
     let result = send_file(&mut ch, &form, &path, spool).await;
     ch.close().await;
     result.map(|()| StatusCode::CREATED)

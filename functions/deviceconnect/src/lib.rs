@@ -5,21 +5,27 @@
 //!
 //! NATS subjects (`<tenant>` is `_` for the open-source tenant, whose id is empty):
 //! * `deviceconnect.<tenant>.device.<device id>`: frames for the device (its inbox);
-//! * `deviceconnect.<tenant>.session.<session id>`: frames from the device for one session
-//!   (a user's terminal websocket, or a file transfer the server runs for an HTTP request);
+//! * `deviceconnect.<tenant>.session.<device id>.<session id>`: frames from the device for one
+//!   session (a user's terminal websocket, or a file transfer the server runs for an HTTP
+//!   request). The device's socket publishes only under its own device id, so a device reaches
+//!   only the sessions opened to it, whatever `hdr.sid` it writes;
 //! * `deviceconnect.<tenant>.control.<device id>`: `connect <version>` / `disconnect <version>`
 //!   announcements; an older connection of the same device closes itself on a newer
 //!   `connect`, sessions of the device end on either.
 //!
 //! Modules: [`device`] (the device socket), [`session`] (user terminal sessions, recording,
 //! playback), [`filetransfer`] (HTTP upload/download spoken as proto 2 to the device),
-//! [`internal`] (endpoints for the other services). Connection status and session records live
-//! in DynamoDB (`deviceconnect-store`), recordings in S3 ([`recording`]).
+//! [`internal`] (endpoints for the other services), [`recheck`] (the tokens of open sockets,
+//! checked again every [`Settings::recheck_interval`]), [`origin`] (the `Origin` check of
+//! cookie-authenticated websockets). Connection status and session records live in DynamoDB
+//! (`deviceconnect-store`), recordings in S3 ([`recording`]).
 
 pub mod device;
 pub mod filetransfer;
 pub mod internal;
+pub mod origin;
 pub mod protomsg;
+pub mod recheck;
 pub mod recording;
 pub mod session;
 
@@ -34,6 +40,7 @@ use axum::Router;
 use mender_http::{ApiError, ApiResult, Authenticator, Route, UserAuth};
 use services::Services;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use deviceconnect_store::{
     DeviceRecord, Session, Store, HEARTBEAT_INTERVAL, HEARTBEAT_LIFETIME,
@@ -49,16 +56,65 @@ const READ_BUFFER: usize = 4 * 1024;
 const CLOSE_INVALID: u16 = 1003;
 /// Close code when the instance shuts down.
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for a policy violation: the token no longer holds, the session byte limit.
+const CLOSE_POLICY: u16 = 1008;
 const SUBPROTOCOL: &str = "protomsg/msgpack";
+
+/// Default of [`Settings::recheck_interval`].
+pub const DEFAULT_RECHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The service's settings (the container reads them from its environment, see `main.rs`).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often the token of an open socket is checked again (expiry, logout or revocation,
+    /// user deleted, device rejected or decommissioned): one token read per socket each time.
+    pub recheck_interval: Duration,
+    /// Origins (`scheme://host[:port]`) that may open cookie-authenticated websockets besides
+    /// the request's own host (a GUI served from another host name).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            recheck_interval: DEFAULT_RECHECK_INTERVAL,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// `DEVICECONNECT_RECHECK_SECONDS` (default 60) and `DEVICECONNECT_ALLOWED_ORIGINS`
+    /// (comma-separated origins, default none).
+    pub fn from_env() -> Result<Self, String> {
+        let mut settings = Settings::default();
+        if let Ok(secs) = std::env::var("DEVICECONNECT_RECHECK_SECONDS") {
+            let secs: u64 =
+                secs.trim().parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                    format!("DEVICECONNECT_RECHECK_SECONDS: invalid value {secs:?}")
+                })?;
+            settings.recheck_interval = Duration::from_secs(secs);
+        }
+        if let Ok(origins) = std::env::var("DEVICECONNECT_ALLOWED_ORIGINS") {
+            settings.allowed_origins = origins
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect();
+        }
+        Ok(settings)
+    }
+}
 
 /// The service's state: the shared services (token checks, the deviceconnect store, the
 /// bucket recordings go to), NATS, this instance's id (its heartbeat vouches for the devices it
-/// holds) and its shutdown switch.
+/// holds), its settings and its shutdown switch.
 #[derive(Clone)]
 pub struct Deviceconnect {
     pub services: Services,
     pub nats: async_nats::Client,
     pub instance: String,
+    settings: Arc<Settings>,
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
@@ -96,8 +152,19 @@ impl Deviceconnect {
             services,
             nats,
             instance,
+            settings: Arc::new(Settings::default()),
             shutdown,
         })
+    }
+
+    /// The same instance with other settings (for the sockets opened from now on).
+    pub fn with_settings(mut self, settings: Settings) -> Self {
+        self.settings = Arc::new(settings);
+        self
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Closes every websocket of this instance ("going away": the clients reconnect, to another
@@ -116,10 +183,12 @@ impl Deviceconnect {
         *self.shutdown.borrow()
     }
 
-    /// Another instance with the same services and its own NATS connection (as a second
-    /// container would have).
+    /// Another instance with the same services and settings and its own NATS connection (as
+    /// a second container would have).
     pub async fn another_instance(&self, nats_url: &str) -> Result<Self, StartError> {
-        Self::connect(self.services.clone(), nats_url).await
+        Ok(Self::connect(self.services.clone(), nats_url)
+            .await?
+            .with_settings(Settings::clone(&self.settings)))
     }
 
     pub fn store(&self) -> &Store {
@@ -137,7 +206,7 @@ impl Deviceconnect {
         let (Some(inbox), Some(control), Some(session)) = (
             device_subject(tenant, device_id),
             control_subject(tenant, device_id),
-            session_subject(tenant, &sid),
+            session_subject(tenant, device_id, &sid),
         ) else {
             return Ok(None);
         };
@@ -234,9 +303,14 @@ fn subject_token(value: &str) -> Option<&str> {
         .then_some(value)
 }
 
+/// An id as a subject token (an empty id is refused).
+fn subject_id(id: &str) -> Option<&str> {
+    Some(id).filter(|i| !i.is_empty()).and_then(subject_token)
+}
+
 fn subject(tenant: &str, kind: &str, id: &str) -> Option<String> {
     let tenant = subject_token(tenant)?;
-    let id = Some(id).filter(|i| !i.is_empty()).and_then(subject_token)?;
+    let id = subject_id(id)?;
     Some(format!("deviceconnect.{tenant}.{kind}.{id}"))
 }
 
@@ -244,8 +318,13 @@ fn device_subject(tenant: &str, device_id: &str) -> Option<String> {
     subject(tenant, "device", device_id)
 }
 
-fn session_subject(tenant: &str, sid: &str) -> Option<String> {
-    subject(tenant, "session", sid)
+/// Frames from device `device_id` for session `sid` (only that device's socket publishes
+/// here).
+fn session_subject(tenant: &str, device_id: &str, sid: &str) -> Option<String> {
+    let tenant = subject_token(tenant)?;
+    let device = subject_id(device_id)?;
+    let sid = subject_id(sid)?;
+    Some(format!("deviceconnect.{tenant}.session.{device}.{sid}"))
 }
 
 fn control_subject(tenant: &str, device_id: &str) -> Option<String> {
@@ -377,13 +456,15 @@ mod tests {
             Some("deviceconnect._.device.0b6c")
         );
         assert_eq!(
-            session_subject("abc123", "5f0e-1").as_deref(),
-            Some("deviceconnect.abc123.session.5f0e-1")
+            session_subject("abc123", "0b6c", "5f0e-1").as_deref(),
+            Some("deviceconnect.abc123.session.0b6c.5f0e-1")
         );
-        assert_eq!(session_subject("", "a.b"), None);
-        assert_eq!(session_subject("", "*"), None);
-        assert_eq!(session_subject("", ">"), None);
-        assert_eq!(session_subject("", ""), None);
+        assert_eq!(session_subject("", "0b6c", "a.b"), None);
+        assert_eq!(session_subject("", "0b6c", "*"), None);
+        assert_eq!(session_subject("", "0b6c", ">"), None);
+        assert_eq!(session_subject("", "0b6c", ""), None);
+        assert_eq!(session_subject("", "", "5f0e"), None);
+        assert_eq!(session_subject("", "*", "5f0e"), None);
         assert_eq!(device_subject("t x", "d"), None);
     }
 }

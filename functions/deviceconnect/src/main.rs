@@ -2,7 +2,10 @@
 //! at the load balancer) and relays over NATS. Environment: the usual service configuration
 //! (see `mender-config`; `DEVICECONNECT_TABLE` names the `DeviceconnectTable`, recordings go to
 //! `ARTIFACTS_BUCKET` under `deviceconnect/recordings/`), `NATS_URL`
-//! (default `nats://127.0.0.1:4222`), `DEVICECONNECT_LISTEN` (default `0.0.0.0:8080`).
+//! (default `nats://127.0.0.1:4222`), `DEVICECONNECT_LISTEN` (default `0.0.0.0:8080`),
+//! `DEVICECONNECT_RECHECK_SECONDS` (how often open sockets' tokens are checked again, default
+//! 60) and `DEVICECONNECT_ALLOWED_ORIGINS` (comma-separated origins allowed to open
+//! cookie-authenticated websockets besides the request's own host; see `deviceconnect::Settings`).
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
@@ -18,9 +21,11 @@ async fn main() -> anyhow::Result<()> {
     let nats_url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
     let listen =
         std::env::var("DEVICECONNECT_LISTEN").unwrap_or_else(|_| "0.0.0.0:8080".to_owned());
+    let settings = deviceconnect::Settings::from_env().map_err(anyhow::Error::msg)?;
     let dc = deviceconnect::Deviceconnect::connect(services, &nats_url)
         .await
-        .with_context(|| format!("starting with NATS at {nats_url}"))?;
+        .with_context(|| format!("starting with NATS at {nats_url}"))?
+        .with_settings(settings);
     let app = mender_http::finish(deviceconnect::router(dc.clone()));
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

@@ -7,7 +7,11 @@
 //! inbox; frames the device sends with that sid come back on the session subject. Shell output
 //! and resizes are recorded (see [`crate::recording`]); past the session byte limit the device
 //! gets a shell `stop` and the socket closes with 1008. When the user leaves while a shell runs,
-//! the device gets a shell `stop` ("user disconnected").
+//! the device gets a shell `stop` ("user disconnected"). The user's token is checked again
+//! every [`crate::Settings::recheck_interval`] (see [`crate::recheck`]): once it no longer holds
+//! (expired, logged out, user deleted) the device gets a shell `stop` with that reason and the
+//! socket closes with 1008. Both websockets check the `Origin` of cookie-authenticated
+//! upgrades ([`crate::origin`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,18 +20,20 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use mender_http::{ApiError, ApiResult, UserAuth};
 
 use crate::protomsg::{self, Prop, PROTO_SHELL};
 use crate::recording::{self, LimitExceeded, Record, Recorder};
-use crate::{close, path_id, upgrade, Deviceconnect, Session, CLOSE_GOING_AWAY, CLOSE_INVALID};
+use crate::{
+    close, origin, path_id, recheck, upgrade, Deviceconnect, Session, CLOSE_GOING_AWAY,
+    CLOSE_INVALID, CLOSE_POLICY,
+};
 
 /// Buffered recording is written at least this often.
 const RECORDING_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
-/// Close code when the session recorded too much (policy violation).
-const CLOSE_LIMIT: u16 = 1008;
 /// Default pause between two playback messages.
 const PLAYBACK_SLEEP_MS: u64 = 100;
 
@@ -35,9 +41,11 @@ const PLAYBACK_SLEEP_MS: u64 = 100;
 pub async fn connect(
     State(dc): State<Deviceconnect>,
     auth: UserAuth,
+    headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
+    origin::check(&dc, &headers)?;
     let device_id = path_id(id)?;
     let tenant = auth.tenant().to_owned();
     let Some(subjects) = dc.new_session(&tenant, &device_id).await? else {
@@ -60,6 +68,7 @@ pub async fn connect(
     let recorder = Recorder::new(dc.services.artifacts.clone(), &tenant, &sid);
     let user = UserSession {
         dc,
+        auth,
         session,
         inbox: subjects.inbox,
         subject: subjects.session,
@@ -74,6 +83,8 @@ pub async fn connect(
 
 struct UserSession {
     dc: Deviceconnect,
+    /// The user's token, checked again every [`crate::Settings::recheck_interval`].
+    auth: UserAuth,
     session: Session,
     /// The device's inbox subject.
     inbox: String,
@@ -143,6 +154,7 @@ impl UserSession {
     ) -> anyhow::Result<()> {
         let (mut tx, mut rx) = socket.split();
         let mut flush = tokio::time::interval(RECORDING_FLUSH_INTERVAL);
+        let mut recheck = recheck::timer(&self.dc);
         let sid = &self.session.id;
         loop {
             let mut flush_due = false;
@@ -195,13 +207,25 @@ impl UserSession {
                     flush_due = true;
                     Ok(())
                 }
+                _ = recheck.tick() => {
+                    if let Some(reason) = recheck::user(&self.dc, &self.auth).await {
+                        tracing::info!(%sid, user_id = %self.session.user_id, reason, "closing the session: the user's token no longer holds");
+                        if tracking.shell_open {
+                            self.stop_shell(2, reason.as_bytes()).await?;
+                            tracking.shell_open = false;
+                        }
+                        let _ = tx.send(close(CLOSE_POLICY, reason)).await;
+                        return Ok(());
+                    }
+                    Ok(())
+                }
             };
             if recorded.is_err() {
                 tracing::warn!(%sid, "session byte limit exceeded");
                 self.stop_shell(2, b"session byte limit exceeded").await?;
                 tracking.shell_open = false;
                 let _ = tx
-                    .send(close(CLOSE_LIMIT, "session byte limit exhausted"))
+                    .send(close(CLOSE_POLICY, "session byte limit exhausted"))
                     .await;
                 return Ok(());
             }
@@ -261,10 +285,12 @@ fn from_device_frame(
 pub async fn playback(
     State(dc): State<Deviceconnect>,
     auth: UserAuth,
+    headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     Query(query): Query<HashMap<String, String>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
+    origin::check(&dc, &headers)?;
     let sid = id
         .map(|Path(id)| id)
         .map_err(|_| ApiError::bad_request("invalid session id"))?;

@@ -74,8 +74,10 @@ pub struct ArtifactInfo {
     pub payloads: Vec<PayloadInfo>,
     /// Names of the state scripts (`ArtifactInstall_Enter_00`, ...).
     pub scripts: Vec<String>,
-    /// Bytes read from the input. After a full read this is the artifact's size; after a
-    /// header-only read, the offset where reading stopped (end of `header.tar*`).
+    /// Bytes read from the input. After a full read this is the artifact's size up to the
+    /// end-of-archive marker (anything after it is not read); after a header-only read, the
+    /// offset where reading stopped (end of `header.tar*`). [`StreamParser`](crate::StreamParser)
+    /// sets it to the number of bytes fed.
     pub size: u64,
     /// Compression of `header.tar*`.
     pub compression: Compression,

@@ -244,7 +244,14 @@ impl<R: Read> TarReader<R> {
                         b'5' => EntryKind::Directory,
                         other => EntryKind::Other(other),
                     };
-                    let name = long_name.take().unwrap_or(header.name);
+                    // The header's own name only counts without a PAX `path` / GNU long name
+                    // (writers truncate it, possibly inside a UTF-8 character).
+                    let name = match long_name.take() {
+                        Some(name) => name,
+                        None => String::from_utf8(header.name).map_err(|_| {
+                            Error::invalid_tar(&self.context, "non-UTF-8 entry name")
+                        })?,
+                    };
                     return Ok(Some(Entry {
                         name,
                         size: self.remaining,
@@ -311,7 +318,8 @@ impl<R: Read> Read for TarReader<R> {
 }
 
 struct RawHeader {
-    name: String,
+    /// Raw bytes: checked as UTF-8 only when no extension header overrides it.
+    name: Vec<u8>,
     size: u64,
     mtime: i64,
     typeflag: u8,
@@ -396,7 +404,6 @@ fn parse_header(block: &[u8; BLOCK]) -> Result<RawHeader, String> {
             name = full;
         }
     }
-    let name = String::from_utf8(name).map_err(|_| "non-UTF-8 entry name".to_string())?;
     let size = parse_numeric(&block[124..136])?;
     let mtime = parse_numeric(&block[136..148])?;
     Ok(RawHeader {
@@ -476,7 +483,12 @@ fn ustar_block(
     owner: Owner,
 ) -> [u8; BLOCK] {
     let mut b = [0u8; BLOCK];
-    let n = name.len().min(100);
+    // Truncated (the full name is in a PAX header) at a character boundary, so that the
+    // field stays UTF-8 for readers that check it.
+    let mut n = name.len().min(100);
+    while n > 0 && n < name.len() && (name[n] & 0xc0) == 0x80 {
+        n -= 1;
+    }
     b[..n].copy_from_slice(&name[..n]);
     put_octal(&mut b[100..108], u64::from(mode));
     put_octal(&mut b[108..116], 0);
@@ -659,6 +671,38 @@ mod tests {
                 "cut {cut}: {res:?}"
             );
         }
+    }
+
+    /// Found by the `tar` fuzz target: a long name whose first 100 bytes end inside a UTF-8
+    /// character was written truncated mid-character, and the reader refused the ustar name
+    /// even though the PAX `path` replaces it.
+    #[test]
+    fn long_utf8_name_round_trips() {
+        let name = format!("x{}", "\u{e9}".repeat(60));
+        let data = archive(&[("a", b"hello"), (&name, b"long")]);
+        let pos = BLOCK + BLOCK + BLOCK + BLOCK; // "a" + data, PAX header + records
+        assert!(std::str::from_utf8(cstr(&data[pos..pos + 100])).is_ok());
+        let mut r = TarReader::new(&data[..], "t", true);
+        assert_eq!(r.next_entry().unwrap().unwrap().name, "a");
+        assert_eq!(r.next_entry().unwrap().unwrap().name, name);
+        assert!(r.next_entry().unwrap().is_none());
+    }
+
+    #[test]
+    fn pax_path_overrides_a_non_utf8_header_name() {
+        let name = "\u{e9}".repeat(60);
+        let mut data = archive(&[(&name, b"x")]);
+        // As another writer may leave it: the ustar name cut inside a character.
+        let pos = 2 * BLOCK;
+        data[pos + 99] = 0xc3;
+        data[pos + 148..pos + 156].fill(b' ');
+        let sum: u64 = data[pos..pos + BLOCK].iter().map(|&b| u64::from(b)).sum();
+        data[pos + 148..pos + 155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        let mut r = TarReader::new(&data[..], "t", true);
+        assert_eq!(r.next_entry().unwrap().unwrap().name, name);
+        // Without the PAX header the same name is refused.
+        let mut r = TarReader::new(&data[pos..], "t", true);
+        assert!(matches!(r.next_entry(), Err(Error::InvalidTar { .. })));
     }
 
     #[test]

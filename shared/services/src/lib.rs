@@ -65,7 +65,8 @@ impl Services {
         artifacts: ArtifactStorage,
         publisher: Arc<dyn Publisher>,
     ) -> Result<Self, InitError> {
-        let keys = Keys::from_pem(&config.jwt_private_key_pem)?;
+        // signers have the private key, verifiers the public key only
+        let keys = Keys::from_pems(&config.jwt_private_key_pem, &config.jwt_public_key_pem)?;
         let useradm = useradm::Useradm {
             store: useradm::store::Store::new(dynamodb.clone(), &config.useradm_table),
             keys: keys.clone(),
@@ -88,8 +89,8 @@ impl Services {
         let deviceconfig = deviceconfig::Deviceconfig {
             store: deviceconfig::Store::new(dynamodb.clone(), &config.deviceconfig_table),
         };
-        let presign =
-            deployments::configuration::Presign::from_secret(config.jwt_private_key_pem.as_bytes());
+        // derived from the private key (a verifier's is random: it cannot sign links)
+        let presign = deployments::configuration::Presign::from_secret(keys.link_secret());
         let deviceconnect = deviceconnect_store::Store::new(dynamodb, &config.deviceconnect_table);
         let auth = Authenticator {
             keys: keys.clone(),

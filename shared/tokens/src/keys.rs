@@ -1,5 +1,7 @@
 //! The server signing key: loading it from PEM (detecting RS256 or EdDSA), generating
 //! a fresh RSA key, issuing tokens and verifying them with the algorithm pinned to the key.
+//! A function that only verifies tokens loads the public key alone
+//! ([`Keys::from_public_pem`]); such keys refuse to sign.
 //!
 //! Signing and signature checks go through jsonwebtoken's aws-lc-rs `CryptoProvider`,
 //! called explicitly rather than through jsonwebtoken's process-wide default, so the
@@ -55,6 +57,9 @@ impl fmt::Display for Algorithm {
     }
 }
 
+/// Domain separation of [`Keys::link_secret`].
+const LINK_SECRET_CONTEXT: &[u8] = b"mender-rs link secret\n";
+
 /// The crypto backend, chosen explicitly (see the module docs).
 fn provider() -> &'static CryptoProvider {
     &DEFAULT_PROVIDER
@@ -62,13 +67,17 @@ fn provider() -> &'static CryptoProvider {
 
 struct Inner {
     algorithm: Algorithm,
-    encoding: EncodingKey,
+    /// `None` for a verification-only key (loaded from the public key alone).
+    encoding: Option<EncodingKey>,
     decoding: DecodingKey,
     /// SubjectPublicKeyInfo DER of the public key.
     public_spki_der: Vec<u8>,
+    /// See [`Keys::link_secret`].
+    link_secret: [u8; 32],
 }
 
-/// Server signing key plus the matching verification key. Cheap to clone.
+/// Server signing key plus the matching verification key, or the verification key alone.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct Keys {
     inner: Arc<Inner>,
@@ -78,6 +87,7 @@ impl fmt::Debug for Keys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Keys")
             .field("algorithm", &self.inner.algorithm)
+            .field("can_sign", &self.can_sign())
             .finish_non_exhaustive()
     }
 }
@@ -123,12 +133,12 @@ impl Keys {
                     let spki = public
                         .as_der()
                         .map_err(|_| key_err("cannot encode Ed25519 public key"))?;
-                    Ok(Self::assemble(
+                    Self::assemble(
                         Algorithm::EdDsa,
-                        EncodingKey::from_ed_der(der),
+                        Some(EncodingKey::from_ed_der(der)),
                         DecodingKey::from_ed_der(public.as_ref()),
                         spki.as_ref().to_vec(),
-                    ))
+                    )
                 } else {
                     Err(key_err(
                         "unsupported PKCS#8 private key: only RSA (2048-8192 bit) and Ed25519 \
@@ -159,29 +169,123 @@ impl Keys {
         let spki: PublicKeyX509Der<'static> = public
             .as_der()
             .map_err(|_| key_err("cannot encode RSA public key"))?;
-        Ok(Self::assemble(
+        Self::assemble(
             Algorithm::Rs256,
-            encoding,
+            Some(encoding),
             // RFC 8017 RSAPublicKey DER, what aws-lc-rs expects for RS256 verification.
             DecodingKey::from_rsa_der(public.as_ref()),
             spki.as_ref().to_vec(),
-        ))
+        )
     }
 
     fn assemble(
         algorithm: Algorithm,
-        encoding: EncodingKey,
+        encoding: Option<EncodingKey>,
         decoding: DecodingKey,
         public_spki_der: Vec<u8>,
-    ) -> Keys {
-        Keys {
+    ) -> Result<Keys, TokenError> {
+        let link_secret = match &encoding {
+            // derived from the private key: the same in every process holding it
+            Some(encoding) => {
+                let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+                context.update(LINK_SECRET_CONTEXT);
+                context.update(encoding.as_bytes());
+                let mut secret = [0; 32];
+                secret.copy_from_slice(context.finish().as_ref());
+                secret
+            }
+            // no private key: random, so whatever this process signs is unforgeable (and
+            // valid in this process only)
+            None => {
+                let mut secret = [0; 32];
+                aws_lc_rs::rand::fill(&mut secret)
+                    .map_err(|_| key_err("no randomness for the link secret"))?;
+                secret
+            }
+        };
+        Ok(Keys {
             inner: Arc::new(Inner {
                 algorithm,
                 encoding,
                 decoding,
                 public_spki_der,
+                link_secret,
             }),
+        })
+    }
+
+    /// Loads a verification-only key from a SubjectPublicKeyInfo `PUBLIC KEY` PEM (what
+    /// [`Keys::public_key_pem`] and `openssl pkey -pubout` write): RSA (2048-8192 bit) =>
+    /// RS256, Ed25519 => EdDSA. [`Keys::issue`] fails with such a key.
+    pub fn from_public_pem(pem: &str) -> Result<Keys, TokenError> {
+        let blocks = pem::parse_many(pem).map_err(|e| key_err(format!("bad PEM: {e}")))?;
+        let block = blocks
+            .iter()
+            .find(|b| b.tag() == "PUBLIC KEY")
+            .ok_or_else(|| key_err("no `PUBLIC KEY` block found in PEM"))?;
+        let spki = block.contents();
+        if let Ok(rsa) = aws_lc_rs::rsa::PublicEncryptingKey::from_der(spki) {
+            let bits = rsa.key_size_bits();
+            if !(2048..=8192).contains(&bits) {
+                return Err(key_err(format!(
+                    "RSA public key of {bits} bits: only 2048-8192 bit keys are supported"
+                )));
+            }
+            let decoding = DecodingKey::from_rsa_pem(pem::encode(block).as_bytes())
+                .map_err(|e| key_err(format!("bad RSA public key: {e}")))?;
+            return Self::assemble(Algorithm::Rs256, None, decoding, spki.to_vec());
         }
+        // SubjectPublicKeyInfo of Ed25519 (RFC 8410): this prefix, then the 32 key bytes.
+        const ED25519_SPKI_PREFIX: [u8; 12] = [
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        match spki.strip_prefix(&ED25519_SPKI_PREFIX[..]) {
+            Some(raw) if raw.len() == 32 => Self::assemble(
+                Algorithm::EdDsa,
+                None,
+                DecodingKey::from_ed_der(raw),
+                spki.to_vec(),
+            ),
+            _ => Err(key_err(
+                "unsupported public key: only RSA (2048-8192 bit) and Ed25519 server keys \
+                 are supported (ECDSA is not)",
+            )),
+        }
+    }
+
+    /// The server key as a function's configuration gives it: the private key PEM when it
+    /// signs tokens (empty otherwise), the public key PEM when it only verifies them (may
+    /// be empty when the private key is given). With both, the public key must be the private
+    /// key's, so a signer and the verifiers never disagree about the key.
+    pub fn from_pems(private_pem: &str, public_pem: &str) -> Result<Keys, TokenError> {
+        match (private_pem.trim().is_empty(), public_pem.trim().is_empty()) {
+            (false, true) => Self::from_pem(private_pem),
+            (false, false) => {
+                let keys = Self::from_pem(private_pem)?;
+                let public = Self::from_public_pem(public_pem)?;
+                if public.inner.public_spki_der != keys.inner.public_spki_der {
+                    return Err(key_err(
+                        "the public key is not the public half of the private key",
+                    ));
+                }
+                Ok(keys)
+            }
+            (true, false) => Self::from_public_pem(public_pem),
+            (true, true) => Err(key_err("neither a private nor a public key is configured")),
+        }
+    }
+
+    /// Whether this key can sign (it was loaded from the private key).
+    pub fn can_sign(&self) -> bool {
+        self.inner.encoding.is_some()
+    }
+
+    /// A 32-byte secret for HMAC-signed links (configuration download links). Derived from the
+    /// private key, so every process holding it signs and checks the same links; a
+    /// verification-only key has a random one (its links are valid in this process only,
+    /// never forgeable).
+    pub fn link_secret(&self) -> &[u8] {
+        &self.inner.link_secret
     }
 
     /// A new RSA-3072 key as PKCS#8 `PRIVATE KEY` PEM (LF line endings), e.g. for a
@@ -218,7 +322,10 @@ impl Keys {
             URL_SAFE_NO_PAD.encode(header),
             URL_SAFE_NO_PAD.encode(payload)
         );
-        let signer = (provider().signer_factory)(&alg, &self.inner.encoding)
+        let encoding = self.inner.encoding.as_ref().ok_or_else(|| {
+            key_err("this function has the public key only: it verifies tokens, it cannot sign")
+        })?;
+        let signer = (provider().signer_factory)(&alg, encoding)
             .map_err(|e| key_err(format!("cannot create signer: {e}")))?;
         let signature = signer
             .try_sign(message.as_bytes())

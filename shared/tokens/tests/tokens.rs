@@ -370,3 +370,95 @@ fn non_keys_are_rejected() {
         assert!(matches!(Keys::from_pem(pem), Err(TokenError::Key(_))));
     }
 }
+
+const ED25519_PUBLIC: &str = include_str!("fixtures/ed25519.pub.pem");
+const RSA_PKCS1_PUBLIC: &str = include_str!("fixtures/rsa_pkcs1.pub.pem");
+
+/// A verifier holds the public key only: it accepts the signer's tokens, refuses forged
+/// ones, and cannot sign.
+#[test]
+fn public_key_alone_verifies_but_cannot_sign() {
+    for (private, public, algorithm) in [
+        (RSA_PKCS1, RSA_PKCS1_PUBLIC, Algorithm::Rs256),
+        (ED25519, ED25519_PUBLIC, Algorithm::EdDsa),
+    ] {
+        let signer = keys(private);
+        let verifier = Keys::from_public_pem(public).unwrap();
+        assert_eq!(verifier.algorithm(), algorithm);
+        assert!(signer.can_sign());
+        assert!(!verifier.can_sign());
+        assert_eq!(
+            verifier.public_key_pem().unwrap(),
+            signer.public_key_pem().unwrap()
+        );
+        let claims = DeviceClaims::new("jti", "device", "", now(), 3600);
+        let token = signer.issue(&claims).unwrap();
+        let got: DeviceClaims = verifier.verify(&token).unwrap();
+        assert_eq!(got.sub, "device");
+        assert!(matches!(verifier.issue(&claims), Err(TokenError::Key(_))));
+        let forged = keys(RSA_OTHER).issue(&claims).unwrap();
+        assert_invalid(verifier.verify::<DeviceClaims>(&forged));
+        // `Debug` says whether the key signs, never what it is
+        assert!(format!("{verifier:?}").contains("can_sign: false"));
+    }
+}
+
+#[test]
+fn public_key_pem_of_a_key_loads_as_a_verifier() {
+    let signer = Keys::from_pem(&Keys::generate_rsa_pem().unwrap()).unwrap();
+    let verifier = Keys::from_public_pem(&signer.public_key_pem().unwrap()).unwrap();
+    let claims = UserClaims::new("jti", "user", "", now(), Some(60));
+    let got: UserClaims = verifier.verify(&signer.issue(&claims).unwrap()).unwrap();
+    assert_eq!(got.sub, "user");
+}
+
+#[test]
+fn non_public_keys_are_rejected_as_public_keys() {
+    // `openssl pkey -in ec_p256_pkcs8.pem -pubout`
+    let ec_public = "-----BEGIN PUBLIC KEY-----\n\
+        MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE+6EQIcMzd6vYHsSczs+UmcYodoMo\n\
+        dqKTX5XKDjQZFm0FXYBRiHpUGi5BAQy01Cden/rfmVVc5Tb9rPgzGwBFMg==\n\
+        -----END PUBLIC KEY-----\n";
+    match Keys::from_public_pem(ec_public) {
+        Err(TokenError::Key(msg)) => assert!(msg.contains("ECDSA"), "{msg}"),
+        other => panic!("expected TokenError::Key, got {other:?}"),
+    }
+    for pem in ["", "not a pem", RSA_PKCS1, ED25519, ec_public] {
+        assert!(
+            matches!(Keys::from_public_pem(pem), Err(TokenError::Key(_))),
+            "{pem}"
+        );
+    }
+}
+
+/// What a function's configuration gives: the private key (signers), the public key
+/// (verifiers), or both, which must then be one key.
+#[test]
+fn from_pems_takes_the_private_key_or_the_public_key() {
+    assert!(Keys::from_pems(RSA_PKCS1, "").unwrap().can_sign());
+    assert!(Keys::from_pems(RSA_PKCS1, RSA_PKCS1_PUBLIC)
+        .unwrap()
+        .can_sign());
+    assert!(!Keys::from_pems("", ED25519_PUBLIC).unwrap().can_sign());
+    assert!(!Keys::from_pems("  \n", ED25519_PUBLIC).unwrap().can_sign());
+    assert!(matches!(
+        Keys::from_pems(RSA_OTHER, RSA_PKCS1_PUBLIC),
+        Err(TokenError::Key(_))
+    ));
+    assert!(matches!(Keys::from_pems("", ""), Err(TokenError::Key(_))));
+}
+
+/// Link secrets: one per private key (every process holding it agrees), never derivable from
+/// the public key (a verifier gets a random one).
+#[test]
+fn link_secret_follows_the_private_key_only() {
+    let a = keys(RSA_PKCS1).link_secret().to_vec();
+    assert_eq!(a, keys(RSA_PKCS1).link_secret());
+    assert_eq!(a, keys(RSA_PKCS1_AS_PKCS8).link_secret());
+    assert_ne!(a, keys(RSA_OTHER).link_secret());
+    assert_ne!(a, keys(ED25519).link_secret());
+    let v1 = Keys::from_public_pem(RSA_PKCS1_PUBLIC).unwrap();
+    let v2 = Keys::from_public_pem(RSA_PKCS1_PUBLIC).unwrap();
+    assert_ne!(v1.link_secret(), a.as_slice());
+    assert_ne!(v1.link_secret(), v2.link_secret());
+}

@@ -4,6 +4,9 @@
 # Independent sets exist so tests never touch the data of `make run`:
 #   STACK_NAME=local (default; ports 8000/8014/5000) and STACK_NAME=test (18000/18014/15000);
 #   `make bench` uses STACK_NAME=bench (28000/28014/25000).
+# The data of STACK_NAME=local (`make run`) is kept across restarts: DynamoDB Local writes to
+# $RUN/ddb (-dbPath), S3 objects stay in $RUN/s3data; `make reset` empties them. The other sets
+# live in memory and their S3 directory is removed on stop. PERSIST=1/0 overrides.
 # Usage: scripts/stack.sh start|stop|env|status
 set -euo pipefail
 HOME_DIR=${MENDER_RS_HOME:-$HOME/.cache/mender-rs}
@@ -17,6 +20,7 @@ esac
 export DDB_LOCAL_TELEMETRY=0
 mkdir -p "$RUN"
 log() { echo "[stack:$STACK_NAME] $*" >&2; }
+if [ "$STACK_NAME" = local ]; then PERSIST=${PERSIST:-1}; else PERSIST=${PERSIST:-0}; fi
 
 wait_port() { # name port
   for _ in $(seq 1 300); do
@@ -36,8 +40,10 @@ start_bg() { # name cmd...
 start() {
   local jar; jar=$(ls "$HOME_DIR"/ddb/package/lib/*/DynamoDBLocal.jar 2>/dev/null | head -1)
   [ -n "$jar" ] || { log "DynamoDB Local missing: run scripts/deps.sh"; exit 1; }
+  local storage=(-inMemory)
+  if [ "$PERSIST" = 1 ]; then mkdir -p "$RUN/ddb"; storage=(-dbPath "$RUN/ddb"); fi
   (cd "$(dirname "$jar")" && start_bg dynamodb java -Xmx"${DDB_HEAP:-256m}" -Djava.library.path=./DynamoDBLocal_lib \
-      -jar DynamoDBLocal.jar -inMemory -sharedDb -disableTelemetry -port "$DDB_PORT")
+      -jar DynamoDBLocal.jar "${storage[@]}" -sharedDb -disableTelemetry -port "$DDB_PORT")
   mkdir -p "$RUN/s3data"
   start_bg s3s "$HOME_DIR/bin/s3s-fs" --host 127.0.0.1 --port "$S3_PORT" --access-key test --secret-key test "$RUN/s3data"
   start_bg moto "$HOME_DIR/moto/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
@@ -51,7 +57,7 @@ stop() {
     kill "$(cat "$f")" 2>/dev/null || true
     rm -f "$f"
   done
-  rm -rf "$RUN/s3data"
+  [ "$PERSIST" = 1 ] || rm -rf "$RUN/s3data"
 }
 
 env_() {

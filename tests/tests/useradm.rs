@@ -312,3 +312,161 @@ async fn admin_id(admin: &Mgmt) -> anyhow::Result<String> {
         .await?;
     Ok(body(&me)["id"].as_str().unwrap_or_default().to_owned())
 }
+
+/// `POST /auth/login` with HTTP Basic: the status and the body.
+async fn login_status(
+    stack: &TestStack,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<(StatusCode, Value)> {
+    let r = https_client(&stack.ca_cert())?
+        .post(format!(
+            "{}/api/management/v1/useradm/auth/login",
+            stack.url()
+        ))
+        .basic_auth(email, Some(password))
+        .send()
+        .await?;
+    let status = r.status();
+    Ok((status, body(&r.bytes().await?)))
+}
+
+/// The stack's useradm as another instance would have it: its own DynamoDB client, nothing
+/// shared in memory.
+async fn another_useradm(stack: &TestStack, bcrypt_cost: u32) -> useradm::Useradm {
+    let services = &stack.stack.services;
+    useradm::Useradm {
+        store: useradm::store::Store::new(
+            mender_aws::dynamodb(&mender_aws::load_sdk_config().await),
+            &services.config.useradm_table,
+        ),
+        keys: services.keys.clone(),
+        token_lifetime_secs: 3600,
+        bcrypt_cost,
+    }
+}
+
+/// Failed logins of one e-mail are counted in the table: past the limit every instance
+/// answers 429 (even to the right password) for the rest of the window; other e-mails log in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_throttled_on_every_instance() -> anyhow::Result<()> {
+    use black_box_tests::stack::{ADMIN_EMAIL, ADMIN_PASSWORD};
+    let stack = TestStack::start().await?;
+    // 10 failures per e-mail and 15-minute window (useradm::service::LOGIN_FAILURES_ALLOWED)
+    for _ in 0..10 {
+        let (status, _) = login_status(&stack, ADMIN_EMAIL, "wrong-password").await?;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, b) = login_status(&stack, ADMIN_EMAIL, ADMIN_PASSWORD).await?;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{b}");
+    assert_eq!(
+        b["error"],
+        "too many failed login attempts, try again later"
+    );
+    assert!(b["request_id"].is_string());
+    let other = another_useradm(&stack, 4).await;
+    let refused = other.login(ADMIN_EMAIL, ADMIN_PASSWORD, false).await.err();
+    assert_eq!(
+        refused.map(|e| mender_http::ApiError::from(e).status),
+        Some(StatusCode::TOO_MANY_REQUESTS)
+    );
+    // the e-mail is what is throttled: another account logs in
+    other
+        .create_user("", "second@example.com", "second-password-1")
+        .await?;
+    let (status, _) = login_status(&stack, "second@example.com", "second-password-1").await?;
+    assert_eq!(status, StatusCode::OK);
+    Ok(())
+}
+
+/// An unknown e-mail is checked against a decoy hash of the same cost: it answers no faster
+/// than a wrong password (cost 10: about 50 ms of bcrypt each; without the decoy an unknown
+/// e-mail answers after one read, well under a tenth of that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_emails_take_as_long_as_wrong_passwords() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let ua = another_useradm(&stack, 10).await;
+    ua.create_user("", "timing@example.com", "timing-password-1")
+        .await?;
+    let time = |email: &'static str| {
+        let ua = ua.clone();
+        async move {
+            let start = std::time::Instant::now();
+            let result = ua.login(email, "wrong-password", false).await;
+            assert!(
+                matches!(result, Err(useradm::Error::Unauthorized(_))),
+                "{result:?}"
+            );
+            start.elapsed()
+        }
+    };
+    time("nobody@example.com").await; // the decoy is made once per instance
+    let (mut wrong, mut unknown) = (std::time::Duration::MAX, std::time::Duration::MAX);
+    for _ in 0..3 {
+        wrong = wrong.min(time("timing@example.com").await);
+        unknown = unknown.min(time("nobody@example.com").await);
+    }
+    assert!(
+        unknown * 3 >= wrong,
+        "unknown e-mail {unknown:?}, wrong password {wrong:?}"
+    );
+    Ok(())
+}
+
+/// bcrypt reads 72 bytes: a longer password is refused (400), not cut; a personal access
+/// token cannot create personal access tokens (403), a login token can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_passwords_and_tokens_from_tokens_are_refused() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let admin = stack.admin().await?;
+    let long = "p".repeat(73);
+    let (status, _, b) = admin
+        .request(
+            Method::POST,
+            "/api/management/v1/useradm/users",
+            Some(json!({"email": "long@example.com", "password": long})),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body(&b)["error"],
+        "password: must be at most 72 characters (bcrypt)"
+    );
+    let (status, _, _) = admin
+        .request(
+            Method::POST,
+            "/api/management/v1/useradm/users",
+            Some(json!({"email": "long@example.com", "password": "p".repeat(72)})),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = login_status(&stack, "long@example.com", &"p".repeat(73)).await?;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "not cut to the 72 that match"
+    );
+
+    const TOKENS: &str = "/api/management/v1/useradm/settings/tokens";
+    let (status, _, pat) = admin
+        .request(
+            Method::POST,
+            TOKENS,
+            Some(json!({"name": "ci", "expires_in": 3600})),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    let with_pat = Mgmt::with_token(stack.url(), &stack.ca_cert(), std::str::from_utf8(&pat)?)?;
+    let (status, _, b) = with_pat
+        .request(
+            Method::POST,
+            TOKENS,
+            Some(json!({"name": "forever", "expires_in": 0})),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body(&b)["request_id"].is_string());
+    let (_, _, list) = admin.request(Method::GET, TOKENS, None).await?;
+    assert_eq!(body(&list).as_array().map(Vec::len), Some(1));
+    Ok(())
+}

@@ -337,10 +337,8 @@ async fn create_deployment(
     let groups = match targets.as_slice() {
         [single] => s
             .inventory
-            .get_device(auth.tenant(), single)
-            .await
-            .ok()
-            .and_then(|d| d.group().map(str::to_owned))
+            .group_of(auth.tenant(), single)
+            .await?
             .into_iter()
             .collect(),
         _ => Vec::new(),

@@ -140,10 +140,8 @@ async fn deploy_configuration(
     let (deployment_id, configured) = s.deviceconfig.new_deployment(tenant, &device_id).await?;
     let groups = s
         .inventory
-        .get_device(tenant, &device_id)
-        .await
-        .ok()
-        .and_then(|d| d.group().map(str::to_owned))
+        .group_of(tenant, &device_id)
+        .await?
         .into_iter()
         .collect();
     let configuration = serde_json::to_string(&configured).map_err(ApiError::internal)?;

@@ -317,8 +317,9 @@ async fn add_to_group(
     inventory::model::check_group_name(&name).map_err(|e| ApiError::bad_request(e.0))?;
     let (mut matched, mut updated) = (0, 0);
     for id in non_empty(ids)? {
-        let before = s.inventory.get_device(auth.tenant(), &id).await.ok();
-        let Some(before) = before else { continue };
+        let Some(before) = s.inventory.find_device(auth.tenant(), &id).await? else {
+            continue;
+        };
         matched += 1;
         if before.group() != Some(name.as_str()) {
             s.inventory.set_group(auth.tenant(), &id, &name).await?;

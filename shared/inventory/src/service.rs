@@ -256,10 +256,27 @@ impl Inventory {
         tenant: &str,
         device_id: &str,
     ) -> Result<InventoryDevice, Error> {
-        self.store
-            .get(tenant, device_id)
+        self.find_device(tenant, device_id)
             .await?
             .ok_or_else(|| Error::NotFound("Device not found".into()))
+    }
+
+    /// The device, `None` when inventory does not know it (a storage error is an error, not
+    /// an unknown device).
+    pub async fn find_device(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<Option<InventoryDevice>, Error> {
+        Ok(self.store.get(tenant, device_id).await?)
+    }
+
+    /// The group of a device, `None` when it has none or inventory does not know it.
+    pub async fn group_of(&self, tenant: &str, device_id: &str) -> Result<Option<String>, Error> {
+        Ok(self
+            .find_device(tenant, device_id)
+            .await?
+            .and_then(|d| d.group().map(str::to_owned)))
     }
 
     /// `DELETE /devices/{id}`: clears the inventory scope only.

@@ -31,11 +31,17 @@ pub fn email(raw: &str) -> Result<String, Invalid> {
     }
 }
 
-/// Password: ASCII, 8..=256 characters, not contained in the e-mail.
+/// Password: ASCII, 8..=72 characters (bcrypt's limit), not contained in the e-mail.
 pub fn password(password: &str, email: &str) -> Result<(), Invalid> {
     if !password.is_ascii() || password.len() > 256 {
         return Err(Invalid::Bad(
             "password: must be ASCII, at most 256 characters".into(),
+        ));
+    }
+    // bcrypt reads only the first 72 bytes: a longer password would be cut silently
+    if password.len() > 72 {
+        return Err(Invalid::Bad(
+            "password: must be at most 72 characters (bcrypt)".into(),
         ));
     }
     if password.len() < 8 {

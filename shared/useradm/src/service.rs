@@ -28,6 +28,11 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     PreconditionFailed(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many failed logins of one e-mail (429).
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("storage: {0}")]
     Storage(#[from] DynamoError),
     #[error("{0}")]
@@ -52,6 +57,10 @@ impl From<Error> for ApiError {
             Error::NotFound(m) => ApiError::not_found(m),
             Error::Conflict(m) => ApiError::conflict(m),
             Error::PreconditionFailed(m) => ApiError::new(axum_status_412(), m),
+            Error::Forbidden(m) => ApiError::forbidden(m),
+            Error::TooManyRequests(m) => {
+                ApiError::new(mender_http::error::StatusCode::TOO_MANY_REQUESTS, m)
+            }
             Error::Storage(e) => ApiError::internal(e),
             Error::Internal(m) => ApiError::internal(m),
         }
@@ -127,10 +136,41 @@ async fn hash_password(password: String, cost: u32) -> Result<String, Error> {
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
+/// bcrypt reads at most this many bytes of a password; longer ones are refused (see
+/// [`rules::password`]), never silently truncated.
+const BCRYPT_MAX_PASSWORD: usize = 72;
+
 async fn password_matches(password: String, hash: String) -> bool {
+    // up to 72 bytes bcrypt reads every byte (the crate's non-truncating mode stops at 71)
+    if password.len() > BCRYPT_MAX_PASSWORD {
+        return false;
+    }
     tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
         .await
         .unwrap_or(false)
+}
+
+/// Failed logins of one e-mail allowed per [`LOGIN_WINDOW_SECS`]; more answer 429 until the
+/// window ends, on every instance (the count is in the table).
+pub const LOGIN_FAILURES_ALLOWED: u32 = 10;
+pub const LOGIN_WINDOW_SECS: i64 = 900;
+
+/// A hash at `cost` of a password nobody has: an unknown e-mail is checked against it, so that
+/// it takes as long as a wrong password (no account probing by timing).
+async fn decoy_hash(cost: u32) -> Result<String, Error> {
+    static DECOYS: std::sync::Mutex<Vec<(u32, String)>> = std::sync::Mutex::new(Vec::new());
+    let cached = DECOYS
+        .lock()
+        .ok()
+        .and_then(|d| d.iter().find(|(c, _)| *c == cost).map(|(_, h)| h.clone()));
+    if let Some(hash) = cached {
+        return Ok(hash);
+    }
+    let hash = hash_password(uuid::Uuid::new_v4().to_string(), cost).await?;
+    if let Ok(mut decoys) = DECOYS.lock() {
+        decoys.push((cost, hash.clone()));
+    }
+    Ok(hash)
 }
 
 impl Useradm {
@@ -188,14 +228,26 @@ impl Useradm {
     ) -> Result<String, Error> {
         let unauthorized = || Error::Unauthorized("unauthorized".into());
         let email = email.trim().to_ascii_lowercase();
-        let (tenant, user) = self
-            .store
-            .find_by_email(&email)
-            .await?
-            .ok_or_else(unauthorized)?;
-        if !password_matches(password.to_owned(), user.password_hash.clone()).await {
-            return Err(unauthorized());
+        let window = now().timestamp().div_euclid(LOGIN_WINDOW_SECS);
+        if self.store.failed_logins(&email, window).await? >= LOGIN_FAILURES_ALLOWED {
+            return Err(Error::TooManyRequests(
+                "too many failed login attempts, try again later".into(),
+            ));
         }
+        let found = self.store.find_by_email(&email).await?;
+        // an unknown e-mail costs one bcrypt check too
+        let hash = match &found {
+            Some((_, user)) => user.password_hash.clone(),
+            None => decoy_hash(self.bcrypt_cost).await?,
+        };
+        let matches = password_matches(password.to_owned(), hash).await;
+        let Some((tenant, user)) = found.filter(|_| matches) else {
+            let expires_at = (window + 2) * LOGIN_WINDOW_SECS;
+            self.store
+                .add_failed_login(&email, window, expires_at)
+                .await?;
+            return Err(unauthorized());
+        };
         let lifetime = (!no_expiry).then_some(self.token_lifetime_secs);
         let token = self.issue(&tenant, &user.id, lifetime, None).await?;
         self.store
@@ -417,6 +469,17 @@ impl Useradm {
         expires_in: i64,
     ) -> Result<String, Error> {
         rules::personal_access_token(name, expires_in)?;
+        // a personal access token cannot mint more of them (a leaked one would outlive its
+        // own expiry and revocation through tokens it made)
+        let caller_token = self
+            .store
+            .get_token(&caller.tenant, &caller.sub, &caller.jti)
+            .await?;
+        if caller_token.is_none_or(|t| t.name.is_some()) {
+            return Err(Error::Forbidden(
+                "personal access tokens cannot create personal access tokens: log in".into(),
+            ));
+        }
         let existing: Vec<TokenRecord> = self
             .store
             .list_tokens(&caller.tenant, &caller.sub)

@@ -6,8 +6,9 @@
 //! | e-mail guard | `EMAIL#{email}` | `EMAIL` | unique e-mail across the installation, login lookup |
 //! | token (login or PAT) | `T#{tenant}#USER#{id}` | `TOKEN#{jti}` | verify (one GetItem), list/delete a user's tokens |
 //! | settings | `T#{tenant}` or `T#{tenant}#USER#{id}` | `SETTINGS` | global / per-user settings with etag |
+//! | failed logins | `LOGIN#{email}` | `WINDOW#{n}` | login throttle: `failures` in window `n` |
 //!
-//! Expired tokens carry `expires_at` (the table's TTL attribute).
+//! Expired tokens and failed-login counts carry `expires_at` (the table's TTL attribute).
 
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
@@ -274,6 +275,44 @@ impl Store {
                 DynamoError::ConditionFailed => Ok(()),
                 other => Err(other),
             })
+    }
+
+    /// Failed logins of `email` in throttle window `window`.
+    pub async fn failed_logins(&self, email: &str, window: i64) -> Result<u32, DynamoError> {
+        let item = self
+            .table
+            .get(key(format!("LOGIN#{email}"), format!("WINDOW#{window}")))
+            .await?;
+        Ok(item
+            .as_ref()
+            .and_then(|i| i.get("failures"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// One more failed login of `email` in `window` (an atomic add: instances share the count).
+    pub async fn add_failed_login(
+        &self,
+        email: &str,
+        window: i64,
+        expires_at: i64,
+    ) -> Result<(), DynamoError> {
+        self.table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .set_key(Some(key(
+                format!("LOGIN#{email}"),
+                format!("WINDOW#{window}"),
+            )))
+            .update_expression("ADD failures :one SET expires_at = :exp")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":exp", AttributeValue::N(expires_at.to_string()))
+            .send()
+            .await
+            .map_err(classify)
+            .map(|_| ())
     }
 
     /// Settings of the tenant (`user_id` None) or of one user.

@@ -143,6 +143,20 @@ impl Mgmt {
         Ok((status, headers, bytes))
     }
 
+    /// `POST path` with a JSON body, expecting `201 Created`: the id at the end of `Location`.
+    pub async fn create(&self, path: &str, body: Value) -> anyhow::Result<String> {
+        let (status, headers, bytes) = self.request(Method::POST, path, Some(body)).await?;
+        if status != StatusCode::CREATED {
+            bail!("POST {path}: {status} {}", String::from_utf8_lossy(&bytes));
+        }
+        Ok(headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| l.rsplit('/').next())
+            .unwrap_or_default()
+            .to_owned())
+    }
+
     /// [`Self::request`] with the body parsed as JSON (`Value::Null` when empty or not JSON).
     pub async fn request_json(
         &self,

@@ -389,24 +389,12 @@ fn artifact(name: &str) -> Artifact {
 }
 
 async fn create_deployment(admin: &Mgmt, name: &str, devices: &[String]) -> anyhow::Result<String> {
-    let (status, headers, bytes) = admin
-        .request(
-            Method::POST,
+    admin
+        .create(
             "/api/management/v1/deployments/deployments",
-            Some(json!({"name": name, "artifact_name": name, "devices": devices})),
+            json!({"name": name, "artifact_name": name, "devices": devices}),
         )
-        .await?;
-    anyhow::ensure!(
-        status == StatusCode::CREATED,
-        "{status} {}",
-        String::from_utf8_lossy(&bytes)
-    );
-    Ok(headers
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|l| l.rsplit('/').next())
-        .unwrap_or_default()
-        .to_owned())
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -216,24 +216,12 @@ async fn expect_stop(device: &mut Ws, sid: &str, reason: &str) -> anyhow::Result
 }
 
 async fn create_user(admin: &Mgmt, email: &str, password: &str) -> anyhow::Result<String> {
-    let (status, headers, body) = admin
-        .request(
-            Method::POST,
+    admin
+        .create(
             "/api/management/v1/useradm/users",
-            Some(json!({"email": email, "password": password})),
+            json!({"email": email, "password": password}),
         )
-        .await?;
-    anyhow::ensure!(
-        status == StatusCode::CREATED,
-        "creating {email}: {status} {}",
-        String::from_utf8_lossy(&body)
-    );
-    Ok(headers
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|l| l.rsplit('/').next())
-        .unwrap_or_default()
-        .to_owned())
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,9 @@ IN_PROCESS = {
     136: ("deviceconfig-management", "`deployments.create_configuration_deployment`, called by the deploy (upstream's `deploy_device_configuration` step 1)"),
     151: ("provision-device", "`deviceconfig.provision` (step 3 of `provision_device`)"),
     152: ("decommission-device", "`deviceconfig.delete_device` (step 3 of `decommission_device`)"),
+    181: ("iot-manager-events", "`iot_manager.handle_event` of `device-status-changed` (deviceauth publishes one per status change)"),
+    182: ("iot-manager-events", "`iot_manager.handle_event` of `device-provisioned` (deviceauth publishes it on first acceptance)"),
+    183: ("iot-manager-events", "`iot_manager.handle_event` of `device-decommissioned` (deviceauth publishes it on decommissioning)"),
 }
 
 

@@ -38,7 +38,7 @@ const ACCESS: &[(&str, &[&str])] = &[
     ),
     // useradm only
     ("useradm-management", &["UseradmTable"]),
-    // deviceauth; starts provisioning, status and identity workflows
+    // deviceauth; starts provisioning, status and identity workflows, iot-manager's events
     (
         "deviceauth-devices",
         &[
@@ -46,6 +46,7 @@ const ACCESS: &[(&str, &[&str])] = &[
             "ProvisionDeviceQueue",
             "UpdateDeviceStatusQueue",
             "UpdateDeviceInventoryQueue",
+            "IotManagerEventsQueue",
         ],
     ),
     // deviceauth, useradm (user token check); starts every device workflow
@@ -58,6 +59,7 @@ const ACCESS: &[(&str, &[&str])] = &[
             "UpdateDeviceStatusQueue",
             "UpdateDeviceInventoryQueue",
             "DecommissionDeviceQueue",
+            "IotManagerEventsQueue",
         ],
     ),
     // inventory, deviceauth (device token check, check-in); starts the check-in update
@@ -141,6 +143,22 @@ const ACCESS: &[(&str, &[&str])] = &[
             "DeploymentsTable",
             "InventoryTable",
             "UseradmTable",
+        ],
+    ),
+    // iot-manager, useradm (user token check)
+    (
+        "iot-manager-management",
+        &["IotManagerTable", "UseradmTable"],
+    ),
+    // iot-manager; a new cloud device's credentials go to deviceconfig and are deployed
+    // (deployments, the device's inventory group)
+    (
+        "iot-manager-events",
+        &[
+            "IotManagerTable",
+            "DeviceconfigTable",
+            "DeploymentsTable",
+            "InventoryTable",
         ],
     ),
     // the container (task role): its table, deviceauth and useradm (device and user token
@@ -1167,6 +1185,7 @@ mod code {
             "DeviceconnectTable",
         ),
         ("deviceconfig", "shared/deviceconfig", "DeviceconfigTable"),
+        ("iot_manager", "shared/iot-manager", "IotManagerTable"),
     ];
 
     /// Other names a function crate reaches a service by: `(crate, receiver, service field)`.

@@ -25,6 +25,7 @@ pub mod vars {
     pub const DECOMMISSION_DEVICE_QUEUE_URL: &str = "DECOMMISSION_DEVICE_QUEUE_URL";
     pub const PROCESS_ARTIFACT_QUEUE_URL: &str = "PROCESS_ARTIFACT_QUEUE_URL";
     pub const GENERATE_ARTIFACT_QUEUE_URL: &str = "GENERATE_ARTIFACT_QUEUE_URL";
+    pub const IOT_MANAGER_EVENTS_QUEUE_URL: &str = "IOT_MANAGER_EVENTS_QUEUE_URL";
     /// PEM text of the server's private key (RSA => RS256, Ed25519 => EdDSA); set for the
     /// functions that sign only.
     pub const JWT_PRIVATE_KEY: &str = "JWT_PRIVATE_KEY";
@@ -57,6 +58,7 @@ pub struct QueueUrls {
     pub decommission_device: String,
     pub process_artifact: String,
     pub generate_artifact: String,
+    pub iot_manager_events: String,
 }
 
 /// Everything a function needs to know about its surroundings. `Debug` redacts the private key.
@@ -152,6 +154,7 @@ impl Config {
                 decommission_device: opt(vars::DECOMMISSION_DEVICE_QUEUE_URL),
                 process_artifact: opt(vars::PROCESS_ARTIFACT_QUEUE_URL),
                 generate_artifact: opt(vars::GENERATE_ARTIFACT_QUEUE_URL),
+                iot_manager_events: opt(vars::IOT_MANAGER_EVENTS_QUEUE_URL),
             },
             private_key,
         );

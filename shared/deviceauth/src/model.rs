@@ -190,6 +190,25 @@ impl Device {
         serde_json::from_str(&self.identity).unwrap_or_else(|_| json!({}))
     }
 
+    /// The device as iot-manager's `device-provisioned` event carries it (upstream's device
+    /// event: id, status, auth sets, creation time).
+    pub fn lifecycle_event(&self) -> Value {
+        let identity = self.identity_data();
+        let auth_sets: Vec<Value> = self
+            .auth_sets
+            .iter()
+            .map(|a| {
+                json!({"id": a.id, "device_id": self.id, "identity_data": identity, "pubkey": a.pubkey, "status": a.status, "ts": a.ts})
+            })
+            .collect();
+        json!({
+            "id": self.id,
+            "status": self.status,
+            "auth_sets": auth_sets,
+            "created_ts": self.created_ts,
+        })
+    }
+
     /// The device as the management API shows it.
     pub fn to_json(&self) -> Value {
         let identity = self.identity_data();

@@ -12,7 +12,7 @@ use mender_http::paging::Paging;
 use mender_http::{ApiError, DeviceTokenCheck};
 use mender_tokens::{DeviceClaims, Keys};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 use workflows::{Attribute, DeviceRef, Job, Publisher};
 
 use crate::model::{AuthSet, Device, TransitionError, ACCEPTED, PENDING, PREAUTHORIZED, STATUSES};
@@ -23,6 +23,10 @@ const MAX_ATTEMPTS: usize = 32;
 /// Inventory learns the check-in time at most this often (upstream: daily).
 const INVENTORY_CHECK_IN_SECS: i64 = 24 * 3600;
 pub const MAX_DEVICES: &str = "max_devices";
+/// iot-manager's event types (upstream `model.EventType`).
+const IOT_PROVISIONED: &str = "device-provisioned";
+const IOT_STATUS_CHANGED: &str = "device-status-changed";
+const IOT_DECOMMISSIONED: &str = "device-decommissioned";
 /// Most device ids one list request may name (`?id=..&id=..`).
 pub const MAX_LISTED_IDS: usize = 500;
 
@@ -142,7 +146,8 @@ impl Deviceauth {
             id: device.id.clone(),
             revision: device.revision,
         };
-        let job = if device.status == ACCEPTED && !device.provisioned {
+        let provisioning = device.status == ACCEPTED && !device.provisioned;
+        let job = if provisioning {
             Job::ProvisionDevice {
                 request_id: request_id(),
                 tenant_id: tenant.into(),
@@ -157,7 +162,38 @@ impl Deviceauth {
                 device_status: device.status.clone(),
             }
         };
-        self.publish(job).await
+        self.publish(job).await?;
+        // iot-manager: as upstream's provision_device (iot-manager provisioning, then its
+        // status) and update_device_status workflows
+        if provisioning {
+            self.publish_iot_event(tenant, IOT_PROVISIONED, device.lifecycle_event())
+                .await?;
+        }
+        self.publish_iot_event(
+            tenant,
+            IOT_STATUS_CHANGED,
+            json!({"id": device.id, "status": device.status}),
+        )
+        .await
+    }
+
+    /// A lifecycle event for iot-manager's integrations; its id and time are fixed here, after
+    /// the change is stored.
+    async fn publish_iot_event(
+        &self,
+        tenant: &str,
+        event_type: &str,
+        device: Value,
+    ) -> Result<(), Error> {
+        self.publish(Job::IotManagerEvent {
+            request_id: request_id(),
+            tenant_id: tenant.into(),
+            event_id: new_id(),
+            event_type: event_type.into(),
+            time: ts(now()),
+            device,
+        })
+        .await
     }
 
     async fn publish_identity(&self, tenant: &str, device: &Device) -> Result<(), Error> {
@@ -663,6 +699,12 @@ impl Deviceauth {
                     device_status: "decommissioned".into(),
                 })
                 .await?;
+                self.publish_iot_event(
+                    tenant,
+                    IOT_STATUS_CHANGED,
+                    json!({"id": device.id, "status": "decommissioned"}),
+                )
+                .await?;
                 return Ok(());
             }
             let changed = device.recompute_status(&ts(now()));
@@ -703,12 +745,14 @@ impl Deviceauth {
             for set in &device.auth_sets {
                 self.store.delete_token(tenant, &set.id).await?;
             }
+            self.publish(Job::DecommissionDevice {
+                request_id: request_id(),
+                tenant_id: tenant.into(),
+                device_id: device.id.clone(),
+            })
+            .await?;
             return self
-                .publish(Job::DecommissionDevice {
-                    request_id: request_id(),
-                    tenant_id: tenant.into(),
-                    device_id: device.id.clone(),
-                })
+                .publish_iot_event(tenant, IOT_DECOMMISSIONED, json!({"id": device.id}))
                 .await;
         }
         Err(Error::Internal(

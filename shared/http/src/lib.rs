@@ -5,6 +5,7 @@
 //! router runs in Lambda and in the local server).
 
 pub mod auth;
+pub mod drain;
 pub mod error;
 pub mod json;
 pub mod paging;

@@ -28,6 +28,9 @@ pub async fn process(queue: Queue, services: &Services, body: &str) -> Result<()
         Queue::GenerateArtifact => generate_artifact::process(services, body)
             .await
             .map_err(|e| e.to_string()),
+        Queue::IotManagerEvents => iot_manager_events::process(services, body)
+            .await
+            .map_err(|e| e.to_string()),
     };
     result
 }

@@ -104,6 +104,11 @@ pub const API_FUNCTIONS: &[ApiFunction] = &[
         routes: deviceconfig_management::routes,
         router: deviceconfig_management::router,
     },
+    ApiFunction {
+        name: "iot-manager-management",
+        routes: iot_manager_management::routes,
+        router: iot_manager_management::router,
+    },
 ];
 
 /// Every workflow step: its crate (`functions/<name>`, named after the queue) and the queue it
@@ -175,9 +180,13 @@ pub fn local_app(
 }
 
 /// The API routes, the GUI's routes when there is a GUI (they share no path, so the API keeps
-/// its routes), then the common layers and Mender's 404/405 bodies for everything else.
+/// its routes), then the common layers and Mender's 404/405 bodies for everything else. The
+/// local server streams bodies where API Gateway buffers them, so refused bodies are drained
+/// ([`mender_http::drain`]).
 pub fn finish_local(api: Router, gui: Option<&gui::Gui>) -> Router {
-    mender_http::finish(gui::mount(api, gui))
+    mender_http::finish(gui::mount(api, gui)).layer(axum::middleware::from_fn(
+        mender_http::drain::drain_refused_bodies,
+    ))
 }
 
 /// What the stack is made of: SDK clients, created resources and the services.
@@ -242,7 +251,12 @@ pub async fn prepare(options: &Options) -> anyhow::Result<Parts> {
         .cloned()
         .unwrap_or_default();
     let storage = mender_aws::s3::ArtifactStorage::new(&sdk, &config.artifacts_bucket);
-    let services = Services::with_parts(config, dynamodb.clone(), storage, publisher)?;
+    let mut services = Services::with_parts(config, dynamodb.clone(), storage, publisher)?;
+    services.iot_manager = iot_manager::IotManager::new(
+        dynamodb.clone(),
+        local_iot_manager_settings(options, &created)?,
+    )
+    .map_err(anyhow::Error::msg)?;
     Ok(Parts {
         services,
         resources,
@@ -251,6 +265,28 @@ pub async fn prepare(options: &Options) -> anyhow::Result<Parts> {
         sqs,
         s3,
     })
+}
+
+/// iot-manager locally: webhooks and IoT Hub on this machine are allowed (loopback is refused
+/// in AWS), the local hostnames are trusted IoT Hub hosts, outbound HTTPS trusts the local CA
+/// (a test's IoT Hub serves the stack's certificate), and retries are quick.
+fn local_iot_manager_settings(
+    options: &Options,
+    created: &Created,
+) -> anyhow::Result<iot_manager::Settings> {
+    let certs = tls::ensure(&options.state_dir.join("tls"))?;
+    let mut settings = iot_manager::Settings {
+        table: created.table("IotManagerTable")?.to_owned(),
+        policy: iot_manager::net::AddressPolicy::parse("127.0.0.0/8,::1")
+            .map_err(anyhow::Error::msg)?,
+        extra_root_pem: Some(std::fs::read_to_string(&certs.ca_cert)?),
+        ..iot_manager::Settings::default()
+    };
+    settings
+        .trusted_domains
+        .extend(["localhost".to_owned(), "127.0.0.1".to_owned()]);
+    settings.retry.backoff = std::time::Duration::from_millis(200);
+    Ok(settings)
 }
 
 /// Creates the admin user when missing; returns whether it was created.

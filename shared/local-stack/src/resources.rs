@@ -36,6 +36,7 @@ pub fn queue_logical_id(queue: Queue) -> &'static str {
         Queue::DecommissionDevice => "DecommissionDeviceQueue",
         Queue::ProcessArtifact => "ProcessArtifactQueue",
         Queue::GenerateArtifact => "GenerateArtifactQueue",
+        Queue::IotManagerEvents => "IotManagerEventsQueue",
     }
 }
 
@@ -61,6 +62,7 @@ impl Created {
             decommission_device: url(Queue::DecommissionDevice)?,
             process_artifact: url(Queue::ProcessArtifact)?,
             generate_artifact: url(Queue::GenerateArtifact)?,
+            iot_manager_events: url(Queue::IotManagerEvents)?,
         })
     }
 }

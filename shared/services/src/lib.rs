@@ -17,6 +17,8 @@ pub enum InitError {
     Config(#[from] mender_config::ConfigError),
     #[error("JWT key: {0}")]
     Key(#[from] mender_tokens::TokenError),
+    #[error("iot-manager: {0}")]
+    IotManager(String),
 }
 
 /// Every service a function may use. Cheap to clone.
@@ -32,6 +34,8 @@ pub struct Services {
     pub deviceconnect: deviceconnect_store::Store,
     /// Devices' configured and reported configurations.
     pub deviceconfig: deviceconfig::Deviceconfig,
+    /// iot-manager's integrations, device links and lifecycle events.
+    pub iot_manager: iot_manager::IotManager,
     /// Signs and checks configuration deployments' download links.
     pub presign: deployments::configuration::Presign,
     /// Starts workflows (queue messages).
@@ -56,7 +60,11 @@ impl Services {
             urls: config.queues.clone(),
         });
         let artifacts = ArtifactStorage::new(sdk, &config.artifacts_bucket);
-        Self::with_parts(config, dynamodb, artifacts, publisher)
+        let mut services = Self::with_parts(config, dynamodb.clone(), artifacts, publisher)?;
+        let settings = iot_manager::Settings::from_env().map_err(InitError::IotManager)?;
+        services.iot_manager =
+            iot_manager::IotManager::new(dynamodb, settings).map_err(InitError::IotManager)?;
+        Ok(services)
     }
 
     pub fn with_parts(
@@ -89,6 +97,11 @@ impl Services {
         let deviceconfig = deviceconfig::Deviceconfig {
             store: deviceconfig::Store::new(dynamodb.clone(), &config.deviceconfig_table),
         };
+        // its own settings (`iot_manager::vars`): `Services::new` reads them, the local stack
+        // sets them
+        let iot_manager =
+            iot_manager::IotManager::new(dynamodb.clone(), iot_manager::Settings::default())
+                .map_err(InitError::IotManager)?;
         // derived from the private key (a verifier's is random: it cannot sign links)
         let presign = deployments::configuration::Presign::from_secret(keys.link_secret());
         let deviceconnect = deviceconnect_store::Store::new(dynamodb, &config.deviceconnect_table);
@@ -106,6 +119,7 @@ impl Services {
             deployments,
             deviceconnect,
             deviceconfig,
+            iot_manager,
             presign,
             workflows: publisher,
             artifacts,

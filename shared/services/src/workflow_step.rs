@@ -25,6 +25,8 @@ pub enum StepError {
     Deviceconnect(#[from] deviceconnect_store::StoreError),
     #[error("deviceconfig: {0}")]
     Deviceconfig(#[from] deviceconfig::Error),
+    #[error("iot-manager: {0}")]
+    IotManager(#[from] iot_manager::Error),
     /// A step's own work failed (e.g. writing an artifact); SQS redelivers the message.
     #[error("{0}")]
     Failed(String),

@@ -77,6 +77,20 @@ pub enum Job {
         #[serde(default)]
         args: String,
     },
+    /// A device lifecycle event for iot-manager's integrations (webhook, AWS IoT Core, Azure
+    /// IoT Hub): `device-provisioned`, `device-status-changed` or `device-decommissioned`.
+    /// `event_id` and `time` are fixed when the change is stored, so a redelivered message is
+    /// the same event (delivered once).
+    IotManagerEvent {
+        request_id: String,
+        tenant_id: String,
+        event_id: String,
+        event_type: String,
+        time: String,
+        /// Upstream's device event: `id`, and `status`, `auth_sets`, `created_ts` where the
+        /// type has them.
+        device: serde_json::Value,
+    },
 }
 
 /// The queues, one per workflow.
@@ -88,16 +102,18 @@ pub enum Queue {
     DecommissionDevice,
     ProcessArtifact,
     GenerateArtifact,
+    IotManagerEvents,
 }
 
 impl Queue {
-    pub const ALL: [Queue; 6] = [
+    pub const ALL: [Queue; 7] = [
         Queue::ProvisionDevice,
         Queue::UpdateDeviceStatus,
         Queue::UpdateDeviceInventory,
         Queue::DecommissionDevice,
         Queue::ProcessArtifact,
         Queue::GenerateArtifact,
+        Queue::IotManagerEvents,
     ];
 
     /// The workflow step's name (function and queue name stem).
@@ -109,6 +125,7 @@ impl Queue {
             Queue::DecommissionDevice => "decommission-device",
             Queue::ProcessArtifact => "process-artifact",
             Queue::GenerateArtifact => "generate-artifact",
+            Queue::IotManagerEvents => "iot-manager-events",
         }
     }
 
@@ -120,6 +137,7 @@ impl Queue {
             Queue::DecommissionDevice => &urls.decommission_device,
             Queue::ProcessArtifact => &urls.process_artifact,
             Queue::GenerateArtifact => &urls.generate_artifact,
+            Queue::IotManagerEvents => &urls.iot_manager_events,
         }
     }
 }
@@ -133,6 +151,7 @@ impl Job {
             Job::DecommissionDevice { .. } => Queue::DecommissionDevice,
             Job::ProcessArtifact { .. } => Queue::ProcessArtifact,
             Job::GenerateArtifact { .. } => Queue::GenerateArtifact,
+            Job::IotManagerEvent { .. } => Queue::IotManagerEvents,
         }
     }
 
@@ -147,6 +166,11 @@ impl Job {
             | Job::DecommissionDevice { device_id, .. } => device_id.clone(),
             Job::ProcessArtifact { artifact_id, .. }
             | Job::GenerateArtifact { artifact_id, .. } => artifact_id.clone(),
+            Job::IotManagerEvent { device, .. } => device
+                .get("id")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
         }
     }
 }

@@ -356,6 +356,46 @@ async fn a_device_reaches_only_sessions_opened_to_it() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The race behind the flaky real-client terminal test: a device's socket writes its record
+/// (connection version 1) and then announces `connect 1` on its control subject; a user who
+/// opened a session in between heard the announcement of the very connection it talks to and
+/// was closed with "device disconnected". Here the late announcement is replayed on NATS: it
+/// must not end the session; a newer connection's must.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_announcement_of_the_sessions_own_connection_keeps_it() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let admin = stack.admin().await?;
+    let addr = instance(&stack, Settings::default()).await?;
+    let (id, _, token) = accepted_device(&stack, &admin, "dc:00:00:00:01:07").await?;
+    let mut device = device_ws(addr, &token).await?;
+    let (mut user, sid) = open_shell(addr, &mut device, &id, admin.token()).await?;
+    let nats = async_nats::connect(&stack.stack.nats_url).await?;
+    let control = format!("deviceconnect._.control.{id}");
+
+    nats.publish(control.clone(), "connect 1".into()).await?;
+    nats.flush().await?;
+    silent(&mut user, Duration::from_secs(1)).await?;
+    device
+        .send(frame(
+            1,
+            "shell",
+            &sid,
+            vec![("status", 1.into())],
+            Some(b"still here"),
+        ))
+        .await?;
+    let got = next_binary(&mut user).await?;
+    assert_eq!(got["body"].as_slice(), Some(&b"still here"[..]), "{got}");
+
+    nats.publish(control, "connect 2".into()).await?;
+    assert_eq!(
+        closed(&mut user).await?,
+        Some((1000, "device disconnected".to_owned()))
+    );
+    stack.stop().await;
+    Ok(())
+}
+
 /// The HTTP status and body of a refused websocket upgrade (`101` when it was accepted).
 async fn upgrade_status(
     addr: SocketAddr,

@@ -22,7 +22,7 @@ use rmpv::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::protomsg::{self, Prop, ProtoMsg, PROTO_CONTROL, PROTO_FILE_TRANSFER};
-use crate::{path_id, Deviceconnect};
+use crate::{ends_session, path_id, Deviceconnect};
 
 /// No answer from the device for this long ends the transfer (408).
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -66,6 +66,8 @@ struct Channel {
     inbox: String,
     from_device: async_nats::Subscriber,
     control: async_nats::Subscriber,
+    /// The device connection the session was opened to.
+    version: u64,
 }
 
 impl Channel {
@@ -93,6 +95,7 @@ impl Channel {
             inbox: subjects.inbox,
             from_device,
             control,
+            version: subjects.version,
         })
     }
 
@@ -144,13 +147,26 @@ impl Channel {
                 Ok(None) => Err(ApiError::internal("session subscription ended")),
                 Ok(Some(msg)) => Self::parse(&msg.payload),
             },
-            _ = self.control.next() => Err(disconnected()),
+            _ = Self::ended(&mut self.control, self.version) => Err(disconnected()),
+        }
+    }
+
+    /// Resolves when an announcement ends this session (see [`ends_session`]) or the
+    /// subscription ends.
+    async fn ended(control: &mut async_nats::Subscriber, version: u64) {
+        while let Some(msg) = control.next().await {
+            if ends_session(&msg.payload, version) {
+                return;
+            }
         }
     }
 
     /// A frame from the device if one is already waiting.
     fn try_recv(&mut self) -> ApiResult<Option<ProtoMsg>> {
-        if self.control.next().now_or_never().is_some() {
+        if Self::ended(&mut self.control, self.version)
+            .now_or_never()
+            .is_some()
+        {
             return Err(disconnected());
         }
         match self.from_device.next().now_or_never() {

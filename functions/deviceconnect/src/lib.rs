@@ -210,26 +210,27 @@ impl Deviceconnect {
         ) else {
             return Ok(None);
         };
-        if !self.connected(tenant, device_id).await? {
+        let Some(version) = self.connection(tenant, device_id).await? else {
             return Ok(None);
-        }
+        };
         Ok(Some(SessionSubjects {
             sid,
             inbox,
             control,
             session,
+            version,
         }))
     }
 
-    /// Whether the device is connected (its record says so and the instance holding it is
-    /// alive).
-    async fn connected(&self, tenant: &str, device_id: &str) -> ApiResult<bool> {
+    /// The version of the device's connection, if it is connected (its record says so and
+    /// the instance holding it is alive).
+    async fn connection(&self, tenant: &str, device_id: &str) -> ApiResult<Option<u64>> {
         let record = self
             .store()
             .get(tenant, device_id)
             .await
             .map_err(ApiError::internal)?;
-        Ok(record.is_some_and(|r| r.is_connected()))
+        Ok(record.filter(|r| r.is_connected()).map(|r| r.version))
     }
 }
 
@@ -340,6 +341,26 @@ struct SessionSubjects {
     control: String,
     /// Frames from the device for this session.
     session: String,
+    /// The device connection the session was opened to (see [`ends_session`]).
+    version: u64,
+}
+
+/// Whether an announcement on the device's control subject (`connect N` / `disconnect N`,
+/// published by [`device`]) ends a session opened to connection `version`: a newer
+/// connection replaced it, or it (or a newer one) went away. The device publishes
+/// `connect N` after writing its record, so a session that read version N from the record
+/// in between hears its own connection's announcement: that one, and a late `disconnect` of
+/// an older connection, are ignored. Anything unreadable ends the session.
+pub(crate) fn ends_session(announcement: &[u8], version: u64) -> bool {
+    let text = std::str::from_utf8(announcement).unwrap_or_default();
+    let parsed = text
+        .split_once(' ')
+        .and_then(|(kind, n)| n.parse::<u64>().ok().map(|n| (kind, n)));
+    match parsed {
+        Some(("connect", n)) => n > version,
+        Some(("disconnect", n)) => n >= version,
+        _ => true,
+    }
 }
 
 fn path_id(id: Result<Path<String>, PathRejection>) -> ApiResult<String> {
@@ -434,7 +455,7 @@ async fn client_command(
 ) -> ApiResult<Response> {
     let not_connected = || ApiError::not_found("device not connected");
     let inbox = device_subject(tenant, device_id).ok_or_else(not_connected)?;
-    if !dc.connected(tenant, device_id).await? {
+    if dc.connection(tenant, device_id).await?.is_none() {
         return Err(not_connected());
     }
     let frame = protomsg::command(protomsg::PROTO_MENDER_CLIENT, typ, user_id);
@@ -448,6 +469,26 @@ async fn client_command(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_newer_connections_and_their_ends_end_a_session() {
+        // the session was opened to connection 7
+        assert!(
+            !ends_session(b"connect 7", 7),
+            "its own connect, heard late"
+        );
+        assert!(!ends_session(b"connect 6", 7));
+        assert!(
+            !ends_session(b"disconnect 6", 7),
+            "an older connection's late end"
+        );
+        assert!(ends_session(b"connect 8", 7), "the device connected again");
+        assert!(ends_session(b"disconnect 7", 7));
+        assert!(ends_session(b"disconnect 9", 7));
+        assert!(ends_session(b"garbage", 7));
+        assert!(ends_session(b"connect x", 7));
+        assert!(ends_session(&[0xff, 0xfe], 7));
+    }
 
     #[test]
     fn subjects_refuse_what_would_change_their_shape() {

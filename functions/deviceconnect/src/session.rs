@@ -28,8 +28,8 @@ use mender_http::{ApiError, ApiResult, UserAuth};
 use crate::protomsg::{self, Prop, PROTO_SHELL};
 use crate::recording::{self, LimitExceeded, Record, Recorder};
 use crate::{
-    close, origin, path_id, recheck, upgrade, Deviceconnect, Session, CLOSE_GOING_AWAY,
-    CLOSE_INVALID, CLOSE_POLICY,
+    close, ends_session, origin, path_id, recheck, upgrade, Deviceconnect, Session,
+    CLOSE_GOING_AWAY, CLOSE_INVALID, CLOSE_POLICY,
 };
 
 /// Buffered recording is written at least this often.
@@ -73,6 +73,7 @@ pub async fn connect(
         inbox: subjects.inbox,
         subject: subjects.session,
         control: subjects.control,
+        version: subjects.version,
     };
     Ok(ws.on_upgrade(move |socket| async move {
         if let Err(e) = user.run(socket, recorder).await {
@@ -91,6 +92,8 @@ struct UserSession {
     /// This session's subject.
     subject: String,
     control: String,
+    /// The device connection the session was opened to.
+    version: u64,
 }
 
 /// What the relay loop tracks besides the sockets.
@@ -192,13 +195,16 @@ impl UserSession {
                     tx.send(Message::Binary(msg.payload)).await?;
                     recorded
                 }
-                msg = control.next() => {
+                msg = control.next() => match msg {
                     // The device connected again or went away: this session's peer is gone.
-                    if msg.is_some() {
+                    Some(msg) if ends_session(&msg.payload, self.version) => {
                         let _ = tx.send(close(1000, "device disconnected")).await;
+                        return Ok(());
                     }
-                    return Ok(());
-                }
+                    // The announcement of the connection this session was opened to.
+                    Some(_) => Ok(()),
+                    None => return Ok(()),
+                },
                 _ = self.dc.shutting_down() => {
                     let _ = tx.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
                     return Ok(());

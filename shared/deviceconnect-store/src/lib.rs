@@ -42,6 +42,9 @@ pub struct DeviceRecord {
     pub status: String,
     pub created_ts: String,
     pub updated_ts: String,
+    /// The latest connection's version (0 before the first connect); not part of the API.
+    #[serde(skip)]
+    pub version: u64,
 }
 
 impl DeviceRecord {
@@ -256,6 +259,9 @@ impl Store {
             status,
             created_ts: text(&item, "created_ts"),
             updated_ts: text(&item, "updated_ts"),
+            version: number(&item, "version")
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0),
         }))
     }
 

@@ -39,6 +39,11 @@ coverage:
 	python3 scripts/coverage.py
 
 # cargo fuzz targets of fuzz/, FUZZ_SECONDS each (default 600): executions, crashes.
+# The deviceconnect black-box tests SOAK_RUNS times (default 10) under stress-ng on every core.
+.PHONY: soak
+soak:
+	scripts/soak.sh
+
 .PHONY: fuzz
 fuzz:
 	scripts/fuzz.sh

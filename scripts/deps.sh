@@ -4,7 +4,7 @@
 #   s3s-fs (S3, built with cargo), nats-server, the real Debian Mender clients, and the
 #   template checkers (AWS SAM CLI and cfn-lint, pinned, in a venv).
 # Everything lands under $MENDER_RS_HOME (default ~/.cache/mender-rs) or in Debian's paths.
-# Usage: scripts/deps.sh [emulators|clients|iac|all|deploy]   (default all; `deploy` = iac plus
+# Usage: scripts/deps.sh [emulators|clients|iac|load|all|deploy]   (default all; `deploy` = iac plus
 # the arm64 cross toolchain for `sam build` on an x86_64 machine, not needed by make run/test)
 set -euo pipefail
 HOME_DIR=${MENDER_RS_HOME:-$HOME/.cache/mender-rs}
@@ -50,6 +50,11 @@ clients() {
   # the packages enable systemd units; with no systemd nothing starts, nothing to stop.
 }
 
+# stress-ng, the CPU load beside `make soak` (scripts/soak.sh).
+load() {
+  apt_install stress-ng
+}
+
 # `sam` and `cfn-lint` for the template checks of `make test` (both work offline) and for
 # `sam build` / `sam deploy`. One venv: SAM CLI's `--lint` imports cfn-lint from it.
 iac() {
@@ -77,7 +82,8 @@ case ${1:-all} in
   emulators) emulators ;;
   clients) clients ;;
   iac) iac ;;
+  load) load ;;
   all) emulators; clients; iac ;;
   deploy) iac; cross ;;
-  *) echo "usage: $0 [emulators|clients|iac|all|deploy]" >&2; exit 2 ;;
+  *) echo "usage: $0 [emulators|clients|iac|load|all|deploy]" >&2; exit 2 ;;
 esac

@@ -1282,6 +1282,8 @@ async fn real_mender_connect_terminal_files_port_forward_playback() -> anyhow::R
             &connect_conf.to_string_lossy(),
             "--fallback-config",
             "none",
+            // debug: a failure below shows what mender-connect read and wrote
+            "--debug",
             "daemon",
         ],
         &[("DBUS_SYSTEM_BUS_ADDRESS", &bus)],
@@ -1321,9 +1323,11 @@ async fn real_mender_connect_terminal_files_port_forward_playback() -> anyhow::R
         let frame = match next_binary_within(&mut user, left).await {
             Ok(frame) => decode(&frame)?,
             Err(e) => bail!(
-                "no answer to the new shell or no prompt ({:?}): {e}\nmender-connect log:\n{}",
+                "no answer to the new shell or no prompt ({:?}): {e}\nmender-connect log:\n{}\n\
+                 mender client log (its websocket proxy carries mender-connect's socket):\n{}",
                 String::from_utf8_lossy(&output),
-                std::fs::read_to_string(&connect_log).unwrap_or_default()
+                std::fs::read_to_string(&connect_log).unwrap_or_default(),
+                client.log_tail(60)
             ),
         };
         match frame["hdr"]["typ"].as_str() {

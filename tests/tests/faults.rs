@@ -1,4 +1,4 @@
-//! Storage faults, black-box against the real emulators: DynamoDB or S3 stopped (a TCP proxy
+//! Storage faults, black-box against the real emulators: DynamoDB, S3 or SQS stopped (a TCP proxy
 //! in front of the emulator that drops every connection, open ones included) or answering
 //! errors (a table deleted under the running stack) gives a 5xx in Mender's shape (`error`,
 //! `request_id`), never an answer built from nothing (an unknown device, an empty list), and
@@ -223,5 +223,96 @@ async fn s3_stopped_during_an_upload_leaves_no_artifact() -> anyhow::Result<()> 
         )
         .await?;
     assert_eq!(body(&bytes).as_array().map(Vec::len), Some(1));
+    Ok(())
+}
+
+/// SQS (moto, at `AWS_ENDPOINT_URL`) stops under a generate request: the raw file is stored,
+/// the job cannot be queued, so `POST /artifacts/generate` answers 500 in Mender's shape, the
+/// raw file is removed and no artifact appears; once the queue is back the same request is
+/// accepted and becomes an artifact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_stopped_under_a_generate_request_leaves_nothing() -> anyhow::Result<()> {
+    let sqs = Switch::install("AWS_ENDPOINT_URL").await?;
+    let stack = TestStack::start().await?;
+    let admin = stack.admin().await?;
+    let services = stack.stack.services.clone();
+    let generate = || {
+        let boundary = "faults-generate";
+        let mut form = Vec::new();
+        for (name, value) in [
+            ("name", "fault-generated"),
+            ("device_types_compatible", "test-device"),
+            ("type", "single_file"),
+            ("args", r#"{"filename":"hi.txt","dest_dir":"/opt"}"#),
+        ] {
+            form.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        form.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"hi.txt\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\nhello\r\n--{boundary}--\r\n"
+            )
+            .as_bytes(),
+        );
+        admin
+            .http()
+            .post(format!(
+                "{}/api/management/v1/deployments/artifacts/generate",
+                admin.base_url()
+            ))
+            .bearer_auth(admin.token())
+            .header(
+                "Content-Type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(form)
+            .send()
+    };
+    let objects_before = services.artifacts.list("").await?;
+
+    sqs.stop();
+    let response = generate().await?;
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    server_error("generate with SQS stopped", status, &bytes);
+    assert_eq!(
+        services.artifacts.list("").await?,
+        objects_before,
+        "the raw file is removed"
+    );
+    let (status, _, bytes) = admin
+        .request(
+            Method::GET,
+            "/api/management/v1/deployments/artifacts",
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body(&bytes), json!([]), "no artifact record");
+
+    sqs.start();
+    let response = generate().await?;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    black_box_tests::wait_for(
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(250),
+        || async {
+            let (_, _, bytes) = admin
+                .request(
+                    Method::GET,
+                    "/api/management/v1/deployments/artifacts",
+                    None,
+                )
+                .await
+                .ok()?;
+            (body(&bytes).as_array().map(Vec::len) == Some(1)).then_some(())
+        },
+    )
+    .await?;
     Ok(())
 }

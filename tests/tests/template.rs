@@ -1806,7 +1806,7 @@ fn only_the_functions_that_sign_get_the_jwt_private_key() -> anyhow::Result<()> 
 
 /// The artifacts bucket: TLS only (a `Deny` of every S3 action for `aws:SecureTransport`
 /// false, on the bucket and its objects, for every principal), versioned, with noncurrent
-/// versions expiring.
+/// versions and abandoned direct uploads (`uploads/`) expiring.
 #[test]
 fn artifacts_bucket_denies_plain_http_and_expires_old_versions() -> anyhow::Result<()> {
     let template = raw_template()?;
@@ -1834,6 +1834,21 @@ fn artifacts_bucket_denies_plain_http_and_expires_old_versions() -> anyhow::Resu
                     .at(&["NoncurrentVersionExpiration", "NoncurrentDays"])
                     .is_some()
         });
+    let expires_uploads = bucket
+        .at(&["LifecycleConfiguration", "Rules"])
+        .map(yaml::Y::items)
+        .unwrap_or_default()
+        .into_iter()
+        .any(|rule| {
+            rule.get("Status").and_then(yaml::Y::str) == Some("Enabled")
+                && rule.get("Prefix").and_then(yaml::Y::str) == Some("uploads/")
+                && rule.get("ExpirationInDays").is_some()
+        });
+    if !expires_uploads {
+        problems.push(
+            "ArtifactsBucket: abandoned direct uploads (uploads/) never expire: no enabled rule with Prefix uploads/ and ExpirationInDays".to_owned(),
+        );
+    }
     if !expires_noncurrent {
         problems.push(
             "ArtifactsBucket: no enabled lifecycle rule for the whole bucket with NoncurrentVersionExpiration.NoncurrentDays".to_owned(),

@@ -99,6 +99,39 @@ async fn webhook_receiver() -> anyhow::Result<(String, Received)> {
     Ok((url, received))
 }
 
+/// Publishes a new event of `device` and waits until the receiver got it: FIFO per device, so
+/// every message of the device published before it was handled by then.
+async fn marker_delivered(
+    publisher: &workflows::SqsPublisher,
+    received: &Received,
+    device: &str,
+) -> anyhow::Result<()> {
+    let marker = uuid::Uuid::new_v4().to_string();
+    publisher
+        .publish(Job::IotManagerEvent {
+            request_id: "marker".into(),
+            tenant_id: String::new(),
+            event_id: marker.clone(),
+            event_type: "device-status-changed".into(),
+            time: mender_http::time::now_string(),
+            device: json!({"id": device, "status": "rejected"}),
+        })
+        .await?;
+    wait_for(Duration::from_secs(30), Duration::from_millis(250), || {
+        let received = received.clone();
+        let marker = marker.clone();
+        async move {
+            received
+                .events()
+                .iter()
+                .any(|(_, e)| e["id"] == marker.as_str())
+                .then_some(())
+        }
+    })
+    .await?;
+    Ok(())
+}
+
 async fn create_integration(admin: &Mgmt, body: Value) -> anyhow::Result<String> {
     let (status, headers, bytes) = admin
         .request(Method::POST, &format!("{IOT}/integrations"), Some(body))
@@ -317,29 +350,7 @@ async fn webhook_gets_signed_lifecycle_events_of_a_real_device_once() -> anyhow:
         device: provisioned["data"].clone(),
     };
     publisher.publish(again).await?;
-    let marker = uuid::Uuid::new_v4().to_string();
-    publisher
-        .publish(Job::IotManagerEvent {
-            request_id: "marker".into(),
-            tenant_id: String::new(),
-            event_id: marker.clone(),
-            event_type: "device-status-changed".into(),
-            time: mender_http::time::now_string(),
-            device: json!({"id": id, "status": "rejected"}),
-        })
-        .await?;
-    wait_for(Duration::from_secs(30), Duration::from_millis(250), || {
-        let received = received.clone();
-        let marker = marker.clone();
-        async move {
-            received
-                .events()
-                .iter()
-                .any(|(_, e)| e["id"] == marker.as_str())
-                .then_some(())
-        }
-    })
-    .await?;
+    marker_delivered(&publisher, &received, &id).await?;
     assert_eq!(received.of(&id, "device-provisioned").len(), 1);
     assert_eq!(received.of(&id, "device-decommissioned").len(), 1);
 
@@ -369,29 +380,7 @@ async fn webhook_gets_signed_lifecycle_events_of_a_real_device_once() -> anyhow:
     };
     publisher.publish(orphan_job.clone()).await?;
     publisher.publish(orphan_job).await?;
-    let marker = uuid::Uuid::new_v4().to_string();
-    publisher
-        .publish(Job::IotManagerEvent {
-            request_id: "marker".into(),
-            tenant_id: String::new(),
-            event_id: marker.clone(),
-            event_type: "device-status-changed".into(),
-            time: mender_http::time::now_string(),
-            device: json!({"id": id, "status": "rejected"}),
-        })
-        .await?;
-    wait_for(Duration::from_secs(30), Duration::from_millis(250), || {
-        let received = received.clone();
-        let marker = marker.clone();
-        async move {
-            received
-                .events()
-                .iter()
-                .any(|(_, e)| e["id"] == marker.as_str())
-                .then_some(())
-        }
-    })
-    .await?;
+    marker_delivered(&publisher, &received, &id).await?;
     let delivered = received
         .events()
         .iter()

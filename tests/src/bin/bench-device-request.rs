@@ -1,7 +1,9 @@
 //! Benchmark: what an authenticated device request costs. Counts the DynamoDB calls (by
 //! `X-Amz-Target`) of the device-token check alone and of a whole idle inventory update (the
 //! client's periodic PUT with nothing changed), and times the latter through the real router
-//! against DynamoDB Local. Run with `make bench` (starts the emulators).
+//! against DynamoDB Local. Run with `make bench` (starts the emulators). With `BENCH_JSON=<file>`
+//! it also writes the per-request figures (DynamoDB and SQS calls by operation, median
+//! latency) of the two requests an idle fleet makes, for `make cost` (scripts/cost.py).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -50,6 +52,15 @@ impl Intercept for CallCounter {
     }
 }
 
+/// Calls per request by operation, as JSON numbers.
+fn per_request_json(calls: &BTreeMap<String, usize>, n: usize) -> serde_json::Value {
+    calls
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::json!(*v as f64 / n as f64)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 fn per_request(calls: &BTreeMap<String, usize>, n: usize) -> String {
     let total: usize = calls.values().sum();
     let detail: Vec<String> = calls
@@ -86,8 +97,14 @@ async fn main() -> anyhow::Result<()> {
             .interceptor(counter.clone())
             .build(),
     );
+    let sqs_counter = CallCounter::default();
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&sdk)
+            .interceptor(sqs_counter.clone())
+            .build(),
+    );
     let publisher = Arc::new(workflows::SqsPublisher {
-        client: parts.sqs.clone(),
+        client: sqs,
         urls: parts.services.config.queues.clone(),
     });
     let services = services::Services::with_parts(
@@ -155,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
         first.status()
     );
     counter.take();
+    sqs_counter.take();
     let mut latencies = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
@@ -163,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
         latencies.push(t.elapsed());
     }
     let idle_calls = counter.take();
+    let idle_sqs = sqs_counter.take();
     latencies.sort();
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
 
@@ -182,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
         poll_latencies.push(t.elapsed());
     }
     let poll_calls = counter.take();
+    let poll_sqs = sqs_counter.take();
     poll_latencies.sort();
 
     println!(
@@ -207,5 +227,22 @@ async fn main() -> anyhow::Result<()> {
         ms(poll_latencies[n / 2]),
         ms(poll_latencies[n * 99 / 100])
     );
+    if let Some(path) = std::env::var_os("BENCH_JSON") {
+        let figures = serde_json::json!({
+            "requests_measured": n,
+            "build": "debug",
+            "inventory_put": {
+                "dynamodb": per_request_json(&idle_calls, n),
+                "sqs": per_request_json(&idle_sqs, n),
+                "median_ms": ms(latencies[n / 2]),
+            },
+            "deployments_next": {
+                "dynamodb": per_request_json(&poll_calls, n),
+                "sqs": per_request_json(&poll_sqs, n),
+                "median_ms": ms(poll_latencies[n / 2]),
+            },
+        });
+        std::fs::write(&path, serde_json::to_vec_pretty(&figures)?)?;
+    }
     Ok(())
 }

@@ -5,6 +5,7 @@
 #
 #   FUZZ_SECONDS=60 make fuzz                    # a shorter run
 #   FUZZ_TARGETS="artifact tar" make fuzz        # some targets only
+#   FUZZ_JOBS=4 make fuzz                        # four targets at a time (each its own core share)
 #   FUZZ_RESEED=1 make fuzz                      # rewrite the seed corpora
 #
 # Targets: artifact (whole artifact bytes), tar (the artifact tar reader; writer round trip),
@@ -47,40 +48,55 @@ fuzz=(cargo +nightly fuzz)
 echo "[fuzz] building (first build: several minutes) into $CARGO_TARGET_DIR"
 (cd "$root" && "${fuzz[@]}" build --fuzz-dir fuzz --debug-assertions)
 
-summary=()
-crashed=0
-for t in $targets; do
-    corpus="$home/corpus/$t"
-    seeds="$home/seeds/$t"
-    artifacts="$home/artifacts/$t"
-    log="$home/logs/$t.log"
+jobs="${FUZZ_JOBS:-1}"
+
+# One target for $seconds; writes its result line to logs/<target>.result.
+run_target() {
+    local t=$1
+    local corpus="$home/corpus/$t" seeds="$home/seeds/$t" artifacts="$home/artifacts/$t"
+    local log="$home/logs/$t.log"
     mkdir -p "$corpus" "$seeds" "$artifacts" "$(dirname "$log")"
+    local before
     before="$(find "$artifacts" -type f | sort)"
-    dict=()
+    local dict=()
     [ -f "$root/fuzz/dicts/$t.dict" ] && dict=(-dict="$root/fuzz/dicts/$t.dict")
     echo "[fuzz] $t: ${seconds} s (log: $log)"
-    status=0
+    local status=0
     (cd "$root" && "${fuzz[@]}" run --fuzz-dir fuzz --debug-assertions "$t" "$corpus" "$seeds" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$artifacts/" "${dict[@]}") >"$log" 2>&1 || status=$?
     stat() { grep -Eo "stat::$1:[[:space:]]*[0-9]+" "$log" | tail -1 | grep -Eo '[0-9]+$' || true; }
+    local execs rate cov new verdict
     execs="$(stat number_of_executed_units)"
     [ -n "$execs" ] || execs="$(grep -Eo '^#[0-9]+' "$log" | tail -1 | tr -d '#' || true)"
     rate="$(stat average_exec_per_sec)"
     cov="$(grep -Eo 'cov: [0-9]+' "$log" | tail -1 | grep -o '[0-9]*' || true)"
     new="$(comm -13 <(echo "$before") <(find "$artifacts" -type f | sort) | grep -v '/slow-unit-' || true)"
     if [ "$status" -ne 0 ] || [ -n "$new" ]; then
-        crashed=1
         verdict="CRASH (exit $status) ${new//$'\n'/ }"
         grep -E 'panicked at|ERROR: (AddressSanitizer|libFuzzer)|SUMMARY' "$log" | head -5 || true
     else
         verdict="no crash"
     fi
-    summary+=("$(printf '%-13s %6ss %12s execs %8s/s  cov %6s  corpus %6s  %s' \
+    printf '%-13s %6ss %12s execs %8s/s  cov %6s  corpus %6s  %s\n' \
         "$t" "$seconds" "${execs:-?}" "${rate:-?}" "${cov:-?}" \
-        "$(find "$corpus" -type f | wc -l)" "$verdict")")
-done
+        "$(find "$corpus" -type f | wc -l)" "$verdict" >"$home/logs/$t.result"
+}
 
+# FUZZ_JOBS targets at a time (default 1: one after the other).
+for t in $targets; do
+    rm -f "$home/logs/$t.result"
+    run_target "$t" &
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+done
+wait
+summary=()
+crashed=0
+for t in $targets; do
+    line="$(cat "$home/logs/$t.result" 2>/dev/null || echo "$t: no result")"
+    summary+=("$line")
+    case "$line" in *"no crash"*) ;; *) crashed=1 ;; esac
+done
 echo
 echo "[fuzz] results (seconds per target: $seconds)"
 printf '  %s\n' "${summary[@]}"

@@ -132,6 +132,27 @@ async fn marker_delivered(
     Ok(())
 }
 
+/// The device's deviceconfig configuration once its configured `key` is a string (the
+/// credentials upstream's provision_external_device hands to the device).
+async fn configured_with(admin: &Mgmt, id: &str, key: &str) -> anyhow::Result<Value> {
+    wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(250),
+        || async {
+            let (_, config) = admin
+                .request_json(
+                    Method::GET,
+                    &format!("/api/management/v1/deviceconfig/configurations/device/{id}"),
+                    None,
+                )
+                .await
+                .ok()?;
+            config["configured"][key].is_string().then_some(config)
+        },
+    )
+    .await
+}
+
 async fn create_integration(admin: &Mgmt, body: Value) -> anyhow::Result<String> {
     let (status, headers, bytes) = admin
         .request(Method::POST, &format!("{IOT}/integrations"), Some(body))
@@ -512,24 +533,7 @@ async fn aws_iot_core_things_follow_the_device() -> anyhow::Result<()> {
         vec![policy.as_str()]
     );
     // The device's credentials went to deviceconfig (upstream's provision_external_device).
-    let configured = wait_for(Duration::from_secs(20), Duration::from_millis(250), || {
-        let admin = admin.clone();
-        let id = id.clone();
-        async move {
-            let (_, config) = admin
-                .request_json(
-                    Method::GET,
-                    &format!("/api/management/v1/deviceconfig/configurations/device/{id}"),
-                    None,
-                )
-                .await
-                .ok()?;
-            config["configured"]["awsCertificate"]
-                .is_string()
-                .then_some(config)
-        }
-    })
-    .await?;
+    let configured = configured_with(&admin, &id, "awsCertificate").await?;
     assert!(configured["configured"]["awsPrivateKey"]
         .as_str()
         .is_some_and(|k| k.starts_with("-----BEGIN PRIVATE KEY-----")));
@@ -931,26 +935,9 @@ async fn azure_iot_hub_gets_identities_and_twins_with_sas_tokens() -> anyhow::Re
         }
     })
     .await?;
-    let configured = wait_for(Duration::from_secs(20), Duration::from_millis(250), || {
-        let admin = admin.clone();
-        let id = id.clone();
-        async move {
-            let (_, config) = admin
-                .request_json(
-                    Method::GET,
-                    &format!("/api/management/v1/deviceconfig/configurations/device/{id}"),
-                    None,
-                )
-                .await
-                .ok()?;
-            config["configured"]["azureConnectionString"]
-                .as_str()
-                .map(str::to_owned)
-        }
-    })
-    .await?;
+    let configured = configured_with(&admin, &id, "azureConnectionString").await?;
     assert_eq!(
-        configured,
+        configured["configured"]["azureConnectionString"],
         format!(
             "HostName={host};DeviceId={id};SharedAccessKey=cHJpbWFyeS1rZXktb2YtdGhlLWRldmljZQ=="
         )

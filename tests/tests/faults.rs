@@ -125,6 +125,44 @@ async fn inventory_storage_errors_are_500_not_unknown_devices() -> anyhow::Resul
     Ok(())
 }
 
+/// A `multipart/form-data` POST of text `fields`, then `file` (part name, file name, bytes).
+fn post_form(
+    admin: &black_box_tests::Mgmt,
+    path: &str,
+    fields: Vec<(&str, String)>,
+    (part, filename, bytes): (&str, &str, Vec<u8>),
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+    let boundary = "faults-boundary";
+    let mut form = Vec::new();
+    for (name, value) in fields {
+        form.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    form.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{part}\"; filename=\"{filename}\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    form.extend_from_slice(&bytes);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    admin
+        .http()
+        .post(format!("{}{path}", admin.base_url()))
+        .bearer_auth(admin.token())
+        .header(
+            "Content-Type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(form)
+        .send()
+}
+
 /// DynamoDB stops under a running stack: requests answer 500 in Mender's shape (the token
 /// check is the first read); started again, the same token works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,29 +211,13 @@ async fn s3_stopped_during_an_upload_leaves_no_artifact() -> anyhow::Result<()> 
     s3.stop();
 
     let upload = |bytes: Vec<u8>| {
-        let boundary = "faults-boundary";
-        let mut form = format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"size\"\r\n\r\n{}\r\n\
-             --{boundary}\r\nContent-Disposition: form-data; name=\"artifact\"; filename=\"a.mender\"\r\n\
-             Content-Type: application/octet-stream\r\n\r\n",
-            bytes.len()
+        let size = bytes.len().to_string();
+        post_form(
+            &admin,
+            "/api/management/v1/deployments/artifacts",
+            vec![("size", size)],
+            ("artifact", "a.mender", bytes),
         )
-        .into_bytes();
-        form.extend_from_slice(&bytes);
-        form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        admin
-            .http()
-            .post(format!(
-                "{}/api/management/v1/deployments/artifacts",
-                admin.base_url()
-            ))
-            .bearer_auth(admin.token())
-            .header(
-                "Content-Type",
-                format!("multipart/form-data; boundary={boundary}"),
-            )
-            .body(form)
-            .send()
     };
     let response = upload(artifact.clone()).await?;
     let status = response.status();
@@ -237,41 +259,20 @@ async fn sqs_stopped_under_a_generate_request_leaves_nothing() -> anyhow::Result
     let admin = stack.admin().await?;
     let services = stack.stack.services.clone();
     let generate = || {
-        let boundary = "faults-generate";
-        let mut form = Vec::new();
-        for (name, value) in [
-            ("name", "fault-generated"),
-            ("device_types_compatible", "test-device"),
-            ("type", "single_file"),
-            ("args", r#"{"filename":"hi.txt","dest_dir":"/opt"}"#),
-        ] {
-            form.extend_from_slice(
-                format!(
-                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-                )
-                .as_bytes(),
-            );
-        }
-        form.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"hi.txt\"\r\n\
-                 Content-Type: application/octet-stream\r\n\r\nhello\r\n--{boundary}--\r\n"
-            )
-            .as_bytes(),
-        );
-        admin
-            .http()
-            .post(format!(
-                "{}/api/management/v1/deployments/artifacts/generate",
-                admin.base_url()
-            ))
-            .bearer_auth(admin.token())
-            .header(
-                "Content-Type",
-                format!("multipart/form-data; boundary={boundary}"),
-            )
-            .body(form)
-            .send()
+        post_form(
+            &admin,
+            "/api/management/v1/deployments/artifacts/generate",
+            vec![
+                ("name", "fault-generated".to_owned()),
+                ("device_types_compatible", "test-device".to_owned()),
+                ("type", "single_file".to_owned()),
+                (
+                    "args",
+                    r#"{"filename":"hi.txt","dest_dir":"/opt"}"#.to_owned(),
+                ),
+            ],
+            ("file", "hi.txt", b"hello".to_vec()),
+        )
     };
     let objects_before = services.artifacts.list("").await?;
 

@@ -2,7 +2,8 @@
 # `make soak`: the deviceconnect black-box tests (the real mender-connect terminal, file
 # transfer and port forwarding included) SOAK_RUNS times in a row (default 10) while
 # stress-ng keeps every core busy, on the test emulators. Prints each run's result and the
-# count; fails if any run failed. Usage: scripts/soak.sh [nextest filter args...]
+# count; fails if any run failed. Usage: scripts/soak.sh [nextest args...]; names after `--`
+# narrow the set (e.g. `scripts/soak.sh -- terminal`), a further -E would widen it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mender-rs/target}
@@ -13,7 +14,8 @@ export STACK_NAME=test
 scripts/stack.sh stop
 scripts/stack.sh start
 eval "$(scripts/stack.sh env)"
-tests=(-p black-box-tests --test deviceconnect --test deviceconnect_hardening)
+# The deviceconnect and deviceconnect_hardening modules of the black_box test binary.
+tests=(-p black-box-tests --test black_box -E 'test(/^deviceconnect(_hardening)?::/)')
 cargo nextest run --no-run "${tests[@]}" "$@" >/dev/null
 stress-ng --cpu "$(nproc)" --quiet &
 stress=$!

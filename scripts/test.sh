@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test` (and CI): installs what the tests need, starts a separate set of emulators
 # (STACK_NAME=test), lints the template (cfn-lint, sam validate --lint), runs every test with
-# cargo-nextest (tests/tests/template.rs: template vs code), then stops what it started.
+# cargo-nextest (tests/tests/black_box/template.rs: template vs code), then stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mender-rs/target}

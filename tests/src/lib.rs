@@ -1,5 +1,6 @@
-//! Black-box tests of the whole stack: see tests/*.rs. This library is the harness they
-//! share: real Debian clients driven as child processes, and a management API client.
+//! Black-box tests of the whole stack: see tests/black_box/ (one test binary, one module per
+//! area). This library is the harness they share: real Debian clients driven as child
+//! processes, and a management API client.
 
 pub mod device;
 pub mod infra;

@@ -430,7 +430,7 @@ fn iam_policies_reach_only_each_functions_own_tables_and_queues() -> anyhow::Res
         let name = f.crate_name().unwrap_or_default();
         let Some((_, allowed)) = ACCESS.iter().find(|(n, _)| *n == name) else {
             problems.push(format!(
-                "{}: {name} is missing from ACCESS in tests/tests/template.rs",
+                "{}: {name} is missing from ACCESS in tests/tests/black_box/template.rs",
                 f.logical_id
             ));
             continue;

@@ -7,7 +7,7 @@ use black_box_tests::{wait_for, TestStack};
 use serde_json::{json, Value};
 use workflows::{DeviceRef, Job};
 
-const RSA_KEY: &str = include_str!("../../shared/device-keys/tests/fixtures/rsa3072.pub.pem");
+const RSA_KEY: &str = include_str!("../../../shared/device-keys/tests/fixtures/rsa3072.pub.pem");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_and_stale_messages_do_not_change_the_result() -> anyhow::Result<()> {

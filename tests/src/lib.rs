@@ -14,5 +14,5 @@ pub mod tempdir;
 
 pub use mender_cli::{mender_cli_available, CliOutput, MenderCli};
 pub use mender_client::{mender_available, ClientOptions, MenderClient};
-pub use mgmt::{wait_for, Mgmt};
+pub use mgmt::{json_of, wait_for, Mgmt};
 pub use stack::TestStack;

@@ -1,6 +1,7 @@
 //! A small client for the stack's management REST API (what the UI or an operator script
 //! would call), used by tests to log in, inspect and admit devices, and read inventory;
-//! plus [`wait_for`], a polling helper for eventually consistent state.
+//! plus [`wait_for`], a polling helper for eventually consistent state, and [`json_of`], a
+//! response body read as JSON.
 
 use std::future::Future;
 use std::path::Path;
@@ -165,7 +166,7 @@ impl Mgmt {
         body: Option<Value>,
     ) -> anyhow::Result<(StatusCode, Value)> {
         let (status, _, bytes) = self.request(method, path, body).await?;
-        Ok((status, parse_json(&bytes)))
+        Ok((status, json_of(&bytes)))
     }
 
     /// [`Self::request_json`] that fails unless the status is `expected`.
@@ -183,7 +184,7 @@ impl Mgmt {
                 String::from_utf8_lossy(&bytes)
             );
         }
-        Ok(parse_json(&bytes))
+        Ok(json_of(&bytes))
     }
 
     /// `GET /api/management/v2/devauth/devices[?status=]` (first page of 500); the JSON array.
@@ -293,6 +294,7 @@ pub fn inventory_attribute<'a>(device: &'a Value, name: &str) -> Option<&'a Valu
         .map(|a| &a["value"])
 }
 
-fn parse_json(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
+/// A response body (bytes or text) as JSON; `Value::Null` when it is empty or not JSON.
+pub fn json_of(body: impl AsRef<[u8]>) -> Value {
+    serde_json::from_slice(body.as_ref()).unwrap_or(Value::Null)
 }

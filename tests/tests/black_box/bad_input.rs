@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use black_box_tests::device::Device;
+use black_box_tests::json_of;
 use black_box_tests::mgmt::https_client;
 use black_box_tests::{wait_for, Mgmt, TestStack};
 use mender_tokens::DeviceClaims;
@@ -22,10 +23,6 @@ fn assert_mender_error(status: StatusCode, body: &Value, expected: StatusCode, w
         body["request_id"].as_str().is_some_and(|r| r.len() >= 32),
         "{what}: no request_id: {body}"
     );
-}
-
-fn json_of(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
 /// Everything the management API shows about devices: the devauth list and each inventory.

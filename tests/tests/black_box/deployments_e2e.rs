@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use black_box_tests::json_of;
 use black_box_tests::mgmt::inventory_attribute;
 use black_box_tests::tempdir::TempDir;
 use black_box_tests::{
@@ -23,10 +24,6 @@ fn kick(pid: u32, sig: &str) {
     let _ = std::process::Command::new("kill")
         .args(["-s", sig, &pid.to_string()])
         .status();
-}
-
-fn body(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
 }
 
 /// `mender-artifact write module-image -T script` with `script` as the payload.
@@ -65,7 +62,7 @@ async fn deploy(admin: &Mgmt, name: &str, artifact: &str, device: &str) -> anyho
     anyhow::ensure!(
         status == StatusCode::CREATED,
         "create deployment: {status} {}",
-        body(&b)
+        json_of(&b)
     );
     let location = headers
         .get("location")
@@ -83,7 +80,7 @@ async fn finished(admin: &Mgmt, client: &MenderClient, id: &str) -> anyhow::Resu
         || async {
             kick(pid, "USR1");
             let (_, _, b) = admin.request(Method::GET, &path, None).await.ok()?;
-            let d = body(&b);
+            let d = json_of(&b);
             (d["status"] == "finished").then_some(d)
         },
     )
@@ -104,7 +101,7 @@ async fn statistics(admin: &Mgmt, id: &str) -> anyhow::Result<Value> {
             None,
         )
         .await?;
-    Ok(body(&b))
+    Ok(json_of(&b))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +222,7 @@ async fn real_client_installs_fails_skips_and_aborts() -> anyhow::Result<()> {
         || async {
             kick(pid, "USR1");
             let (_, _, b) = admin.request(Method::GET, &devices_path, None).await.ok()?;
-            (body(&b)[0]["status"] == "installing").then_some(())
+            (json_of(&b)[0]["status"] == "installing").then_some(())
         },
     )
     .await?;

@@ -4,6 +4,7 @@
 //! the storage limit, statistics of many deployments, and deleting a device's history.
 
 use black_box_tests::device::Device;
+use black_box_tests::json_of;
 use black_box_tests::mgmt::{https_client, Mgmt};
 use black_box_tests::tempdir::TempDir;
 use black_box_tests::{mender_cli_available, MenderCli, TestStack};
@@ -15,10 +16,6 @@ use serde_json::{json, Value};
 const SOFTWARE: &str = "/api/management/v1alpha1/deployments/software";
 const ARTIFACTS_LIST: &str = "/api/management/v1/deployments/artifacts/list";
 const STATS_LIST: &str = "/api/management/v1/deployments/deployments/statistics/list";
-
-fn body(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
-}
 
 fn total(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-total-count").and_then(|v| v.to_str().ok())
@@ -50,7 +47,7 @@ async fn list(admin: &Mgmt, path: &str) -> anyhow::Result<(Vec<String>, Option<S
         "{path}: {status} {}",
         String::from_utf8_lossy(&bytes)
     );
-    let list = body(&bytes);
+    let list = json_of(&bytes);
     Ok((names(&list), total(&headers).map(str::to_owned), list))
 }
 
@@ -59,7 +56,7 @@ async fn bad_request(admin: &Mgmt, method: Method, path: &str, b: Option<Value>,
     let result = admin.request(method, path, b).await;
     let (status, _, bytes) = result.unwrap_or_else(|e| panic!("{path}: {e}"));
     assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
-    assert_eq!(body(&bytes)["error"], message, "{path}");
+    assert_eq!(json_of(&bytes)["error"], message, "{path}");
 }
 
 /// Writes an artifact with `mender-artifact write module-image` and uploads it with mender-cli.
@@ -190,7 +187,7 @@ async fn software_artifact_list_and_limits() -> anyhow::Result<()> {
         .request(Method::GET, &format!("{SOFTWARE}?per_page=2&page=2"), None)
         .await?;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(names(&body(&page2)), ["base-1"]);
+    assert_eq!(names(&json_of(&page2)), ["base-1"]);
     assert_eq!(total(&headers), Some("3"));
     let page_links = links(&headers);
     assert!(

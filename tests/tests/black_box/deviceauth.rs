@@ -6,14 +6,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use black_box_tests::device::Device;
+use black_box_tests::json_of;
 use black_box_tests::mgmt::https_client;
 use black_box_tests::TestStack;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-fn body(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
-}
 
 async fn inventory_ok(device: &Device) -> anyhow::Result<StatusCode> {
     Ok(device
@@ -49,7 +46,7 @@ async fn operator_decisions_and_revocation_take_effect_on_the_next_call() -> any
             None,
         )
         .await?;
-    assert_eq!(body(&count), json!({"count": 1}));
+    assert_eq!(json_of(&count), json!({"count": 1}));
     let (status, _, _) = admin
         .request(
             Method::GET,
@@ -73,7 +70,7 @@ async fn operator_decisions_and_revocation_take_effect_on_the_next_call() -> any
             None,
         )
         .await?;
-    assert_eq!(body(&auth), json!({"status": "rejected"}));
+    assert_eq!(json_of(&auth), json!({"status": "rejected"}));
 
     // Accept again, then revoke the token: next call refused, a new auth request gets a new one.
     admin.set_auth_status(&id, &aid, "accepted").await?;
@@ -127,7 +124,7 @@ async fn operator_decisions_and_revocation_take_effect_on_the_next_call() -> any
             Some(json!({"status": "preauthorized"})),
         )
         .await?;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{}", body(&b));
+    assert_eq!(status, StatusCode::NOT_FOUND, "{}", json_of(&b));
     let (status, _, _) = admin
         .request(
             Method::GET,
@@ -143,7 +140,10 @@ async fn operator_decisions_and_revocation_take_effect_on_the_next_call() -> any
             None,
         )
         .await?;
-    assert_eq!((status, body(&b)), (StatusCode::OK, json!({"limit": -1})));
+    assert_eq!(
+        (status, json_of(&b)),
+        (StatusCode::OK, json!({"limit": -1}))
+    );
     let (status, _, _) = admin
         .request(Method::GET, "/api/management/v2/devauth/limits/other", None)
         .await?;
@@ -182,7 +182,7 @@ async fn preauthorized_devices_get_a_token_at_once_and_lists_are_sorted() -> any
         .await?;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(
-        body(&existing)["identity_data"]["mac"],
+        json_of(&existing)["identity_data"]["mac"],
         preauth.mac.as_str()
     );
     assert_eq!(
@@ -224,7 +224,7 @@ async fn preauthorized_devices_get_a_token_at_once_and_lists_are_sorted() -> any
         )
         .await?;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body(&page).as_array().map(Vec::len), Some(2));
+    assert_eq!(json_of(&page).as_array().map(Vec::len), Some(2));
     let links: Vec<&str> = headers
         .get_all("link")
         .iter()
@@ -247,7 +247,7 @@ async fn preauthorized_devices_get_a_token_at_once_and_lists_are_sorted() -> any
             Some(json!({"status": "pending"})),
         )
         .await?;
-    assert_eq!(body(&found).as_array().map(Vec::len), Some(4));
+    assert_eq!(json_of(&found).as_array().map(Vec::len), Some(4));
     let (status, _, _) = admin
         .request(
             Method::GET,

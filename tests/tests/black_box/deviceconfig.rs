@@ -16,16 +16,13 @@
 use std::time::Duration;
 
 use black_box_tests::device::Device;
+use black_box_tests::json_of;
 use black_box_tests::mender_client::install_file;
 use black_box_tests::mgmt::https_client;
 use black_box_tests::tempdir::TempDir;
 use black_box_tests::{mender_available, wait_for, ClientOptions, MenderClient, Mgmt, TestStack};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-fn body(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
-}
 
 fn config_path(device_id: &str) -> String {
     format!("/api/management/v1/deviceconfig/configurations/device/{device_id}")
@@ -65,7 +62,7 @@ async fn device_call(
     }
     let response = request.send().await?;
     let status = response.status();
-    Ok((status, body(&response.bytes().await?)))
+    Ok((status, json_of(&response.bytes().await?)))
 }
 
 /// A management call with a raw body.
@@ -84,7 +81,7 @@ async fn raw_mgmt(
         .send()
         .await?;
     let status = response.status();
-    Ok((status, body(&response.bytes().await?)))
+    Ok((status, json_of(&response.bytes().await?)))
 }
 
 /// The device's record once the provision step created it.
@@ -381,7 +378,7 @@ async fn configuration_deployment_and_download() -> anyhow::Result<()> {
     let shown = base64::engine::general_purpose::STANDARD
         .decode(deployment["configuration"].as_str().unwrap_or_default())?;
     assert_eq!(
-        body(&shown),
+        json_of(&shown),
         json!({"timezone": "Eur...<omitted>", "x": "1"})
     );
 
@@ -397,7 +394,7 @@ async fn configuration_deployment_and_download() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(next.status(), StatusCode::OK);
-    let next = body(&next.bytes().await?);
+    let next = json_of(&next.bytes().await?);
     assert_eq!(next["id"], deployment_id.as_str());
     assert_eq!(
         next["artifact"]["id"],
@@ -477,7 +474,7 @@ async fn configuration_deployment_and_download() -> anyhow::Result<()> {
         async move {
             let response = http.get(url).send().await?;
             let status = response.status();
-            anyhow::Ok((status, body(&response.bytes().await?)))
+            anyhow::Ok((status, json_of(&response.bytes().await?)))
         }
     };
     let (status, error) = get(base.to_owned()).await?;

@@ -7,15 +7,11 @@
 
 use std::time::Duration;
 
+use black_box_tests::json_of;
 use black_box_tests::mgmt::https_client;
 use black_box_tests::tempdir::TempDir;
 use black_box_tests::{wait_for, TestStack};
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
-
-fn body(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_mib_direct_upload_and_refused_links() -> anyhow::Result<()> {
@@ -57,7 +53,7 @@ async fn sixty_four_mib_direct_upload_and_refused_links() -> anyhow::Result<()> 
         )
         .await?;
     assert_eq!(status, StatusCode::OK);
-    let link = body(&link);
+    let link = json_of(&link);
     assert_eq!(link["method"], "PUT");
     let id = link["id"].as_str().unwrap_or_default().to_owned();
     let uri = link["uri"].as_str().unwrap_or_default().to_owned();
@@ -109,7 +105,7 @@ async fn sixty_four_mib_direct_upload_and_refused_links() -> anyhow::Result<()> 
         Duration::from_millis(500),
         || async {
             let (status, _, b) = admin.request(Method::GET, &path, None).await.ok()?;
-            (status == StatusCode::OK).then(|| body(&b))
+            (status == StatusCode::OK).then(|| json_of(&b))
         },
     )
     .await?;
@@ -125,7 +121,7 @@ async fn sixty_four_mib_direct_upload_and_refused_links() -> anyhow::Result<()> 
             None,
         )
         .await?;
-    let link = body(&link);
+    let link = json_of(&link);
     let bad_id = link["id"].as_str().unwrap_or_default().to_owned();
     let put = http
         .put(link["uri"].as_str().unwrap_or_default())
@@ -162,7 +158,7 @@ async fn sixty_four_mib_direct_upload_and_refused_links() -> anyhow::Result<()> 
             None,
         )
         .await?;
-    assert_eq!(body(&list).as_array().map(Vec::len), Some(1));
+    assert_eq!(json_of(&list).as_array().map(Vec::len), Some(1));
     stack.stop().await;
     Ok(())
 }
@@ -232,7 +228,10 @@ async fn download(
         )
         .await?;
     anyhow::ensure!(status == StatusCode::OK, "download link: {status}");
-    let uri = body(&link)["uri"].as_str().unwrap_or_default().to_owned();
+    let uri = json_of(&link)["uri"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     Ok(http.get(uri).send().await?.bytes().await?.to_vec())
 }
 
@@ -253,7 +252,7 @@ async fn verified_bytes_cannot_be_replaced() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    let link = body(&link);
+    let link = json_of(&link);
     let id = link["id"].as_str().unwrap_or_default().to_owned();
     let uri = link["uri"].as_str().unwrap_or_default().to_owned();
     assert_eq!(
@@ -301,7 +300,7 @@ async fn verified_bytes_cannot_be_replaced() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    assert_eq!(body(&shown)["name"], "verified-1");
+    assert_eq!(json_of(&shown)["name"], "verified-1");
 
     // A multipart upload with a fresh client-chosen id works, and its id is then taken.
     let fresh = uuid::Uuid::new_v4().to_string();

@@ -8,10 +8,11 @@
 
 use std::net::SocketAddr;
 
+use black_box_tests::json_of;
 use black_box_tests::tempdir::TempDir;
 use black_box_tests::TestStack;
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -61,13 +62,9 @@ impl Switch {
     }
 }
 
-fn body(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
-}
-
 /// A 5xx with Mender's error body.
 fn server_error(what: &str, status: StatusCode, bytes: &[u8]) {
-    let b = body(bytes);
+    let b = json_of(bytes);
     assert!(
         status.is_server_error(),
         "{what}: {status} {}",
@@ -121,7 +118,7 @@ async fn inventory_storage_errors_are_500_not_unknown_devices() -> anyhow::Resul
         )
         .await?;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body(&bytes), json!([]), "no deployment was stored");
+    assert_eq!(json_of(&bytes), json!([]), "no deployment was stored");
     Ok(())
 }
 
@@ -231,7 +228,7 @@ async fn s3_stopped_during_an_upload_leaves_no_artifact() -> anyhow::Result<()> 
         )
         .await?;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body(&bytes), json!([]), "no artifact record");
+    assert_eq!(json_of(&bytes), json!([]), "no artifact record");
 
     // storage back: the same artifact uploads (no id or name was left held)
     s3.start();
@@ -244,7 +241,7 @@ async fn s3_stopped_during_an_upload_leaves_no_artifact() -> anyhow::Result<()> 
             None,
         )
         .await?;
-    assert_eq!(body(&bytes).as_array().map(Vec::len), Some(1));
+    assert_eq!(json_of(&bytes).as_array().map(Vec::len), Some(1));
     Ok(())
 }
 
@@ -294,7 +291,7 @@ async fn sqs_stopped_under_a_generate_request_leaves_nothing() -> anyhow::Result
         )
         .await?;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body(&bytes), json!([]), "no artifact record");
+    assert_eq!(json_of(&bytes), json!([]), "no artifact record");
 
     sqs.start();
     let response = generate().await?;
@@ -311,7 +308,7 @@ async fn sqs_stopped_under_a_generate_request_leaves_nothing() -> anyhow::Result
                 )
                 .await
                 .ok()?;
-            (body(&bytes).as_array().map(Vec::len) == Some(1)).then_some(())
+            (json_of(&bytes).as_array().map(Vec::len) == Some(1)).then_some(())
         },
     )
     .await?;

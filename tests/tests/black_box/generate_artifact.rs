@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use black_box_tests::json_of;
 use black_box_tests::mgmt::https_client;
 use black_box_tests::tempdir::TempDir;
 use black_box_tests::{mender_available, wait_for, MenderClient, Mgmt, TestStack};
@@ -18,10 +19,6 @@ use serde_json::{json, Value};
 
 const GENERATE: &str = "/api/management/v1/deployments/artifacts/generate";
 const SINGLE_FILE_MODULE: &str = "/usr/share/mender/modules/v3/single-file";
-
-fn body(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
-}
 
 /// A multipart form part: a text value, or the raw file.
 enum Part<'a> {
@@ -74,7 +71,7 @@ async fn post_form(
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.bytes().await?;
-    Ok((status, headers, body(&bytes)))
+    Ok((status, headers, json_of(&bytes)))
 }
 
 /// A generate request's parts for `file` (named `filename`) installed into `dest_dir`.
@@ -112,7 +109,7 @@ async fn wait_artifact(admin: &Mgmt, id: &str) -> anyhow::Result<Value> {
         Duration::from_millis(200),
         || async {
             let (status, _, b) = admin.request(Method::GET, &path, None).await.ok()?;
-            (status == StatusCode::OK).then(|| body(&b))
+            (status == StatusCode::OK).then(|| json_of(&b))
         },
     )
     .await
@@ -213,7 +210,10 @@ async fn twenty_mib_file_becomes_an_artifact_a_real_client_installs() -> anyhow:
         )
         .await?;
     assert_eq!(status, StatusCode::OK);
-    let uri = body(&link)["uri"].as_str().unwrap_or_default().to_owned();
+    let uri = json_of(&link)["uri"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let http = https_client(&stack.ca_cert())?;
     let downloaded = http
         .get(&uri)
@@ -253,7 +253,7 @@ async fn twenty_mib_file_becomes_an_artifact_a_real_client_installs() -> anyhow:
     anyhow::ensure!(
         status == StatusCode::CREATED,
         "deployment: {status} {}",
-        body(&b)
+        json_of(&b)
     );
     let deployment = wait_for(
         Duration::from_secs(120),
@@ -268,7 +268,7 @@ async fn twenty_mib_file_becomes_an_artifact_a_real_client_installs() -> anyhow:
                 )
                 .await
                 .ok()?;
-            body(&b)
+            json_of(&b)
                 .as_array()?
                 .iter()
                 .find(|d| d["name"] == "gen" && d["status"] == "finished")
@@ -285,7 +285,7 @@ async fn twenty_mib_file_becomes_an_artifact_a_real_client_installs() -> anyhow:
             None,
         )
         .await?;
-    assert_eq!(body(&stats)["success"], 1, "{}", client.log_tail(60));
+    assert_eq!(json_of(&stats)["success"], 1, "{}", client.log_tail(60));
     let installed = std::fs::read(dest.join("payload.bin"))?;
     assert!(
         installed == file,
@@ -438,7 +438,7 @@ async fn redelivered_message_creates_no_second_artifact() -> anyhow::Result<()> 
             None,
         )
         .await?;
-    let list = body(&list);
+    let list = json_of(&list);
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     assert_eq!(list[0]["id"], id.as_str());
     assert_eq!(list[0], first, "the artifact is unchanged");

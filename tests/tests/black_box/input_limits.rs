@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use black_box_tests::device::Device;
+use black_box_tests::json_of;
 use black_box_tests::mgmt::https_client;
 use black_box_tests::{wait_for, Mgmt, TestStack};
 use deviceauth::model::MAX_AUTH_SETS;
@@ -24,10 +25,6 @@ fn assert_mender_error(status: StatusCode, body: &Value, what: &str) {
         body["request_id"].as_str().is_some_and(|r| r.len() >= 32),
         "{what}: no request_id: {status} {body}"
     );
-}
-
-fn json_of(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
 /// A signed auth request whose `id_data` is `id_data` (JSON text), as the client builds it.

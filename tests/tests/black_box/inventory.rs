@@ -4,14 +4,11 @@
 use std::time::Duration;
 
 use black_box_tests::device::Device;
+use black_box_tests::json_of;
 use black_box_tests::mgmt::{https_client, inventory_attribute};
 use black_box_tests::{Mgmt, TestStack};
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
-
-fn body(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
-}
+use serde_json::json;
 
 async fn admitted(stack: &TestStack, admin: &Mgmt, mac: &str) -> anyhow::Result<(Device, String)> {
     let mut device = Device::new(stack.url(), https_client(&stack.ca_cert())?, mac);
@@ -76,7 +73,7 @@ async fn attributes_lists_tags_and_groups() -> anyhow::Result<()> {
         list("/api/management/v1/inventory/devices?device_type=rpi").await?;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        body(&page)
+        json_of(&page)
             .as_array()
             .map(|d| d.iter().map(|x| x["id"].clone()).collect::<Vec<_>>()),
         Some(vec![json!(a_id)])
@@ -86,12 +83,12 @@ async fn attributes_lists_tags_and_groups() -> anyhow::Result<()> {
         Some("1")
     );
     let (_, _, page) = list("/api/management/v1/inventory/devices?mem=1024").await?;
-    assert_eq!(body(&page)[0]["id"], json!(b_id));
+    assert_eq!(json_of(&page)[0]["id"], json!(b_id));
     let (_, _, page) = list("/api/management/v1/inventory/devices?inventory/langs=eq:de").await?;
-    assert_eq!(body(&page)[0]["id"], json!(a_id));
+    assert_eq!(json_of(&page)[0]["id"], json!(a_id));
     let (_, headers, page) =
         list("/api/management/v1/inventory/devices?sort=mem:asc&per_page=1").await?;
-    assert_eq!(body(&page)[0]["id"], json!(a_id));
+    assert_eq!(json_of(&page)[0]["id"], json!(a_id));
     assert_eq!(
         headers.get("x-total-count").and_then(|v| v.to_str().ok()),
         Some("2")
@@ -168,13 +165,13 @@ async fn attributes_lists_tags_and_groups() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(
-        body(&b_body),
+        json_of(&b_body),
         json!({"matched_count": 1, "updated_count": 1})
     );
     let (_, _, groups) = admin
         .request(Method::GET, "/api/management/v1/inventory/groups", None)
         .await?;
-    assert_eq!(body(&groups), json!(["lab-1"]));
+    assert_eq!(json_of(&groups), json!(["lab-1"]));
     let (_, headers, members) = admin
         .request(
             Method::GET,
@@ -182,7 +179,7 @@ async fn attributes_lists_tags_and_groups() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    assert_eq!(body(&members).as_array().map(Vec::len), Some(2));
+    assert_eq!(json_of(&members).as_array().map(Vec::len), Some(2));
     assert_eq!(
         headers.get("x-total-count").and_then(|v| v.to_str().ok()),
         Some("2")
@@ -194,7 +191,7 @@ async fn attributes_lists_tags_and_groups() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    assert_eq!(body(&g), json!({"group": "lab-1"}));
+    assert_eq!(json_of(&g), json!({"group": "lab-1"}));
     let (status, _, _) = admin
         .request(
             Method::DELETE,
@@ -219,7 +216,7 @@ async fn attributes_lists_tags_and_groups() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(
-        body(&deleted),
+        json_of(&deleted),
         json!({"matched_count": 1, "updated_count": 1})
     );
     let (status, _, _) = admin
@@ -237,7 +234,7 @@ async fn attributes_lists_tags_and_groups() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    assert_eq!(body(&g), json!({"group": null}));
+    assert_eq!(json_of(&g), json!({"group": null}));
     stack.stop().await;
     Ok(())
 }

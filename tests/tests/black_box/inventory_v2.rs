@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use black_box_tests::device::Device;
+use black_box_tests::json_of;
 use black_box_tests::mgmt::{https_client, inventory_attribute};
 use black_box_tests::stack::{ADMIN_EMAIL, ADMIN_PASSWORD};
 use black_box_tests::{wait_for, Mgmt, TestStack};
@@ -29,10 +30,6 @@ const GROUPS: &str = "/api/management/v1/inventory/groups";
 /// How long the v2 index may take to show a write.
 const SETTLE: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(250);
-
-fn parse(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
-}
 
 fn total(headers: &HeaderMap) -> Option<u64> {
     headers
@@ -139,7 +136,7 @@ impl Found {
 
 async fn post(admin: &Mgmt, path: &str, body: Value) -> anyhow::Result<Found> {
     let (status, headers, bytes) = admin.request(Method::POST, path, Some(body)).await?;
-    let raw = parse(&bytes);
+    let raw = json_of(&bytes);
     Ok(Found {
         status,
         total: total(&headers),
@@ -1768,7 +1765,7 @@ impl Gui {
     ) -> anyhow::Result<(StatusCode, HeaderMap, Value)> {
         let (status, headers, bytes) = self.mgmt.request(method.clone(), path, body).await?;
         self.log.push(format!("{method} {path} -> {status}"));
-        Ok((status, headers, parse(&bytes)))
+        Ok((status, headers, json_of(&bytes)))
     }
 
     /// A call that must answer 2xx.

@@ -2,14 +2,11 @@
 //! tags (lower-cased, validated) and notes; all tags and update types; deleting a release is
 //! refused while an active deployment uses it and otherwise removes its artifacts.
 
+use black_box_tests::json_of;
 use black_box_tests::tempdir::TempDir;
 use black_box_tests::{mender_cli_available, MenderCli, TestStack};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-fn body(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn releases_group_tag_annotate_and_delete() -> anyhow::Result<()> {
@@ -75,7 +72,7 @@ async fn releases_group_tag_annotate_and_delete() -> anyhow::Result<()> {
         headers.get("x-total-count").and_then(|v| v.to_str().ok()),
         Some("2")
     );
-    let list = body(&list);
+    let list = json_of(&list);
     assert_eq!(list[0]["name"], "rel-b");
     assert_eq!(list[1]["name"], "rel-a");
     assert_eq!(list[1]["artifacts_count"], 2);
@@ -86,8 +83,8 @@ async fn releases_group_tag_annotate_and_delete() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    assert_eq!(body(&v1)[0]["Name"], "rel-a");
-    assert_eq!(body(&v1)[0]["ArtifactsCount"], 2);
+    assert_eq!(json_of(&v1)[0]["Name"], "rel-a");
+    assert_eq!(json_of(&v1)[0]["ArtifactsCount"], 2);
 
     // Tags and notes.
     let tags = "/api/management/v2/deployments/deployments/releases/rel-a/tags";
@@ -118,7 +115,7 @@ async fn releases_group_tag_annotate_and_delete() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    let rel = body(&rel);
+    let rel = json_of(&rel);
     assert_eq!(rel["tags"], json!(["lab-1", "stable"]));
     assert_eq!(rel["notes"], "first release");
     let (status, _, _) = admin
@@ -136,7 +133,7 @@ async fn releases_group_tag_annotate_and_delete() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    assert_eq!(body(&filtered).as_array().map(Vec::len), Some(1));
+    assert_eq!(json_of(&filtered).as_array().map(Vec::len), Some(1));
     let (_, _, all_tags) = admin
         .request(
             Method::GET,
@@ -144,7 +141,7 @@ async fn releases_group_tag_annotate_and_delete() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    assert_eq!(body(&all_tags), json!(["lab-1", "stable"]));
+    assert_eq!(json_of(&all_tags), json!(["lab-1", "stable"]));
     let (_, _, types) = admin
         .request(
             Method::GET,
@@ -152,7 +149,7 @@ async fn releases_group_tag_annotate_and_delete() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    assert_eq!(body(&types), json!(["script", "single-file"]));
+    assert_eq!(json_of(&types), json!(["script", "single-file"]));
 
     // Delete: refused while in use, then allowed.
     let (status, headers, _) = admin
@@ -177,7 +174,7 @@ async fn releases_group_tag_annotate_and_delete() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(body(&refused)["active_deployments"], json!([deployment]));
+    assert_eq!(json_of(&refused)["active_deployments"], json!([deployment]));
     let (status, _, _) = admin
         .request(
             Method::DELETE,
@@ -193,7 +190,7 @@ async fn releases_group_tag_annotate_and_delete() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    let names: Vec<Value> = body(&artifacts)
+    let names: Vec<Value> = json_of(&artifacts)
         .as_array()
         .map(|a| a.iter().map(|x| x["name"].clone()).collect())
         .unwrap_or_default();

@@ -5,6 +5,7 @@
 //! list's name filters and paging, and the user list's strict creation bounds.
 
 use black_box_tests::device::Device;
+use black_box_tests::json_of;
 use black_box_tests::mgmt::{https_client, Mgmt};
 use black_box_tests::TestStack;
 use deployments::configuration::NewConfigurationDeployment;
@@ -12,13 +13,9 @@ use deployments::model::{Artifact, ArtifactInfo};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-fn body(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
-}
-
 async fn get(admin: &Mgmt, path: &str) -> anyhow::Result<(StatusCode, Value)> {
     let (status, _, bytes) = admin.request(Method::GET, path, None).await?;
-    Ok((status, body(&bytes)))
+    Ok((status, json_of(&bytes)))
 }
 
 /// GET `path`, expecting 400 with `error` = `message`.

@@ -2,14 +2,11 @@
 //! password change needing the current password (and revoking the user's other tokens),
 //! logout, personal access tokens as bearer tokens, settings with `If-Match` etags.
 
+use black_box_tests::json_of;
 use black_box_tests::mgmt::https_client;
 use black_box_tests::{Mgmt, TestStack};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-fn body(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_login_logout_tokens_and_settings() -> anyhow::Result<()> {
@@ -84,14 +81,14 @@ async fn users_login_logout_tokens_and_settings() -> anyhow::Result<()> {
             )
             .await?;
         assert_eq!(
-            (status, body(&b)["error"].as_str().unwrap_or_default()),
+            (status, json_of(&b)["error"].as_str().unwrap_or_default()),
             (expected, message)
         );
     }
     let (_, _, list) = admin
         .request(Method::GET, "/api/management/v1/useradm/users", None)
         .await?;
-    let list = body(&list);
+    let list = json_of(&list);
     let emails: Vec<&str> = list
         .as_array()
         .map(|a| a.iter().filter_map(|u| u["email"].as_str()).collect())
@@ -120,7 +117,7 @@ async fn users_login_logout_tokens_and_settings() -> anyhow::Result<()> {
         .request(Method::GET, "/api/management/v1/useradm/users/me", None)
         .await?;
     assert_eq!(
-        (status, body(&me)["id"].as_str().unwrap_or_default()),
+        (status, json_of(&me)["id"].as_str().unwrap_or_default()),
         (StatusCode::OK, ops_id.as_str())
     );
     let (status, _, b) = ops
@@ -131,7 +128,7 @@ async fn users_login_logout_tokens_and_settings() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(
-        (status, body(&b)["error"].as_str().unwrap_or_default()),
+        (status, json_of(&b)["error"].as_str().unwrap_or_default()),
         (
             StatusCode::UNPROCESSABLE_ENTITY,
             "current password mismatch"
@@ -217,7 +214,7 @@ async fn users_login_logout_tokens_and_settings() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    let tokens = body(&tokens);
+    let tokens = json_of(&tokens);
     assert_eq!(tokens.as_array().map(Vec::len), Some(1));
     assert_eq!(tokens[0]["name"], "ci");
     let pat_id = tokens[0]["id"].as_str().unwrap_or_default().to_owned();
@@ -249,7 +246,7 @@ async fn users_login_logout_tokens_and_settings() -> anyhow::Result<()> {
     let (_, headers, settings) = ops
         .request(Method::GET, "/api/management/v1/useradm/settings/me", None)
         .await?;
-    assert_eq!(body(&settings), json!({"theme": "dark"}));
+    assert_eq!(json_of(&settings), json!({"theme": "dark"}));
     let etag = headers
         .get("etag")
         .and_then(|v| v.to_str().ok())
@@ -310,7 +307,7 @@ async fn admin_id(admin: &Mgmt) -> anyhow::Result<String> {
     let (_, _, me) = admin
         .request(Method::GET, "/api/management/v1/useradm/users/me", None)
         .await?;
-    Ok(body(&me)["id"].as_str().unwrap_or_default().to_owned())
+    Ok(json_of(&me)["id"].as_str().unwrap_or_default().to_owned())
 }
 
 /// `POST /auth/login` with HTTP Basic: the status and the body.
@@ -328,7 +325,7 @@ async fn login_status(
         .send()
         .await?;
     let status = r.status();
-    Ok((status, body(&r.bytes().await?)))
+    Ok((status, json_of(&r.bytes().await?)))
 }
 
 /// The stack's useradm as another instance would have it: its own DynamoDB client, nothing
@@ -429,7 +426,7 @@ async fn long_passwords_and_tokens_from_tokens_are_refused() -> anyhow::Result<(
         .await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(
-        body(&b)["error"],
+        json_of(&b)["error"],
         "password: must be at most 72 characters (bcrypt)"
     );
     let (status, _, _) = admin
@@ -465,8 +462,8 @@ async fn long_passwords_and_tokens_from_tokens_are_refused() -> anyhow::Result<(
         )
         .await?;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert!(body(&b)["request_id"].is_string());
+    assert!(json_of(&b)["request_id"].is_string());
     let (_, _, list) = admin.request(Method::GET, TOKENS, None).await?;
-    assert_eq!(body(&list).as_array().map(Vec::len), Some(1));
+    assert_eq!(json_of(&list).as_array().map(Vec::len), Some(1));
     Ok(())
 }

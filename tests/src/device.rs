@@ -2,6 +2,7 @@
 //! real client builds them (`id_data` as a JSON string, body bytes signed as sent), and device
 //! calls with its token.
 
+use anyhow::Context;
 use base64::Engine;
 use ed25519_dalek::pkcs8::EncodePublicKey;
 use ed25519_dalek::{Signer, SigningKey};
@@ -30,6 +31,11 @@ impl Device {
             base_url: base_url.into(),
             token: None,
         }
+    }
+
+    /// The token of the last successful authentication; an error before one.
+    pub fn issued_token(&self) -> anyhow::Result<String> {
+        self.token.clone().context("no device token")
     }
 
     pub fn pubkey_pem(&self) -> String {

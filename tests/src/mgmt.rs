@@ -13,6 +13,8 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use crate::device::Device;
+
 /// Polls `f` every `poll_interval` until it returns `Some`, or fails after `timeout`.
 /// `f` is called at least once.
 pub async fn wait_for<T, F, Fut>(
@@ -261,6 +263,25 @@ impl Mgmt {
         Ok(auth_id)
     }
 
+    /// Waits up to `within` for the device with `identity_data.mac == mac` to be listed
+    /// (after its first auth request); its id.
+    pub async fn wait_for_device_id(&self, mac: &str, within: Duration) -> anyhow::Result<String> {
+        let listed = self.wait_for_device_by_mac(mac, within).await?;
+        Ok(listed["id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Admits `device`, which has asked to join: waits (10 s) for it to be listed, accepts its
+    /// pending auth set and authenticates the device again, which must give 200 (the device
+    /// then holds its token). Returns (device id, auth set id).
+    pub async fn admit(&self, device: &mut Device) -> anyhow::Result<(String, String)> {
+        let id = self
+            .wait_for_device_id(&device.mac, Duration::from_secs(10))
+            .await?;
+        let auth_id = self.accept_device(&id).await?;
+        anyhow::ensure!(device.authenticate().await? == StatusCode::OK);
+        Ok((id, auth_id))
+    }
+
     /// `DELETE /api/management/v2/devauth/devices/{id}`; expects 204.
     pub async fn decommission(&self, device_id: &str) -> anyhow::Result<()> {
         self.expect(
@@ -271,6 +292,22 @@ impl Mgmt {
         )
         .await
         .map(drop)
+    }
+
+    /// Waits (20 s) until the inventory of device `id` has every attribute in `names` (any
+    /// scope): the workflows after an admission or an update have settled.
+    pub async fn wait_for_attributes(&self, id: &str, names: &[&str]) -> anyhow::Result<()> {
+        wait_for(
+            Duration::from_secs(20),
+            Duration::from_millis(200),
+            || async {
+                let (_, inv) = self.inventory_device(id).await.ok()?;
+                let attrs = inv["attributes"].as_array()?.clone();
+                let has = |n: &&str| attrs.iter().any(|a| a["name"] == *n);
+                names.iter().all(has).then_some(())
+            },
+        )
+        .await
     }
 
     /// `GET /api/management/v1/inventory/devices/{id}`: (status, device inventory JSON).
@@ -292,6 +329,20 @@ pub fn inventory_attribute<'a>(device: &'a Value, name: &str) -> Option<&'a Valu
         .iter()
         .find(|a| a["name"] == name)
         .map(|a| &a["value"])
+}
+
+/// Asserts that `body` is Mender's error body: a non-empty `error` and a `request_id` (32 or
+/// more characters). `what` and `status` go into the messages.
+#[track_caller]
+pub fn assert_mender_error_body(what: &str, status: StatusCode, body: &Value) {
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{what}: no error message: {status} {body}"
+    );
+    assert!(
+        body["request_id"].as_str().is_some_and(|r| r.len() >= 32),
+        "{what}: no request_id: {status} {body}"
+    );
 }
 
 /// A response body (bytes or text) as JSON; `Value::Null` when it is empty or not JSON.

@@ -1,12 +1,13 @@
 //! One local stack per test: the real routers and queue consumers on a free HTTPS port, with
 //! its own resource prefix on the shared emulators (started by `make test`), so tests run in
-//! parallel without seeing each other's data.
+//! parallel without seeing each other's data; and scripted devices admitted on it.
 
 use std::path::PathBuf;
 
 use local_stack::{Options, Stack};
 
-use crate::mgmt::Mgmt;
+use crate::device::Device;
+use crate::mgmt::{https_client, Mgmt};
 use crate::tempdir::TempDir;
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";
@@ -54,6 +55,29 @@ impl TestStack {
 
     pub async fn admin(&self) -> anyhow::Result<Mgmt> {
         Mgmt::login(self.url(), &self.stack.ca_cert, ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// A scripted device with a new key that trusts this stack's CA (not authenticated yet).
+    pub fn device(&self, mac: &str) -> anyhow::Result<Device> {
+        Ok(Device::new(
+            self.url(),
+            https_client(&self.stack.ca_cert)?,
+            mac,
+        ))
+    }
+
+    /// A new scripted device admitted as an operator admits one: its first auth request (the
+    /// answer not checked) lists it, then [`Mgmt::admit`]. Returns the device (holding its
+    /// token) and its id.
+    pub async fn admitted_device(
+        &self,
+        admin: &Mgmt,
+        mac: &str,
+    ) -> anyhow::Result<(Device, String)> {
+        let mut device = self.device(mac)?;
+        device.authenticate().await?;
+        let (id, _) = admin.admit(&mut device).await?;
+        Ok((device, id))
     }
 
     pub async fn stop(self) {

@@ -2,27 +2,19 @@
 //! leaves stored data as it was: malformed JSON, signatures by another key, unsupported key
 //! types, forged and revoked tokens, unknown routes and oversized bodies.
 
-use std::time::Duration;
-
 use base64::Engine;
 use black_box_tests::device::Device;
 use black_box_tests::json_of;
-use black_box_tests::mgmt::https_client;
-use black_box_tests::{wait_for, Mgmt, TestStack};
+use black_box_tests::mgmt::assert_mender_error_body;
+use black_box_tests::{Mgmt, TestStack};
 use mender_tokens::DeviceClaims;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+#[track_caller]
 fn assert_mender_error(status: StatusCode, body: &Value, expected: StatusCode, what: &str) {
     assert_eq!(status, expected, "{what}: {body}");
-    assert!(
-        body["error"].as_str().is_some_and(|e| !e.is_empty()),
-        "{what}: no error message: {body}"
-    );
-    assert!(
-        body["request_id"].as_str().is_some_and(|r| r.len() >= 32),
-        "{what}: no request_id: {body}"
-    );
+    assert_mender_error_body(what, status, body);
 }
 
 /// Everything the management API shows about devices: the devauth list and each inventory.
@@ -38,14 +30,9 @@ async fn snapshot(admin: &Mgmt) -> anyhow::Result<Value> {
 
 /// A device that is accepted, holds a token and has reported one attribute.
 async fn admitted(stack: &TestStack, admin: &Mgmt, mac: &str) -> anyhow::Result<(Device, String)> {
-    let mut device = Device::new(stack.url(), https_client(&stack.ca_cert())?, mac);
+    let mut device = stack.device(mac)?;
     assert_eq!(device.authenticate().await?, StatusCode::UNAUTHORIZED);
-    let listed = admin
-        .wait_for_device_by_mac(mac, Duration::from_secs(10))
-        .await?;
-    let id = listed["id"].as_str().unwrap_or_default().to_owned();
-    admin.accept_device(&id).await?;
-    assert_eq!(device.authenticate().await?, StatusCode::OK);
+    let (id, _) = admin.admit(&mut device).await?;
     let (status, _) = device
         .send_inventory(
             Method::PUT,
@@ -55,17 +42,9 @@ async fn admitted(stack: &TestStack, admin: &Mgmt, mac: &str) -> anyhow::Result<
         .await?;
     assert_eq!(status, StatusCode::OK);
     // Let the workflows settle so snapshots only change if a bad request changed something.
-    wait_for(
-        Duration::from_secs(20),
-        Duration::from_millis(200),
-        || async {
-            let (_, inv) = admin.inventory_device(&id).await.ok()?;
-            let attrs = inv["attributes"].as_array()?.clone();
-            let has = |n: &str| attrs.iter().any(|a| a["name"] == n);
-            (has("status") && has("mac") && has("check_in_time")).then_some(())
-        },
-    )
-    .await?;
+    admin
+        .wait_for_attributes(&id, &["status", "mac", "check_in_time"])
+        .await?;
     Ok((device, id))
 }
 
@@ -88,16 +67,8 @@ async fn auth_requests_with_bad_input_are_refused_and_store_nothing() -> anyhow:
     );
 
     // A new identity whose request is signed by another key.
-    let stranger = Device::new(
-        stack.url(),
-        https_client(&stack.ca_cert())?,
-        "02:00:00:00:bb:02",
-    );
-    let other = Device::new(
-        stack.url(),
-        https_client(&stack.ca_cert())?,
-        "02:00:00:00:bb:03",
-    );
+    let stranger = stack.device("02:00:00:00:bb:02")?;
+    let other = stack.device("02:00:00:00:bb:03")?;
     let body = stranger.auth_body(&stranger.pubkey_pem());
     let (status, text) = stranger
         .raw_auth_request(body.clone(), Some(other.sign(&body)))

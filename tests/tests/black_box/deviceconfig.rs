@@ -30,18 +30,6 @@ fn config_path(device_id: &str) -> String {
 
 const DEVICE_PATH: &str = "/api/devices/v1/deviceconfig/configuration";
 
-async fn admitted(stack: &TestStack, admin: &Mgmt, mac: &str) -> anyhow::Result<(Device, String)> {
-    let mut device = Device::new(stack.url(), https_client(&stack.ca_cert())?, mac);
-    device.authenticate().await?;
-    let listed = admin
-        .wait_for_device_by_mac(mac, Duration::from_secs(10))
-        .await?;
-    let id = listed["id"].as_str().unwrap_or_default().to_owned();
-    admin.accept_device(&id).await?;
-    anyhow::ensure!(device.authenticate().await? == StatusCode::OK);
-    Ok((device, id))
-}
-
 /// A device call with the device's token (or `token`), raw body.
 async fn device_call(
     stack: &TestStack,
@@ -102,7 +90,7 @@ async fn provisioned(admin: &Mgmt, device_id: &str) -> anyhow::Result<Value> {
 async fn device_and_management_api() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
     let admin = stack.admin().await?;
-    let (device, id) = admitted(&stack, &admin, "02:00:00:00:c0:01").await?;
+    let (device, id) = stack.admitted_device(&admin, "02:00:00:00:c0:01").await?;
 
     // Provisioning created an empty record.
     let record = provisioned(&admin, &id).await?;
@@ -332,7 +320,7 @@ fn query(url: &str) -> Vec<(String, String)> {
 async fn configuration_deployment_and_download() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
     let admin = stack.admin().await?;
-    let (device, id) = admitted(&stack, &admin, "02:00:00:00:c0:02").await?;
+    let (device, id) = stack.admitted_device(&admin, "02:00:00:00:c0:02").await?;
     provisioned(&admin, &id).await?;
     let path = config_path(&id);
     let (status, _) = raw_mgmt(

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use black_box_tests::device::Device;
 use black_box_tests::mgmt::https_client;
 use black_box_tests::{wait_for, Mgmt, TestStack};
 use deviceconnect::Deviceconnect;
@@ -49,14 +48,8 @@ async fn accepted_device(
     admin: &Mgmt,
     mac: &str,
 ) -> anyhow::Result<(String, String)> {
-    let mut device = Device::new(stack.url(), https_client(&stack.ca_cert())?, mac);
-    device.authenticate().await?;
-    let listed = admin.wait_for_device_by_mac(mac, WAIT).await?;
-    let id = listed["id"].as_str().unwrap_or_default().to_owned();
-    admin.accept_device(&id).await?;
-    anyhow::ensure!(device.authenticate().await? == StatusCode::OK);
-    let token = device.token.clone().context("no device token")?;
-    Ok((id, token))
+    let (device, id) = stack.admitted_device(admin, mac).await?;
+    Ok((id, device.issued_token()?))
 }
 
 /// A stack, two deviceconnect instances on its NATS and one accepted device.

@@ -9,9 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use black_box_tests::device::Device;
-use black_box_tests::mgmt::https_client;
+use anyhow::bail;
 use black_box_tests::{Mgmt, TestStack};
 use deviceconnect::{Deviceconnect, Settings};
 use futures::{SinkExt, StreamExt};
@@ -59,14 +57,10 @@ async fn accepted_device(
     admin: &Mgmt,
     mac: &str,
 ) -> anyhow::Result<(String, String, String)> {
-    let mut device = Device::new(stack.url(), https_client(&stack.ca_cert())?, mac);
+    let mut device = stack.device(mac)?;
     device.authenticate().await?;
-    let listed = admin.wait_for_device_by_mac(mac, WAIT).await?;
-    let id = listed["id"].as_str().unwrap_or_default().to_owned();
-    let auth_id = admin.accept_device(&id).await?;
-    anyhow::ensure!(device.authenticate().await? == StatusCode::OK);
-    let token = device.token.clone().context("no device token")?;
-    Ok((id, auth_id, token))
+    let (id, auth_id) = admin.admit(&mut device).await?;
+    Ok((id, auth_id, device.issued_token()?))
 }
 
 fn ws_request(

@@ -8,23 +8,17 @@ use std::time::Duration;
 
 use black_box_tests::device::Device;
 use black_box_tests::json_of;
-use black_box_tests::mgmt::https_client;
-use black_box_tests::{wait_for, Mgmt, TestStack};
+use black_box_tests::mgmt::{assert_mender_error_body, https_client};
+use black_box_tests::{Mgmt, TestStack};
 use deviceauth::model::MAX_AUTH_SETS;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+#[track_caller]
 fn assert_mender_error(status: StatusCode, body: &Value, what: &str) {
     assert!(status.is_client_error(), "{what}: {status} {body}");
-    assert!(
-        body["error"].as_str().is_some_and(|e| !e.is_empty()),
-        "{what}: no error message: {status} {body}"
-    );
-    assert!(
-        body["request_id"].as_str().is_some_and(|r| r.len() >= 32),
-        "{what}: no request_id: {status} {body}"
-    );
+    assert_mender_error_body(what, status, body);
 }
 
 /// A signed auth request whose `id_data` is `id_data` (JSON text), as the client builds it.
@@ -210,18 +204,9 @@ async fn auth_sets_per_device_are_capped_and_the_device_stays_writable() -> anyh
 async fn oversized_inventory_updates_are_refused_and_change_nothing() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
     let admin = stack.admin().await?;
-    let mut device = Device::new(
-        stack.url(),
-        https_client(&stack.ca_cert())?,
-        "02:00:00:00:1c:01",
-    );
+    let mut device = stack.device("02:00:00:00:1c:01")?;
     assert_eq!(device.authenticate().await?, StatusCode::UNAUTHORIZED);
-    let listed = admin
-        .wait_for_device_by_mac(&device.mac, Duration::from_secs(10))
-        .await?;
-    let id = listed["id"].as_str().unwrap_or_default().to_owned();
-    admin.accept_device(&id).await?;
-    assert_eq!(device.authenticate().await?, StatusCode::OK);
+    let (id, _) = admin.admit(&mut device).await?;
     let (status, _) = device
         .send_inventory(
             Method::PATCH,
@@ -231,18 +216,9 @@ async fn oversized_inventory_updates_are_refused_and_change_nothing() -> anyhow:
         .await?;
     assert_eq!(status, StatusCode::OK);
     // Let the workflows settle so the inventory only changes if a bad request changed it.
-    wait_for(
-        Duration::from_secs(20),
-        Duration::from_millis(200),
-        || async {
-            let (_, inv) = admin.inventory_device(&id).await.ok()?;
-            let attrs = inv["attributes"].as_array()?.clone();
-            let has = |n: &str| attrs.iter().any(|a| a["name"] == n);
-            (has("status") && has("mac") && has("check_in_time") && has("device_type"))
-                .then_some(())
-        },
-    )
-    .await?;
+    admin
+        .wait_for_attributes(&id, &["status", "mac", "check_in_time", "device_type"])
+        .await?;
     let (_, before) = admin.inventory_device(&id).await?;
 
     let long_string = json!([{"name": "big", "value": "x".repeat(10 * 1024)}]);

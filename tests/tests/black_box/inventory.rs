@@ -1,33 +1,18 @@
 //! inventory through the HTTP API: device PUT replaces and PATCH merges, the v1 list with
 //! filters, sorting and totals, tags with etags, groups.
 
-use std::time::Duration;
-
-use black_box_tests::device::Device;
 use black_box_tests::json_of;
 use black_box_tests::mgmt::{https_client, inventory_attribute};
-use black_box_tests::{Mgmt, TestStack};
+use black_box_tests::TestStack;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-
-async fn admitted(stack: &TestStack, admin: &Mgmt, mac: &str) -> anyhow::Result<(Device, String)> {
-    let mut device = Device::new(stack.url(), https_client(&stack.ca_cert())?, mac);
-    device.authenticate().await?;
-    let listed = admin
-        .wait_for_device_by_mac(mac, Duration::from_secs(10))
-        .await?;
-    let id = listed["id"].as_str().unwrap_or_default().to_owned();
-    admin.accept_device(&id).await?;
-    anyhow::ensure!(device.authenticate().await? == StatusCode::OK);
-    Ok((device, id))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attributes_lists_tags_and_groups() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
     let admin = stack.admin().await?;
-    let (a, a_id) = admitted(&stack, &admin, "02:00:00:00:33:01").await?;
-    let (b, b_id) = admitted(&stack, &admin, "02:00:00:00:33:02").await?;
+    let (a, a_id) = stack.admitted_device(&admin, "02:00:00:00:33:01").await?;
+    let (b, b_id) = stack.admitted_device(&admin, "02:00:00:00:33:02").await?;
 
     // PUT replaces the inventory scope, PATCH merges; numbers and arrays are kept as sent.
     let put = json!([{"name": "device_type", "value": "rpi"}, {"name": "mem", "value": 512}, {"name": "old", "value": "x"}]);

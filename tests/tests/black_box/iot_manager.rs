@@ -24,8 +24,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use axum::{Json, Router};
 use base64::Engine;
-use black_box_tests::device::Device;
-use black_box_tests::mgmt::https_client;
 use black_box_tests::{mender_available, wait_for, MenderClient, Mgmt, TestStack};
 use hmac::{Hmac, Mac};
 use reqwest::Method;
@@ -432,12 +430,9 @@ async fn webhook_gets_signed_lifecycle_events_of_a_real_device_once() -> anyhow:
 
 /// A simulated device (signed auth requests, no process) that is pending now; its id.
 async fn pending_device(stack: &TestStack, admin: &Mgmt, mac: &str) -> anyhow::Result<String> {
-    let mut device = Device::new(stack.url(), https_client(&stack.ca_cert())?, mac);
+    let mut device = stack.device(mac)?;
     device.authenticate().await?;
-    let listed = admin
-        .wait_for_device_by_mac(mac, Duration::from_secs(20))
-        .await?;
-    Ok(listed["id"].as_str().unwrap_or_default().to_owned())
+    admin.wait_for_device_id(mac, Duration::from_secs(20)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

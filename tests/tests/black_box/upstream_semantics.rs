@@ -56,16 +56,10 @@ fn artifact(name: &str, description: &str, size: u64) -> Artifact {
 
 /// An accepted scripted device with a token; returns (device, device id).
 async fn accepted_device(stack: &TestStack, mac: &str) -> anyhow::Result<(Device, String)> {
-    let http = https_client(&stack.ca_cert())?;
-    let mut device = Device::new(stack.url(), http, mac);
+    let mut device = stack.device(mac)?;
     anyhow::ensure!(device.authenticate().await? == StatusCode::UNAUTHORIZED);
     let admin = stack.admin().await?;
-    let found = admin
-        .wait_for_device_by_mac(mac, std::time::Duration::from_secs(10))
-        .await?;
-    let id = found["id"].as_str().unwrap_or_default().to_owned();
-    admin.accept_device(&id).await?;
-    anyhow::ensure!(device.authenticate().await? == StatusCode::OK);
+    let (id, _) = admin.admit(&mut device).await?;
     Ok((device, id))
 }
 

@@ -11,6 +11,7 @@ pub mod mgmt;
 mod selftest;
 pub mod stack;
 pub mod tempdir;
+pub mod ws;
 
 pub use mender_cli::{mender_cli_available, CliOutput, MenderCli};
 pub use mender_client::{mender_available, ClientOptions, MenderClient};

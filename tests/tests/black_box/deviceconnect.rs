@@ -10,30 +10,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use black_box_tests::mgmt::https_client;
+use black_box_tests::ws::{
+    bearer_ws, close_code, decode, device_ws, next_binary, next_binary_within, protomsg, serve,
+    silent, user_ws, Ws, WAIT,
+};
 use black_box_tests::{wait_for, Mgmt, TestStack};
-use deviceconnect::Deviceconnect;
 use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use rmpv::Value;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-const WAIT: Duration = Duration::from_secs(10);
-
-/// Serves one deviceconnect instance on plain HTTP (as the container does behind its load
-/// balancer).
-async fn serve(dc: Deviceconnect) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let app = mender_http::finish(deviceconnect::router(dc));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(addr)
-}
 
 /// Two instances: A is the stack's own deviceconnect, B a second one with its own NATS
 /// connection.
@@ -75,69 +60,6 @@ async fn setup(mac: &str) -> anyhow::Result<Setup> {
         device_id,
         device_token,
     })
-}
-
-async fn ws_connect(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<Ws> {
-    let mut request = format!("ws://{addr}{path}").into_client_request()?;
-    request
-        .headers_mut()
-        .insert("Authorization", format!("Bearer {token}").parse()?);
-    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
-    Ok(ws)
-}
-
-async fn device_ws(addr: SocketAddr, token: &str) -> anyhow::Result<Ws> {
-    ws_connect(addr, "/api/devices/v1/deviceconnect/connect", token).await
-}
-
-async fn user_ws(addr: SocketAddr, device_id: &str, token: &str) -> anyhow::Result<Ws> {
-    ws_connect(
-        addr,
-        &format!("/api/management/v1/deviceconnect/devices/{device_id}/connect"),
-        token,
-    )
-    .await
-}
-
-/// The next binary frame (pings skipped); fails on close or timeout.
-async fn next_binary(ws: &mut Ws) -> anyhow::Result<Vec<u8>> {
-    next_binary_within(ws, WAIT).await
-}
-
-async fn next_binary_within(ws: &mut Ws, wait: Duration) -> anyhow::Result<Vec<u8>> {
-    loop {
-        match tokio::time::timeout(wait, ws.next()).await {
-            Err(_) => bail!("no frame within {wait:?}"),
-            Ok(None) => bail!("websocket ended"),
-            Ok(Some(frame)) => match frame? {
-                Message::Binary(data) => return Ok(data.to_vec()),
-                Message::Ping(_) | Message::Pong(_) => {}
-                other => bail!("unexpected frame {other:?}"),
-            },
-        }
-    }
-}
-
-/// Waits for the server to close the socket; returns the close code (None: closed without a
-/// close frame).
-async fn closed(ws: &mut Ws) -> anyhow::Result<Option<u16>> {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next()).await {
-            Err(_) => bail!("socket not closed within {WAIT:?}"),
-            Ok(None) | Ok(Some(Err(_))) => return Ok(None),
-            Ok(Some(Ok(Message::Close(frame)))) => return Ok(frame.map(|f| u16::from(f.code))),
-            Ok(Some(Ok(_))) => {}
-        }
-    }
-}
-
-/// No binary frame arrives within `within`.
-async fn silent(ws: &mut Ws, within: Duration) -> anyhow::Result<()> {
-    match tokio::time::timeout(within, ws.next()).await {
-        Err(_) => Ok(()),
-        Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => Ok(()),
-        Ok(other) => bail!("unexpected {other:?}"),
-    }
 }
 
 fn str_(out: &mut Vec<u8>, s: &str) -> anyhow::Result<()> {
@@ -198,10 +120,6 @@ fn device_frame(typ: &str, sid: &str, body: &[u8]) -> anyhow::Result<Vec<u8>> {
     str_(&mut b, "body")?;
     rmp::encode::write_bin(&mut b, body)?;
     Ok(b)
-}
-
-fn decode(frame: &[u8]) -> anyhow::Result<Value> {
-    Ok(rmpv::decode::read_value(&mut &frame[..])?)
 }
 
 /// The `sub` (user id) of a JWT.
@@ -314,7 +232,7 @@ async fn user_on_one_instance_reaches_device_on_another() -> anyhow::Result<()> 
     // the device goes away: disconnected, and the user's session ends
     device.close(None).await?;
     wait_status(&admin, &device_id, "disconnected").await?;
-    closed(&mut user).await?;
+    close_code(&mut user).await?;
     // and a user cannot open a session to a disconnected device
     let refused = user_ws(a, &device_id, admin.token()).await;
     assert!(
@@ -350,7 +268,7 @@ async fn a_newer_device_connection_replaces_the_older_one() -> anyhow::Result<()
     wait_status(&admin, &device_id, "connected").await?;
     let mut second = device_ws(b, &device_token).await?;
     // the first connection is closed by the newer one (on another instance) ...
-    closed(&mut first).await?;
+    close_code(&mut first).await?;
     // ... and its late disconnect does not mark the device disconnected
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, body) = status(&admin, &device_id).await?;
@@ -440,7 +358,7 @@ async fn bad_input_is_refused_without_disturbing_other_sessions() -> anyhow::Res
     // a user frame that is not msgpack closes that session only
     one.send(Message::Binary(b"definitely not msgpack".to_vec().into()))
         .await?;
-    assert_eq!(closed(&mut one).await?, Some(1003));
+    assert_eq!(close_code(&mut one).await?, Some(1003));
     // its shell on the device is stopped
     let stop = decode(&next_binary(&mut device).await?)?;
     assert_eq!(stop["hdr"]["typ"].as_str(), Some("stop"));
@@ -454,7 +372,7 @@ async fn bad_input_is_refused_without_disturbing_other_sessions() -> anyhow::Res
     // a text frame likewise
     let mut three = user_ws(a, &device_id, admin.token()).await?;
     three.send(Message::Text("{}".into())).await?;
-    assert_eq!(closed(&mut three).await?, Some(1003));
+    assert_eq!(close_code(&mut three).await?, Some(1003));
 
     // a user cannot pick another session's id: the server's sid wins
     let mut forged = Vec::new();
@@ -495,40 +413,12 @@ async fn bad_input_is_refused_without_disturbing_other_sessions() -> anyhow::Res
     device
         .send(Message::Binary(vec![0x93, 1, 2, 3].into()))
         .await?;
-    assert_eq!(closed(&mut device).await?, Some(1003));
+    assert_eq!(close_code(&mut device).await?, Some(1003));
     wait_status(&admin, &device_id, "disconnected").await?;
-    closed(&mut two).await?;
+    close_code(&mut two).await?;
 
     stack.stop().await;
     Ok(())
-}
-
-/// A frame as a device sends it (rmpv's compact integers: the server must take any width).
-fn dev_msg(
-    proto: u16,
-    typ: &str,
-    sid: &str,
-    props: Vec<(&str, Value)>,
-    body: Option<&[u8]>,
-) -> anyhow::Result<Vec<u8>> {
-    let mut hdr = vec![
-        ("proto".into(), Value::from(proto)),
-        ("typ".into(), typ.into()),
-        ("sid".into(), sid.into()),
-    ];
-    if !props.is_empty() {
-        hdr.push((
-            "props".into(),
-            Value::Map(props.into_iter().map(|(k, v)| (k.into(), v)).collect()),
-        ));
-    }
-    let mut top = vec![("hdr".into(), Value::Map(hdr))];
-    if let Some(body) = body {
-        top.push(("body".into(), Value::Binary(body.to_vec())));
-    }
-    let mut out = Vec::new();
-    rmpv::encode::write_value(&mut out, &Value::Map(top))?;
-    Ok(out)
 }
 
 fn msgpack(value: Value) -> anyhow::Result<Vec<u8>> {
@@ -567,7 +457,7 @@ async fn accept_open(device: &mut Ws) -> anyhow::Result<String> {
     ]))?;
     device
         .send(Message::Binary(
-            dev_msg(0xFFFF, "accept", &sid, vec![], Some(&accept))?.into(),
+            protomsg(0xFFFF, "accept", &sid, vec![], Some(&accept)).into(),
         ))
         .await?;
     Ok(sid)
@@ -703,7 +593,7 @@ async fn file_transfer_speaks_proto_2_to_the_device() -> anyhow::Result<()> {
     ]))?;
     send_dev(
         &mut device,
-        dev_msg(2, "file_info", &sid, vec![], Some(&info))?,
+        protomsg(2, "file_info", &sid, vec![], Some(&info)),
     )
     .await?;
     expect(&mut device, 2, "get_file").await?;
@@ -711,19 +601,19 @@ async fn file_transfer_speaks_proto_2_to_the_device() -> anyhow::Result<()> {
         let offset = Value::from((i * 1000) as i64);
         send_dev(
             &mut device,
-            dev_msg(2, "file_chunk", &sid, vec![("offset", offset)], Some(chunk))?,
+            protomsg(2, "file_chunk", &sid, vec![("offset", offset)], Some(chunk)),
         )
         .await?;
     }
     send_dev(
         &mut device,
-        dev_msg(
+        protomsg(
             2,
             "file_chunk",
             &sid,
             vec![("offset", Value::from(25_000))],
             None,
-        )?,
+        ),
     )
     .await?;
     // acks every 10 chunks, then for the end; offsets as int64 (0xd3)
@@ -786,7 +676,7 @@ async fn file_transfer_speaks_proto_2_to_the_device() -> anyhow::Result<()> {
         let download = tokio::spawn(request);
         let sid = accept_open(&mut device).await?;
         expect(&mut device, 2, "stat").await?;
-        send_dev(&mut device, dev_msg(2, typ, &sid, vec![], Some(answer))?).await?;
+        send_dev(&mut device, protomsg(2, typ, &sid, vec![], Some(answer))).await?;
         expect(&mut device, 0xFFFF, "close").await?;
         let response = download.await??;
         assert_eq!(response.status(), status);
@@ -803,7 +693,7 @@ async fn file_transfer_speaks_proto_2_to_the_device() -> anyhow::Result<()> {
     expect(&mut device, 2, "stat").await?;
     send_dev(
         &mut device,
-        dev_msg(2, "file_info", &sid, vec![], Some(&info))?,
+        protomsg(2, "file_info", &sid, vec![], Some(&info)),
     )
     .await?;
     expect(&mut device, 0xFFFF, "close").await?;
@@ -850,7 +740,7 @@ async fn file_transfer_speaks_proto_2_to_the_device() -> anyhow::Result<()> {
     assert_eq!(meta["gid"].as_u64(), Some(100));
     send_dev(
         &mut device,
-        dev_msg(2, "ack", &sid, vec![("offset", Value::from(0))], None)?,
+        protomsg(2, "ack", &sid, vec![("offset", Value::from(0))], None),
     )
     .await?;
     let mut received = Vec::new();
@@ -863,13 +753,13 @@ async fn file_transfer_speaks_proto_2_to_the_device() -> anyhow::Result<()> {
         let body = chunk["body"].as_slice().unwrap_or_default();
         assert!(body.len() <= 4096);
         received.extend_from_slice(body);
-        let ack = dev_msg(
+        let ack = protomsg(
             2,
             "ack",
             &sid,
             vec![("offset", Value::from(received.len() as i64))],
             None,
-        )?;
+        );
         send_dev(&mut device, ack).await?;
         if body.is_empty() {
             break;
@@ -896,7 +786,7 @@ async fn file_transfer_speaks_proto_2_to_the_device() -> anyhow::Result<()> {
     ]))?;
     send_dev(
         &mut device,
-        dev_msg(2, "error", &sid, vec![], Some(&error))?,
+        protomsg(2, "error", &sid, vec![], Some(&error)),
     )
     .await?;
     let response = upload.await??;
@@ -918,19 +808,19 @@ async fn file_transfer_speaks_proto_2_to_the_device() -> anyhow::Result<()> {
     expect(&mut device, 2, "stat").await?;
     send_dev(
         &mut device,
-        dev_msg(2, "file_info", &sid, vec![], Some(&info))?,
+        protomsg(2, "file_info", &sid, vec![], Some(&info)),
     )
     .await?;
     expect(&mut device, 2, "get_file").await?;
     send_dev(
         &mut device,
-        dev_msg(
+        protomsg(
             2,
             "file_chunk",
             &sid,
             vec![("offset", Value::from(5))],
             Some(b"zzz"),
-        )?,
+        ),
     )
     .await?;
     let response = download.await??;
@@ -1044,7 +934,7 @@ async fn internal_endpoints_and_the_device_lifecycle() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    assert_eq!(closed(&mut device).await?, Some(1001));
+    assert_eq!(close_code(&mut device).await?, Some(1001));
     wait_status(&admin, &device_id, "disconnected").await?;
     assert!(
         device_ws(b, &device_token).await.is_err(),
@@ -1411,7 +1301,7 @@ fn shows_prompt(output: &[u8]) -> bool {
 
 /// The shell output of a session's playback (`sleep_ms=0`).
 async fn playback(addr: SocketAddr, sid: &str, token: &str) -> anyhow::Result<Vec<u8>> {
-    let mut ws = ws_connect(
+    let mut ws = bearer_ws(
         addr,
         &format!("/api/management/v1/deviceconnect/sessions/{sid}/playback?sleep_ms=0"),
         token,

@@ -9,21 +9,18 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::bail;
+use black_box_tests::ws::{
+    closed, connect_path, device_ws, message, next_frame, serve, silent, user_ws, ws_request, Ws,
+    WAIT,
+};
 use black_box_tests::{Mgmt, TestStack};
 use deviceconnect::{Deviceconnect, Settings};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use reqwest::{Method, StatusCode};
-use rmpv::Value;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-const WAIT: Duration = Duration::from_secs(10);
 /// The re-check interval of the instances under test.
 const RECHECK: Duration = Duration::from_millis(300);
 
@@ -35,13 +32,7 @@ async fn instance(stack: &TestStack, settings: Settings) -> anyhow::Result<Socke
         .another_instance(&stack.stack.nats_url)
         .await?
         .with_settings(settings);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let app = mender_http::finish(deviceconnect::router(dc));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(addr)
+    serve(dc).await
 }
 
 fn rechecking() -> Settings {
@@ -63,110 +54,8 @@ async fn accepted_device(
     Ok((id, auth_id, device.issued_token()?))
 }
 
-fn ws_request(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&'static str, String)],
-) -> anyhow::Result<tokio_tungstenite::tungstenite::handshake::client::Request> {
-    let mut request = format!("ws://{addr}{path}").into_client_request()?;
-    for (name, value) in headers {
-        request.headers_mut().insert(*name, value.parse()?);
-    }
-    Ok(request)
-}
-
-async fn bearer_ws(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<Ws> {
-    let request = ws_request(addr, path, &[("Authorization", format!("Bearer {token}"))])?;
-    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
-    Ok(ws)
-}
-
-async fn device_ws(addr: SocketAddr, token: &str) -> anyhow::Result<Ws> {
-    bearer_ws(addr, "/api/devices/v1/deviceconnect/connect", token).await
-}
-
-fn connect_path(device_id: &str) -> String {
-    format!("/api/management/v1/deviceconnect/devices/{device_id}/connect")
-}
-
-async fn user_ws(addr: SocketAddr, device_id: &str, token: &str) -> anyhow::Result<Ws> {
-    bearer_ws(addr, &connect_path(device_id), token).await
-}
-
-/// The next binary frame (pings skipped); fails on close or timeout.
-async fn next_binary(ws: &mut Ws) -> anyhow::Result<Value> {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next()).await {
-            Err(_) => bail!("no frame within {WAIT:?}"),
-            Ok(None) => bail!("websocket ended"),
-            Ok(Some(frame)) => match frame? {
-                Message::Binary(data) => return Ok(rmpv::decode::read_value(&mut &data[..])?),
-                Message::Ping(_) | Message::Pong(_) => {}
-                other => bail!("unexpected frame {other:?}"),
-            },
-        }
-    }
-}
-
-/// Waits for the server to close the socket; returns the close code and reason.
-async fn closed(ws: &mut Ws) -> anyhow::Result<Option<(u16, String)>> {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next()).await {
-            Err(_) => bail!("socket not closed within {WAIT:?}"),
-            Ok(None) | Ok(Some(Err(_))) => return Ok(None),
-            Ok(Some(Ok(Message::Close(frame)))) => {
-                return Ok(frame.map(|f| (u16::from(f.code), f.reason.to_string())))
-            }
-            Ok(Some(Ok(_))) => {}
-        }
-    }
-}
-
-/// Neither a frame nor a close arrives within `within` (pings aside).
-async fn silent(ws: &mut Ws, within: Duration) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => return Ok(()),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-            Ok(other) => bail!("unexpected {other:?}"),
-        }
-    }
-}
-
-/// A ProtoMsg frame (`props` as given, no `sid` when empty).
-fn frame(
-    proto: u16,
-    typ: &str,
-    sid: &str,
-    props: Vec<(&str, Value)>,
-    body: Option<&[u8]>,
-) -> Message {
-    let mut hdr = vec![
-        ("proto".into(), Value::from(proto)),
-        ("typ".into(), typ.into()),
-    ];
-    if !sid.is_empty() {
-        hdr.push(("sid".into(), sid.into()));
-    }
-    if !props.is_empty() {
-        hdr.push((
-            "props".into(),
-            Value::Map(props.into_iter().map(|(k, v)| (k.into(), v)).collect()),
-        ));
-    }
-    let mut top = vec![("hdr".into(), Value::Map(hdr))];
-    if let Some(body) = body {
-        top.push(("body".into(), Value::Binary(body.to_vec())));
-    }
-    let mut out = Vec::new();
-    // writing to a Vec cannot fail
-    let _ = rmpv::encode::write_value(&mut out, &Value::Map(top));
-    Message::Binary(out.into())
-}
-
 fn new_shell() -> Message {
-    frame(
+    message(
         1,
         "new",
         "",
@@ -187,7 +76,7 @@ async fn open_shell(
 ) -> anyhow::Result<(Ws, String)> {
     let mut user = user_ws(addr, device_id, token).await?;
     user.send(new_shell()).await?;
-    let got = next_binary(device).await?;
+    let got = next_frame(device).await?;
     anyhow::ensure!(got["hdr"]["typ"].as_str() == Some("new"), "{got}");
     let sid = got["hdr"]["sid"].as_str().unwrap_or_default().to_owned();
     Ok((user, sid))
@@ -196,7 +85,7 @@ async fn open_shell(
 /// The device gets an upstream-style shell `stop` for `sid`: status 2 (error), the user id,
 /// `reason` as body.
 async fn expect_stop(device: &mut Ws, sid: &str, reason: &str) -> anyhow::Result<()> {
-    let stop = next_binary(device).await?;
+    let stop = next_frame(device).await?;
     anyhow::ensure!(
         stop["hdr"]["proto"].as_u64() == Some(1)
             && stop["hdr"]["typ"].as_str() == Some("stop")
@@ -264,9 +153,9 @@ async fn user_sessions_end_on_logout_and_user_deletion() -> anyhow::Result<()> {
     expect_stop(&mut device, &sid, "unauthorized").await?;
     silent(&mut admins, RECHECK * 3).await?;
     admins
-        .send(frame(1, "shell", "", vec![], Some(b"ls\n")))
+        .send(message(1, "shell", "", vec![], Some(b"ls\n")))
         .await?;
-    let relayed = next_binary(&mut device).await?;
+    let relayed = next_frame(&mut device).await?;
     assert_eq!(relayed["body"].as_slice(), Some(&b"ls\n"[..]), "{relayed}");
 
     stack.stop().await;
@@ -323,7 +212,7 @@ async fn a_device_reaches_only_sessions_opened_to_it() -> anyhow::Result<()> {
 
     // Device two writes to device one's session: nothing reaches the user.
     device_two
-        .send(frame(
+        .send(message(
             1,
             "shell",
             &sid,
@@ -335,7 +224,7 @@ async fn a_device_reaches_only_sessions_opened_to_it() -> anyhow::Result<()> {
 
     // Device one's frames for its session still do.
     device_one
-        .send(frame(
+        .send(message(
             1,
             "shell",
             &sid,
@@ -343,7 +232,7 @@ async fn a_device_reaches_only_sessions_opened_to_it() -> anyhow::Result<()> {
             Some(b"real output"),
         ))
         .await?;
-    let got = next_binary(&mut user).await?;
+    let got = next_frame(&mut user).await?;
     assert_eq!(got["body"].as_slice(), Some(&b"real output"[..]), "{got}");
 
     stack.stop().await;
@@ -370,7 +259,7 @@ async fn a_late_announcement_of_the_sessions_own_connection_keeps_it() -> anyhow
     nats.flush().await?;
     silent(&mut user, Duration::from_secs(1)).await?;
     device
-        .send(frame(
+        .send(message(
             1,
             "shell",
             &sid,
@@ -378,7 +267,7 @@ async fn a_late_announcement_of_the_sessions_own_connection_keeps_it() -> anyhow
             Some(b"still here"),
         ))
         .await?;
-    let got = next_binary(&mut user).await?;
+    let got = next_frame(&mut user).await?;
     assert_eq!(got["body"].as_slice(), Some(&b"still here"[..]), "{got}");
 
     nats.publish(control, "connect 2".into()).await?;

@@ -3,6 +3,7 @@
 //! processes, and a management API client.
 
 pub mod device;
+pub mod form;
 pub mod infra;
 pub mod mender_cli;
 pub mod mender_client;

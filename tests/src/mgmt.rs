@@ -146,6 +146,31 @@ impl Mgmt {
         Ok((status, headers, bytes))
     }
 
+    /// `POST path` with a ready body of `content_type` (e.g. a [`crate::form::multipart`]
+    /// form): (status, headers, body).
+    pub async fn post_body(
+        &self,
+        path: &str,
+        (content_type, body): (String, Vec<u8>),
+    ) -> anyhow::Result<(StatusCode, HeaderMap, Bytes)> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .bearer_auth(&self.token)
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp
+            .bytes()
+            .await
+            .with_context(|| format!("POST {path}: reading body"))?;
+        Ok((status, headers, bytes))
+    }
+
     /// `POST path` with a JSON body, expecting `201 Created`: the id at the end of `Location`.
     pub async fn create(&self, path: &str, body: Value) -> anyhow::Result<String> {
         let (status, headers, bytes) = self.request(Method::POST, path, Some(body)).await?;

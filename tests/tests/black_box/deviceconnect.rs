@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use black_box_tests::form::{multipart, Part};
 use black_box_tests::mgmt::https_client;
 use black_box_tests::ws::{
     bearer_ws, close_code, decode, device_ws, next_binary, next_binary_within, protomsg, serve,
@@ -468,31 +469,6 @@ async fn send_dev(device: &mut Ws, frame: Vec<u8>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A multipart body of text fields and one file part.
-fn multipart(fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> (String, Vec<u8>) {
-    let boundary = "deviceconnect-test-boundary";
-    let mut body = Vec::new();
-    for (name, value) in fields {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
-                .as_bytes(),
-        );
-    }
-    if let Some((filename, data)) = file {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
-                 Content-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(data);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
 /// Download and upload over HTTP, spoken as proto 2 to a scripted device on another instance:
 /// handshake, stat / put_file, chunk offsets, ack windows, device errors mapped to their codes,
 /// and the refusals (relative path, missing file, disconnected device).
@@ -535,7 +511,7 @@ async fn file_transfer_speaks_proto_2_to_the_device() -> anyhow::Result<()> {
     );
 
     // an upload too, before its form is read (upstream's order)
-    let (content_type, form) = multipart(&[("path", "/tmp/x")], None);
+    let (content_type, form) = multipart(&[Part::Text("path", "/tmp/x")]);
     let response = http
         .put(format!("{base}/upload"))
         .header("Content-Type", content_type)
@@ -550,7 +526,7 @@ async fn file_transfer_speaks_proto_2_to_the_device() -> anyhow::Result<()> {
 
     // a bad form is refused before anything reaches the device (the next frame the device
     // sees is the download's `open`)
-    let (content_type, form) = multipart(&[("path", "/tmp/x")], None);
+    let (content_type, form) = multipart(&[Part::Text("path", "/tmp/x")]);
     let response = http
         .put(format!("{base}/upload"))
         .header("Content-Type", content_type)
@@ -709,23 +685,17 @@ async fn file_transfer_speaks_proto_2_to_the_device() -> anyhow::Result<()> {
 
     // upload: 10,000 bytes with mode 600 and owner 1000:100
     let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 256) as u8).collect();
-    let (content_type, form) = multipart(
-        &[("path", "/srv/upload.bin"), ("uid", "1000"), ("gid", "100")],
-        Some(("local.bin", &payload)),
-    );
     // mode after the file, as mender-cli sends it
-    let form = {
-        let end = b"--deviceconnect-test-boundary--\r\n";
-        let mut f = form[..form.len() - end.len()].to_vec();
-        f.extend_from_slice(
-            b"--deviceconnect-test-boundary\r\nContent-Disposition: form-data; name=\"mode\"\r\n\r\n600\r\n",
-        );
-        f.extend_from_slice(end);
-        f
-    };
+    let (content_type, form) = multipart(&[
+        Part::Text("path", "/srv/upload.bin"),
+        Part::Text("uid", "1000"),
+        Part::Text("gid", "100"),
+        Part::File("file", "local.bin", &payload),
+        Part::Text("mode", "600"),
+    ]);
     let request = http
         .put(format!("{base}/upload"))
-        .header("Content-Type", content_type.clone())
+        .header("Content-Type", content_type)
         .body(form)
         .bearer_auth(admin.token())
         .send();
@@ -770,7 +740,10 @@ async fn file_transfer_speaks_proto_2_to_the_device() -> anyhow::Result<()> {
     assert_eq!(upload.await??.status(), StatusCode::CREATED);
 
     // a device error during the upload: its code and message
-    let (_, form) = multipart(&[("path", "/root/denied")], Some(("f", b"x")));
+    let (content_type, form) = multipart(&[
+        Part::Text("path", "/root/denied"),
+        Part::File("file", "f", b"x"),
+    ]);
     let request = http
         .put(format!("{base}/upload"))
         .header("Content-Type", content_type)

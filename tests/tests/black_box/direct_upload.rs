@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use black_box_tests::form::{multipart, Part};
 use black_box_tests::json_of;
 use black_box_tests::mgmt::https_client;
 use black_box_tests::tempdir::TempDir;
@@ -200,20 +201,6 @@ fn write_artifact(work: &TempDir, name: &str, content: &[u8]) -> anyhow::Result<
     Ok(std::fs::read(out)?)
 }
 
-/// `multipart/form-data` with `artifact_id` and `artifact` parts, as mender-cli sends them.
-fn multipart(artifact_id: &str, artifact: &[u8]) -> (String, Vec<u8>) {
-    let boundary = "mender-rs-test-boundary";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"artifact_id\"\r\n\r\n{artifact_id}\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"artifact\"; filename=\"a.mender\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(artifact);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
 /// The bytes behind an artifact's download link.
 async fn download(
     admin: &black_box_tests::mgmt::Mgmt,
@@ -276,7 +263,10 @@ async fn verified_bytes_cannot_be_replaced() -> anyhow::Result<()> {
     );
 
     // A multipart upload naming the live artifact's id is a 409 and leaves it intact.
-    let (content_type, form) = multipart(&id, &evil);
+    let (content_type, form) = multipart(&[
+        Part::Text("artifact_id", &id),
+        Part::File("artifact", "a.mender", &evil),
+    ]);
     let response = http
         .post(format!(
             "{}/api/management/v1/deployments/artifacts",
@@ -305,7 +295,10 @@ async fn verified_bytes_cannot_be_replaced() -> anyhow::Result<()> {
     // A multipart upload with a fresh client-chosen id works, and its id is then taken.
     let fresh = uuid::Uuid::new_v4().to_string();
     for expected in [StatusCode::CREATED, StatusCode::CONFLICT] {
-        let (content_type, form) = multipart(&fresh, &evil);
+        let (content_type, form) = multipart(&[
+            Part::Text("artifact_id", &fresh),
+            Part::File("artifact", "a.mender", &evil),
+        ]);
         let response = http
             .post(format!(
                 "{}/api/management/v1/deployments/artifacts",

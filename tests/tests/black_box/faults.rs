@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 
+use black_box_tests::form::{multipart, Part};
 use black_box_tests::json_of;
 use black_box_tests::tempdir::TempDir;
 use black_box_tests::TestStack;
@@ -122,44 +123,6 @@ async fn inventory_storage_errors_are_500_not_unknown_devices() -> anyhow::Resul
     Ok(())
 }
 
-/// A `multipart/form-data` POST of text `fields`, then `file` (part name, file name, bytes).
-fn post_form(
-    admin: &black_box_tests::Mgmt,
-    path: &str,
-    fields: Vec<(&str, String)>,
-    (part, filename, bytes): (&str, &str, Vec<u8>),
-) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
-    let boundary = "faults-boundary";
-    let mut form = Vec::new();
-    for (name, value) in fields {
-        form.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-            )
-            .as_bytes(),
-        );
-    }
-    form.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"{part}\"; filename=\"{filename}\"\r\n\
-             Content-Type: application/octet-stream\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    form.extend_from_slice(&bytes);
-    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    admin
-        .http()
-        .post(format!("{}{path}", admin.base_url()))
-        .bearer_auth(admin.token())
-        .header(
-            "Content-Type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(form)
-        .send()
-}
-
 /// DynamoDB stops under a running stack: requests answer 500 in Mender's shape (the token
 /// check is the first read); started again, the same token works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,18 +170,15 @@ async fn s3_stopped_during_an_upload_leaves_no_artifact() -> anyhow::Result<()> 
 
     s3.stop();
 
-    let upload = |bytes: Vec<u8>| {
+    let upload = |bytes: &[u8]| {
         let size = bytes.len().to_string();
-        post_form(
-            &admin,
-            "/api/management/v1/deployments/artifacts",
-            vec![("size", size)],
-            ("artifact", "a.mender", bytes),
-        )
+        let form = multipart(&[
+            Part::Text("size", &size),
+            Part::File("artifact", "a.mender", bytes),
+        ]);
+        admin.post_body("/api/management/v1/deployments/artifacts", form)
     };
-    let response = upload(artifact.clone()).await?;
-    let status = response.status();
-    let bytes = response.bytes().await?;
+    let (status, _, bytes) = upload(&artifact).await?;
     server_error("upload with S3 stopped", status, &bytes);
     let (status, _, bytes) = admin
         .request(
@@ -232,8 +192,8 @@ async fn s3_stopped_during_an_upload_leaves_no_artifact() -> anyhow::Result<()> 
 
     // storage back: the same artifact uploads (no id or name was left held)
     s3.start();
-    let response = upload(artifact).await?;
-    assert_eq!(response.status(), StatusCode::CREATED);
+    let (status, _, _) = upload(&artifact).await?;
+    assert_eq!(status, StatusCode::CREATED);
     let (_, _, bytes) = admin
         .request(
             Method::GET,
@@ -256,27 +216,19 @@ async fn sqs_stopped_under_a_generate_request_leaves_nothing() -> anyhow::Result
     let admin = stack.admin().await?;
     let services = stack.stack.services.clone();
     let generate = || {
-        post_form(
-            &admin,
-            "/api/management/v1/deployments/artifacts/generate",
-            vec![
-                ("name", "fault-generated".to_owned()),
-                ("device_types_compatible", "test-device".to_owned()),
-                ("type", "single_file".to_owned()),
-                (
-                    "args",
-                    r#"{"filename":"hi.txt","dest_dir":"/opt"}"#.to_owned(),
-                ),
-            ],
-            ("file", "hi.txt", b"hello".to_vec()),
-        )
+        let form = multipart(&[
+            Part::Text("name", "fault-generated"),
+            Part::Text("device_types_compatible", "test-device"),
+            Part::Text("type", "single_file"),
+            Part::Text("args", r#"{"filename":"hi.txt","dest_dir":"/opt"}"#),
+            Part::File("file", "hi.txt", b"hello"),
+        ]);
+        admin.post_body("/api/management/v1/deployments/artifacts/generate", form)
     };
     let objects_before = services.artifacts.list("").await?;
 
     sqs.stop();
-    let response = generate().await?;
-    let status = response.status();
-    let bytes = response.bytes().await?;
+    let (status, _, bytes) = generate().await?;
     server_error("generate with SQS stopped", status, &bytes);
     assert_eq!(
         services.artifacts.list("").await?,
@@ -294,8 +246,8 @@ async fn sqs_stopped_under_a_generate_request_leaves_nothing() -> anyhow::Result
     assert_eq!(json_of(&bytes), json!([]), "no artifact record");
 
     sqs.start();
-    let response = generate().await?;
-    assert_eq!(response.status(), StatusCode::CREATED);
+    let (status, _, _) = generate().await?;
+    assert_eq!(status, StatusCode::CREATED);
     black_box_tests::wait_for(
         std::time::Duration::from_secs(60),
         std::time::Duration::from_millis(250),

@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use black_box_tests::form::{multipart, Part};
 use black_box_tests::json_of;
 use black_box_tests::mgmt::https_client;
 use black_box_tests::tempdir::TempDir;
@@ -20,57 +21,12 @@ use serde_json::{json, Value};
 const GENERATE: &str = "/api/management/v1/deployments/artifacts/generate";
 const SINGLE_FILE_MODULE: &str = "/usr/share/mender/modules/v3/single-file";
 
-/// A multipart form part: a text value, or the raw file.
-enum Part<'a> {
-    Text(&'a str, &'a str),
-    File(&'a str, &'a [u8]),
-}
-
-/// Sends a `multipart/form-data` request with the parts in order; returns status, headers
-/// and body.
+/// Posts a generate request with `parts` in order; returns status, headers and body.
 async fn post_form(
     admin: &Mgmt,
     parts: &[Part<'_>],
 ) -> anyhow::Result<(StatusCode, reqwest::header::HeaderMap, Value)> {
-    let boundary = format!("gen-{}", uuid::Uuid::new_v4().simple());
-    let mut data = Vec::new();
-    for part in parts {
-        data.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-        match part {
-            Part::Text(name, value) => {
-                data.extend_from_slice(
-                    format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
-                );
-                data.extend_from_slice(value.as_bytes());
-            }
-            Part::File(filename, bytes) => {
-                data.extend_from_slice(
-                    format!(
-                        "Content-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
-                         Content-Type: application/octet-stream\r\n\r\n"
-                    )
-                    .as_bytes(),
-                );
-                data.extend_from_slice(bytes);
-            }
-        }
-        data.extend_from_slice(b"\r\n");
-    }
-    data.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    let response = admin
-        .http()
-        .post(format!("{}{GENERATE}", admin.base_url()))
-        .bearer_auth(admin.token())
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(data)
-        .send()
-        .await?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.bytes().await?;
+    let (status, headers, bytes) = admin.post_body(GENERATE, multipart(parts)).await?;
     Ok((status, headers, json_of(&bytes)))
 }
 
@@ -82,7 +38,7 @@ fn request<'a>(name: &'a str, args: &'a str, file: &'a [u8]) -> Vec<Part<'a>> {
         Part::Text("device_types_compatible", "test-device,other-device"),
         Part::Text("type", "single_file"),
         Part::Text("args", args),
-        Part::File("payload.bin", file),
+        Part::File("file", "payload.bin", file),
     ]
 }
 
@@ -305,7 +261,7 @@ async fn malformed_requests_are_refused_and_store_nothing() -> anyhow::Result<()
 
     let cases: Vec<(Vec<Part>, &str)> = vec![
         (
-            vec![Part::Text("type", "single_file"), Part::File("hi.sh", file)],
+            vec![Part::Text("type", "single_file"), Part::File("file", "hi.sh", file)],
             "api: invalid form parameters: device_types_compatible: cannot be blank; name: cannot be blank.",
         ),
         (
@@ -321,7 +277,7 @@ async fn malformed_requests_are_refused_and_store_nothing() -> anyhow::Result<()
             vec![
                 Part::Text("device_types_compatible", "test-device"),
                 Part::Text("type", "single_file"),
-                Part::File("hi.sh", file),
+                Part::File("file", "hi.sh", file),
                 Part::Text("name", "late"),
             ],
             "api: invalid form parameters: name: cannot be blank.",

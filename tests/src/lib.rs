@@ -2,6 +2,7 @@
 //! area). This library is the harness they share: real Debian clients driven as child
 //! processes, and a management API client.
 
+pub mod artifact;
 pub mod device;
 pub mod form;
 pub mod infra;
@@ -14,7 +15,7 @@ pub mod stack;
 pub mod tempdir;
 pub mod ws;
 
-pub use mender_cli::{mender_cli_available, CliOutput, MenderCli};
+pub use mender_cli::{ensure_mender_cli, mender_cli_available, CliOutput, MenderCli};
 pub use mender_client::{mender_available, ClientOptions, MenderClient};
 pub use mgmt::{json_of, wait_for, Mgmt};
 pub use stack::TestStack;

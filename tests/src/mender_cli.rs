@@ -4,6 +4,7 @@
 //! passed (the default server is hosted.mender.io). Async (tokio), so the stack may run in
 //! the same test process.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -18,6 +19,15 @@ pub const MENDER_CLI_BIN: &str = "/usr/bin/mender-cli";
 /// True when `mender-cli` is installed.
 pub fn mender_cli_available() -> bool {
     Path::new(MENDER_CLI_BIN).is_file()
+}
+
+/// Fails with the hint to install it unless `mender-cli` is installed.
+pub fn ensure_mender_cli() -> anyhow::Result<()> {
+    anyhow::ensure!(
+        mender_cli_available(),
+        "mender-cli missing: run scripts/deps.sh"
+    );
+    Ok(())
 }
 
 /// Result of one `mender-cli` run.
@@ -123,6 +133,13 @@ impl MenderCli {
     /// `mender-cli --server URL login --username U --password P`.
     pub async fn login(&self, username: &str, password: &str) -> anyhow::Result<CliOutput> {
         self.run(["login", "--username", username, "--password", password])
+            .await
+    }
+
+    /// `mender-cli --server URL artifacts upload --no-progress <artifact>`.
+    pub async fn upload_artifact(&self, artifact: &Path) -> anyhow::Result<CliOutput> {
+        let args = ["artifacts", "upload", "--no-progress"].map(OsStr::new);
+        self.run(args.into_iter().chain([artifact.as_os_str()]))
             .await
     }
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use local_stack::{Options, Stack};
 
 use crate::device::Device;
+use crate::mender_cli::MenderCli;
 use crate::mgmt::{https_client, Mgmt};
 use crate::tempdir::TempDir;
 
@@ -55,6 +56,15 @@ impl TestStack {
 
     pub async fn admin(&self) -> anyhow::Result<Mgmt> {
         Mgmt::login(self.url(), &self.stack.ca_cert, ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// A `mender-cli` logged in as the admin.
+    pub async fn admin_cli(&self) -> anyhow::Result<MenderCli> {
+        let cli = MenderCli::new(self.url(), &self.stack.ca_cert)?;
+        cli.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+            .await?
+            .ensure_success()?;
+        Ok(cli)
     }
 
     /// A scripted device with a new key that trusts this stack's CA (not authenticated yet).

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use black_box_tests::mgmt::https_client;
 use black_box_tests::tempdir::TempDir;
-use black_box_tests::{mender_cli_available, MenderCli, TestStack};
+use black_box_tests::{ensure_mender_cli, TestStack};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -58,23 +58,14 @@ fn signed_artifact(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_upload_list_download_and_conflicts() -> anyhow::Result<()> {
-    anyhow::ensure!(
-        mender_cli_available(),
-        "mender-cli missing: run scripts/deps.sh"
-    );
+    ensure_mender_cli()?;
     let stack = TestStack::start().await?;
     let admin = stack.admin().await?;
     let work = TempDir::new("artifacts")?;
     let file = signed_artifact(work.path())?;
     let size = std::fs::metadata(&file)?.len();
 
-    let cli = MenderCli::new(stack.url(), &stack.ca_cert())?;
-    cli.login(
-        black_box_tests::stack::ADMIN_EMAIL,
-        black_box_tests::stack::ADMIN_PASSWORD,
-    )
-    .await?
-    .ensure_success()?;
+    let cli = stack.admin_cli().await?;
     let path = file.to_str().unwrap_or_default();
     let upload = cli
         .run([

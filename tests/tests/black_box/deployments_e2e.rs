@@ -10,11 +10,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use black_box_tests::artifact::write_module_image;
 use black_box_tests::json_of;
 use black_box_tests::mgmt::inventory_attribute;
 use black_box_tests::tempdir::TempDir;
 use black_box_tests::{
-    mender_available, mender_cli_available, wait_for, MenderCli, MenderClient, Mgmt, TestStack,
+    mender_available, mender_cli_available, wait_for, MenderClient, Mgmt, TestStack,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -31,23 +32,7 @@ fn make_artifact(dir: &Path, name: &str, script: &str) -> anyhow::Result<std::pa
     let payload = dir.join(format!("{name}.sh"));
     std::fs::write(&payload, script)?;
     let out = dir.join(format!("{name}.mender"));
-    let status = std::process::Command::new("mender-artifact")
-        .args([
-            "write",
-            "module-image",
-            "-T",
-            "script",
-            "-n",
-            name,
-            "-t",
-            "test-device",
-            "-o",
-        ])
-        .arg(&out)
-        .arg("-f")
-        .arg(&payload)
-        .status()?;
-    anyhow::ensure!(status.success(), "mender-artifact write failed");
+    write_module_image("script", name, "test-device", &payload, &out)?;
     Ok(out)
 }
 
@@ -129,21 +114,8 @@ async fn real_client_installs_fails_skips_and_aborts() -> anyhow::Result<()> {
         "release-1",
         &format!("#!/bin/sh\necho installed > {}\n", marker.display()),
     )?;
-    let cli = MenderCli::new(stack.url(), &stack.ca_cert())?;
-    cli.login(
-        black_box_tests::stack::ADMIN_EMAIL,
-        black_box_tests::stack::ADMIN_PASSWORD,
-    )
-    .await?
-    .ensure_success()?;
-    let upload = cli
-        .run([
-            "artifacts",
-            "upload",
-            "--no-progress",
-            good.to_str().unwrap_or_default(),
-        ])
-        .await?;
+    let cli = stack.admin_cli().await?;
+    let upload = cli.upload_artifact(&good).await?;
     anyhow::ensure!(upload.success(), "mender-cli artifacts upload: {upload:?}");
 
     // 1. Success.
@@ -178,14 +150,7 @@ async fn real_client_installs_fails_skips_and_aborts() -> anyhow::Result<()> {
         "release-2",
         "#!/bin/sh\necho 'payload is failing on purpose' >&2\nexit 3\n",
     )?;
-    let upload = cli
-        .run([
-            "artifacts",
-            "upload",
-            "--no-progress",
-            bad.to_str().unwrap_or_default(),
-        ])
-        .await?;
+    let upload = cli.upload_artifact(&bad).await?;
     anyhow::ensure!(upload.success(), "{upload:?}");
     let failing = deploy(&admin, "failing", "release-2", &device_id).await?;
     finished(&admin, &client, &failing).await?;
@@ -205,14 +170,7 @@ async fn real_client_installs_fails_skips_and_aborts() -> anyhow::Result<()> {
 
     // 4. Abort while the payload runs: the device's next status report gets 409.
     let slow = make_artifact(work.path(), "release-3", "#!/bin/sh\nsleep 8\n")?;
-    let upload = cli
-        .run([
-            "artifacts",
-            "upload",
-            "--no-progress",
-            slow.to_str().unwrap_or_default(),
-        ])
-        .await?;
+    let upload = cli.upload_artifact(&slow).await?;
     anyhow::ensure!(upload.success(), "{upload:?}");
     let aborted = deploy(&admin, "aborted", "release-3", &device_id).await?;
     let devices_path = format!("/api/management/v1/deployments/deployments/{aborted}/devices");

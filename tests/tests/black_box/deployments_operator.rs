@@ -3,11 +3,12 @@
 //! tags, the deprecated paged artifact list (filters, sort, lenient paging, `X-Total-Count`),
 //! the storage limit, statistics of many deployments, and deleting a device's history.
 
+use black_box_tests::artifact::write_module_image;
 use black_box_tests::device::Device;
 use black_box_tests::json_of;
 use black_box_tests::mgmt::{https_client, Mgmt};
 use black_box_tests::tempdir::TempDir;
-use black_box_tests::{mender_cli_available, MenderCli, TestStack};
+use black_box_tests::{ensure_mender_cli, MenderCli, TestStack};
 use deployments::model::{Artifact, ArtifactInfo};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -70,42 +71,19 @@ async fn upload(
     let payload = work.path().join("p.sh");
     std::fs::write(&payload, "#!/bin/sh\ntrue\n")?;
     let out = work.path().join(format!("{name}-{device_type}.mender"));
-    let status = std::process::Command::new("mender-artifact")
-        .args(["write", "module-image", "-T", kind, "-n", name])
-        .args(["-t", device_type, "-f"])
-        .arg(&payload)
-        .arg("-o")
-        .arg(&out)
-        .status()?;
-    anyhow::ensure!(status.success(), "mender-artifact write {name}");
-    let upload = cli
-        .run([
-            "artifacts",
-            "upload",
-            "--no-progress",
-            out.to_str().unwrap_or_default(),
-        ])
-        .await?;
+    write_module_image(kind, name, device_type, &payload, &out)?;
+    let upload = cli.upload_artifact(&out).await?;
     anyhow::ensure!(upload.success(), "{upload:?}");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn software_artifact_list_and_limits() -> anyhow::Result<()> {
-    anyhow::ensure!(
-        mender_cli_available(),
-        "mender-cli missing: run scripts/deps.sh"
-    );
+    ensure_mender_cli()?;
     let stack = TestStack::start().await?;
     let admin = stack.admin().await?;
     let work = TempDir::new("operator")?;
-    let cli = MenderCli::new(stack.url(), &stack.ca_cert())?;
-    cli.login(
-        black_box_tests::stack::ADMIN_EMAIL,
-        black_box_tests::stack::ADMIN_PASSWORD,
-    )
-    .await?
-    .ensure_success()?;
+    let cli = stack.admin_cli().await?;
     // Nothing yet: an empty page with a total of 0.
     let (empty, count, _) = list(&admin, SOFTWARE).await?;
     assert!(empty.is_empty());

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use black_box_tests::artifact::write_module_image;
 use black_box_tests::form::{multipart, Part};
 use black_box_tests::json_of;
 use black_box_tests::mgmt::https_client;
@@ -190,14 +191,7 @@ fn write_artifact(work: &TempDir, name: &str, content: &[u8]) -> anyhow::Result<
     let payload = work.path().join(format!("{name}.bin"));
     std::fs::write(&payload, content)?;
     let out = work.path().join(format!("{name}.mender"));
-    let status = std::process::Command::new("mender-artifact")
-        .args(["write", "module-image", "-T", "single-file", "-n", name])
-        .args(["-t", "test-device", "-f"])
-        .arg(&payload)
-        .arg("-o")
-        .arg(&out)
-        .status()?;
-    anyhow::ensure!(status.success(), "mender-artifact write {name}");
+    write_module_image("single-file", name, "test-device", &payload, &out)?;
     Ok(std::fs::read(out)?)
 }
 

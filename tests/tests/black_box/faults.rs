@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 
+use black_box_tests::artifact::write_module_image;
 use black_box_tests::form::{multipart, Part};
 use black_box_tests::json_of;
 use black_box_tests::tempdir::TempDir;
@@ -158,14 +159,7 @@ async fn s3_stopped_during_an_upload_leaves_no_artifact() -> anyhow::Result<()> 
     let payload = work.path().join("p.sh");
     std::fs::write(&payload, "#!/bin/sh\ntrue\n")?;
     let out = work.path().join("a.mender");
-    let status = std::process::Command::new("mender-artifact")
-        .args(["write", "module-image", "-T", "script", "-n", "fault-1"])
-        .args(["-t", "test-device", "-f"])
-        .arg(&payload)
-        .arg("-o")
-        .arg(&out)
-        .status()?;
-    anyhow::ensure!(status.success(), "mender-artifact write");
+    write_module_image("script", "fault-1", "test-device", &payload, &out)?;
     let artifact = std::fs::read(&out)?;
 
     s3.stop();

@@ -2,28 +2,20 @@
 //! tags (lower-cased, validated) and notes; all tags and update types; deleting a release is
 //! refused while an active deployment uses it and otherwise removes its artifacts.
 
+use black_box_tests::artifact::write_module_image;
 use black_box_tests::json_of;
 use black_box_tests::tempdir::TempDir;
-use black_box_tests::{mender_cli_available, MenderCli, TestStack};
+use black_box_tests::{ensure_mender_cli, TestStack};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn releases_group_tag_annotate_and_delete() -> anyhow::Result<()> {
-    anyhow::ensure!(
-        mender_cli_available(),
-        "mender-cli missing: run scripts/deps.sh"
-    );
+    ensure_mender_cli()?;
     let stack = TestStack::start().await?;
     let admin = stack.admin().await?;
     let work = TempDir::new("releases")?;
-    let cli = MenderCli::new(stack.url(), &stack.ca_cert())?;
-    cli.login(
-        black_box_tests::stack::ADMIN_EMAIL,
-        black_box_tests::stack::ADMIN_PASSWORD,
-    )
-    .await?
-    .ensure_success()?;
+    let cli = stack.admin_cli().await?;
     let payload = work.path().join("p.sh");
     std::fs::write(&payload, "#!/bin/sh\ntrue\n")?;
     for (name, device_type, kind) in [
@@ -32,31 +24,8 @@ async fn releases_group_tag_annotate_and_delete() -> anyhow::Result<()> {
         ("rel-b", "board-1", "single-file"),
     ] {
         let out = work.path().join(format!("{name}-{device_type}.mender"));
-        let status = std::process::Command::new("mender-artifact")
-            .args([
-                "write",
-                "module-image",
-                "-T",
-                kind,
-                "-n",
-                name,
-                "-t",
-                device_type,
-                "-f",
-            ])
-            .arg(&payload)
-            .arg("-o")
-            .arg(&out)
-            .status()?;
-        anyhow::ensure!(status.success());
-        let upload = cli
-            .run([
-                "artifacts",
-                "upload",
-                "--no-progress",
-                out.to_str().unwrap_or_default(),
-            ])
-            .await?;
+        write_module_image(kind, name, device_type, &payload, &out)?;
+        let upload = cli.upload_artifact(&out).await?;
         anyhow::ensure!(upload.success(), "{upload:?}");
     }
 

@@ -177,12 +177,7 @@ impl Mgmt {
         if status != StatusCode::CREATED {
             bail!("POST {path}: {status} {}", String::from_utf8_lossy(&bytes));
         }
-        Ok(headers
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|l| l.rsplit('/').next())
-            .unwrap_or_default()
-            .to_owned())
+        Ok(location_id(&headers))
     }
 
     /// [`Self::request`] with the body parsed as JSON (`Value::Null` when empty or not JSON).
@@ -344,6 +339,25 @@ impl Mgmt {
         )
         .await
     }
+}
+
+/// The `Location` header of a response (empty without one).
+pub fn location(headers: &HeaderMap) -> String {
+    headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The last path segment of the `Location` header: the id of what a POST created (empty
+/// without one).
+pub fn location_id(headers: &HeaderMap) -> String {
+    location(headers)
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Looks up attribute `name` (any scope, first match) in an inventory device JSON

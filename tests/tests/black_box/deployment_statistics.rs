@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use black_box_tests::device::Device;
-use black_box_tests::mgmt::https_client;
+use black_box_tests::mgmt::{https_client, location_id};
 use black_box_tests::TestStack;
 use deployments::model::{Artifact, ArtifactInfo};
 use reqwest::{Method, StatusCode};
@@ -80,12 +80,7 @@ async fn fifty_devices_reporting_at_once_give_exact_statistics() -> anyhow::Resu
         )
         .await?;
     assert_eq!(status, StatusCode::CREATED);
-    let deployment = headers
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|l| l.rsplit('/').next())
-        .unwrap_or_default()
-        .to_owned();
+    let deployment = location_id(&headers);
 
     let devices: Vec<Arc<Device>> = devices.into_iter().map(Arc::new).collect();
     let mut tasks = Vec::new();

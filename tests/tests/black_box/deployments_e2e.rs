@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use black_box_tests::artifact::write_module_image;
 use black_box_tests::json_of;
-use black_box_tests::mgmt::inventory_attribute;
+use black_box_tests::mgmt::{inventory_attribute, location_id};
 use black_box_tests::tempdir::TempDir;
 use black_box_tests::{
     mender_available, mender_cli_available, wait_for, MenderClient, Mgmt, TestStack,
@@ -49,11 +49,7 @@ async fn deploy(admin: &Mgmt, name: &str, artifact: &str, device: &str) -> anyho
         "create deployment: {status} {}",
         json_of(&b)
     );
-    let location = headers
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    Ok(location.rsplit('/').next().unwrap_or_default().to_owned())
+    Ok(location_id(&headers))
 }
 
 async fn finished(admin: &Mgmt, client: &MenderClient, id: &str) -> anyhow::Result<Value> {

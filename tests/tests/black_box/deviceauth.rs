@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use black_box_tests::device::Device;
 use black_box_tests::json_of;
-use black_box_tests::mgmt::https_client;
+use black_box_tests::mgmt::{https_client, location};
 use black_box_tests::TestStack;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -167,11 +167,7 @@ async fn preauthorized_devices_get_a_token_at_once_and_lists_are_sorted() -> any
         )
         .await?;
     assert_eq!(status, StatusCode::CREATED);
-    let location = headers
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let location = location(&headers);
     assert!(location.starts_with("devices/"), "{location}");
     let (status, _, existing) = admin
         .request(

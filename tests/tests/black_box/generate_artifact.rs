@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use black_box_tests::form::{multipart, Part};
 use black_box_tests::json_of;
-use black_box_tests::mgmt::https_client;
+use black_box_tests::mgmt::{https_client, location};
 use black_box_tests::tempdir::TempDir;
 use black_box_tests::{mender_available, wait_for, MenderClient, Mgmt, TestStack};
 use reqwest::{Method, StatusCode};
@@ -46,11 +46,7 @@ fn request<'a>(name: &'a str, args: &'a str, file: &'a [u8]) -> Vec<Part<'a>> {
 async fn generate(admin: &Mgmt, parts: &[Part<'_>]) -> anyhow::Result<String> {
     let (status, headers, b) = post_form(admin, parts).await?;
     anyhow::ensure!(status == StatusCode::CREATED, "generate: {status} {b}");
-    let location = headers
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let location = location(&headers);
     let id = location.rsplit('/').next().unwrap_or_default().to_owned();
     assert_eq!(location, format!("{GENERATE}/{id}"), "upstream's Location");
     uuid::Uuid::parse_str(&id)?;

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use axum::{Json, Router};
 use base64::Engine;
+use black_box_tests::mgmt::location;
 use black_box_tests::{mender_available, wait_for, MenderClient, Mgmt, TestStack};
 use hmac::{Hmac, Mac};
 use reqwest::Method;
@@ -160,11 +161,7 @@ async fn create_integration(admin: &Mgmt, body: Value) -> anyhow::Result<String>
         "create integration: {status} {}",
         String::from_utf8_lossy(&bytes)
     );
-    let location = headers
-        .get("location")
-        .and_then(|l| l.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let location = location(&headers);
     let id = location.rsplit('/').next().unwrap_or_default().to_owned();
     anyhow::ensure!(
         location == format!("{IOT}/integrations/{id}") && uuid::Uuid::parse_str(&id).is_ok(),

@@ -4,6 +4,7 @@
 
 use black_box_tests::artifact::write_module_image;
 use black_box_tests::json_of;
+use black_box_tests::mgmt::location_id;
 use black_box_tests::tempdir::TempDir;
 use black_box_tests::{ensure_mender_cli, TestStack};
 use reqwest::{Method, StatusCode};
@@ -129,12 +130,7 @@ async fn releases_group_tag_annotate_and_delete() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(status, StatusCode::CREATED);
-    let deployment = headers
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|l| l.rsplit('/').next())
-        .unwrap_or_default()
-        .to_owned();
+    let deployment = location_id(&headers);
     let (status, _, refused) = admin
         .request(
             Method::DELETE,

@@ -6,7 +6,7 @@
 
 use black_box_tests::device::Device;
 use black_box_tests::json_of;
-use black_box_tests::mgmt::{https_client, Mgmt};
+use black_box_tests::mgmt::{https_client, location_id, Mgmt};
 use black_box_tests::TestStack;
 use deployments::configuration::NewConfigurationDeployment;
 use deployments::model::{Artifact, ArtifactInfo};
@@ -204,12 +204,7 @@ async fn total_size_counts_only_devices_that_download() -> anyhow::Result<()> {
         )
         .await?;
     anyhow::ensure!(status == StatusCode::CREATED);
-    let deployment = headers
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|l| l.rsplit('/').next())
-        .unwrap_or_default()
-        .to_owned();
+    let deployment = location_id(&headers);
     let http = https_client(&stack.ca_cert())?;
     let next = |device: &Device, installed: &str| {
         let request = http

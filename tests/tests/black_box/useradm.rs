@@ -3,7 +3,7 @@
 //! logout, personal access tokens as bearer tokens, settings with `If-Match` etags.
 
 use black_box_tests::json_of;
-use black_box_tests::mgmt::https_client;
+use black_box_tests::mgmt::{https_client, location};
 use black_box_tests::{Mgmt, TestStack};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -46,11 +46,7 @@ async fn users_login_logout_tokens_and_settings() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(status, StatusCode::CREATED);
-    let location = headers
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let location = location(&headers);
     assert!(
         location.starts_with("/api/management/v1/useradm/users/"),
         "{location}"

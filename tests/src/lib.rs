@@ -1,6 +1,7 @@
 //! Black-box tests of the whole stack: see tests/black_box/ (one test binary, one module per
 //! area). This library is the harness they share: real Debian clients driven as child
-//! processes, and a management API client.
+//! processes, a management API client, scripted devices, deviceconnect websockets, multipart
+//! forms and artifacts; a helper two modules need belongs here, not in a copy.
 
 pub mod artifact;
 pub mod device;

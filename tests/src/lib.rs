@@ -17,6 +17,6 @@ pub mod tempdir;
 pub mod ws;
 
 pub use mender_cli::{ensure_mender_cli, mender_cli_available, CliOutput, MenderCli};
-pub use mender_client::{mender_available, ClientOptions, MenderClient};
+pub use mender_client::{mender_available, ClientOptions, MenderClient, FIRST_REQUEST_WAIT};
 pub use mgmt::{json_of, wait_for, Mgmt};
 pub use stack::TestStack;

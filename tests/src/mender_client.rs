@@ -39,6 +39,9 @@ pub const INVENTORY_SCRIPT: &str = "/usr/share/mender/inventory/mender-inventory
 /// Fixed path of the artifact name file read when the data store has no name yet.
 pub const ARTIFACT_INFO: &str = "/etc/mender/artifact_info";
 /// Environment variable read by [`IDENTITY_SCRIPT`] for the `mac` identity attribute.
+/// How long a freshly started client may take to reach the server: it generates its RSA 3072
+/// key first (seconds alone, tens of seconds on a loaded machine).
+pub const FIRST_REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
 pub const MAC_ENV: &str = "MENDER_TEST_MAC";
 /// Optional extra `key=value` lines (newline separated) printed by [`IDENTITY_SCRIPT`].
 pub const IDENTITY_EXTRA_ENV: &str = "MENDER_TEST_IDENTITY_EXTRA";

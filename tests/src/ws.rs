@@ -1,6 +1,7 @@
 //! Websocket sessions with deviceconnect for the black-box tests: an instance served on plain
 //! HTTP (as the container is behind its load balancer), device and user sockets with a bearer
-//! token, the next binary frame, close and silence checks, and ProtoMsg frames (msgpack).
+//! token, the next binary frame, close and silence checks, ProtoMsg frames (msgpack), and the
+//! device's connection status as the management API reports it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -172,4 +173,37 @@ pub fn message(
     body: Option<&[u8]>,
 ) -> Message {
     Message::Binary(protomsg(proto, typ, sid, props, body).into())
+}
+
+/// `GET /api/management/v1/deviceconnect/devices/{id}`: its status code and body.
+pub async fn device_status(
+    admin: &crate::Mgmt,
+    device_id: &str,
+) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
+    admin
+        .request_json(
+            reqwest::Method::GET,
+            &format!("/api/management/v1/deviceconnect/devices/{device_id}"),
+            None,
+        )
+        .await
+}
+
+/// Waits (up to [`WAIT`]) until the device's connection status is `want`. A device socket is
+/// open once the upgrade answers, the device is `connected` a moment later (its record is
+/// written after the upgrade): a user who connects in between gets 404.
+pub async fn wait_device_status(
+    admin: &crate::Mgmt,
+    device_id: &str,
+    want: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    crate::wait_for(WAIT, Duration::from_millis(100), || async {
+        match device_status(admin, device_id).await {
+            Ok((reqwest::StatusCode::OK, body)) if body["status"] == want => Some(()),
+            _ => None,
+        }
+    })
+    .await
+    .with_context(|| format!("device status never became {want}"))
 }

@@ -98,7 +98,7 @@ async fn real_client_installs_fails_skips_and_aborts() -> anyhow::Result<()> {
     let mac = "02:00:00:00:de:01";
     let mut client = MenderClient::start(stack.url(), &stack.ca_cert(), mac)?;
     let device = admin
-        .wait_for_device_by_mac(mac, Duration::from_secs(30))
+        .wait_for_device_by_mac(mac, black_box_tests::FIRST_REQUEST_WAIT)
         .await?;
     let device_id = device["id"].as_str().unwrap_or_default().to_owned();
     admin.accept_device(&device_id).await?;

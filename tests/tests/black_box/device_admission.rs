@@ -24,7 +24,7 @@ async fn real_mender_client_is_admitted_inventoried_and_decommissioned() -> anyh
 
     // 1. The device asks to be authenticated and shows up as pending.
     let device = admin
-        .wait_for_device_by_mac(mac, Duration::from_secs(30))
+        .wait_for_device_by_mac(mac, black_box_tests::FIRST_REQUEST_WAIT)
         .await?;
     assert_eq!(device["status"], "pending", "{device}");
     let id = device["id"].as_str().unwrap_or_default().to_owned();

@@ -721,7 +721,7 @@ async fn real_client_applies_configuration() -> anyhow::Result<()> {
     ];
     let client = MenderClient::start_with(options)?;
     let device = admin
-        .wait_for_device_by_mac(mac, Duration::from_secs(30))
+        .wait_for_device_by_mac(mac, black_box_tests::FIRST_REQUEST_WAIT)
         .await?;
     let device_id = device["id"].as_str().unwrap_or_default().to_owned();
     admin.accept_device(&device_id).await?;

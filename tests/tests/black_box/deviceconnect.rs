@@ -12,8 +12,9 @@ use anyhow::{bail, Context};
 use black_box_tests::form::{multipart, Part};
 use black_box_tests::mgmt::https_client;
 use black_box_tests::ws::{
-    bearer_ws, close_code, decode, device_ws, next_binary, next_binary_within, protomsg, serve,
-    silent, user_ws, Ws, WAIT,
+    bearer_ws, close_code, decode, device_status as status, device_ws, next_binary,
+    next_binary_within, protomsg, serve, silent, user_ws, wait_device_status as wait_status, Ws,
+    WAIT,
 };
 use black_box_tests::{wait_for, Mgmt, TestStack};
 use futures::{SinkExt, StreamExt};
@@ -130,27 +131,6 @@ fn jwt_sub(token: &str) -> anyhow::Result<String> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes)?;
     Ok(claims["sub"].as_str().unwrap_or_default().to_owned())
-}
-
-async fn status(admin: &Mgmt, device_id: &str) -> anyhow::Result<(StatusCode, serde_json::Value)> {
-    admin
-        .request_json(
-            Method::GET,
-            &format!("/api/management/v1/deviceconnect/devices/{device_id}"),
-            None,
-        )
-        .await
-}
-
-async fn wait_status(admin: &Mgmt, device_id: &str, want: &str) -> anyhow::Result<()> {
-    wait_for(WAIT, Duration::from_millis(100), || async {
-        match status(admin, device_id).await {
-            Ok((StatusCode::OK, body)) if body["status"] == want => Some(()),
-            _ => None,
-        }
-    })
-    .await
-    .with_context(|| format!("device status never became {want}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1118,8 +1098,7 @@ async fn real_mender_connect_terminal_files_port_forward_playback() -> anyhow::R
         .push(("DBUS_SYSTEM_BUS_ADDRESS".into(), bus.clone()));
     let client = MenderClient::start_with(options)?;
     let listed = admin
-        // the client generates its RSA 3072 key first: tens of seconds on a loaded machine
-        .wait_for_device_by_mac(mac, Duration::from_secs(90))
+        .wait_for_device_by_mac(mac, black_box_tests::FIRST_REQUEST_WAIT)
         .await?;
     let device_id = listed["id"].as_str().unwrap_or_default().to_owned();
     admin.accept_device(&device_id).await?;

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use black_box_tests::ws::{
-    closed, connect_path, device_ws, message, next_frame, serve, silent, user_ws, ws_request, Ws,
-    WAIT,
+    closed, connect_path, device_ws, message, next_frame, serve, silent, user_ws,
+    wait_device_status, ws_request, Ws, WAIT,
 };
 use black_box_tests::{Mgmt, TestStack};
 use deviceconnect::{Deviceconnect, Settings};
@@ -68,6 +68,19 @@ fn new_shell() -> Message {
 }
 
 /// Opens a shell session as `token` and returns (user socket, sid the device saw).
+/// A device socket on `addr`, once the API reports the device `connected` (a user who
+/// connects before that is refused with 404).
+async fn connected_device(
+    addr: SocketAddr,
+    admin: &Mgmt,
+    device_id: &str,
+    token: &str,
+) -> anyhow::Result<Ws> {
+    let device = device_ws(addr, token).await?;
+    wait_device_status(admin, device_id, "connected").await?;
+    Ok(device)
+}
+
 async fn open_shell(
     addr: SocketAddr,
     device: &mut Ws,
@@ -113,7 +126,7 @@ async fn user_sessions_end_on_logout_and_user_deletion() -> anyhow::Result<()> {
     let admin = stack.admin().await?;
     let addr = instance(&stack, rechecking()).await?;
     let (device_id, _, device_token) = accepted_device(&stack, &admin, "dc:00:00:00:01:01").await?;
-    let mut device = device_ws(addr, &device_token).await?;
+    let mut device = connected_device(addr, &admin, &device_id, &device_token).await?;
     let ops_id = create_user(&admin, "ops@example.com", "ops-password-1").await?;
     let ca_cert = stack.ca_cert();
     let login = || Mgmt::login(stack.url(), &ca_cert, "ops@example.com", "ops-password-1");
@@ -169,8 +182,8 @@ async fn device_sockets_end_on_rejection_and_decommissioning() -> anyhow::Result
     let addr = instance(&stack, rechecking()).await?;
     let (one, one_auth, one_token) = accepted_device(&stack, &admin, "dc:00:00:00:01:02").await?;
     let (two, _, two_token) = accepted_device(&stack, &admin, "dc:00:00:00:01:03").await?;
-    let mut device_one = device_ws(addr, &one_token).await?;
-    let mut device_two = device_ws(addr, &two_token).await?;
+    let mut device_one = connected_device(addr, &admin, &one, &one_token).await?;
+    let mut device_two = connected_device(addr, &admin, &two, &two_token).await?;
     let (mut user, _) = open_shell(addr, &mut device_one, &one, admin.token()).await?;
     // accepted devices keep their sockets over many re-checks
     silent(&mut device_one, RECHECK * 5).await?;
@@ -205,9 +218,9 @@ async fn a_device_reaches_only_sessions_opened_to_it() -> anyhow::Result<()> {
     let admin = stack.admin().await?;
     let addr = instance(&stack, Settings::default()).await?;
     let (one, _, one_token) = accepted_device(&stack, &admin, "dc:00:00:00:01:04").await?;
-    let (_, _, two_token) = accepted_device(&stack, &admin, "dc:00:00:00:01:05").await?;
-    let mut device_one = device_ws(addr, &one_token).await?;
-    let mut device_two = device_ws(addr, &two_token).await?;
+    let (two, _, two_token) = accepted_device(&stack, &admin, "dc:00:00:00:01:05").await?;
+    let mut device_one = connected_device(addr, &admin, &one, &one_token).await?;
+    let mut device_two = connected_device(addr, &admin, &two, &two_token).await?;
     let (mut user, sid) = open_shell(addr, &mut device_one, &one, admin.token()).await?;
 
     // Device two writes to device one's session: nothing reaches the user.
@@ -250,7 +263,7 @@ async fn a_late_announcement_of_the_sessions_own_connection_keeps_it() -> anyhow
     let admin = stack.admin().await?;
     let addr = instance(&stack, Settings::default()).await?;
     let (id, _, token) = accepted_device(&stack, &admin, "dc:00:00:00:01:07").await?;
-    let mut device = device_ws(addr, &token).await?;
+    let mut device = connected_device(addr, &admin, &id, &token).await?;
     let (mut user, sid) = open_shell(addr, &mut device, &id, admin.token()).await?;
     let nats = async_nats::connect(&stack.stack.nats_url).await?;
     let control = format!("deviceconnect._.control.{id}");
@@ -316,7 +329,7 @@ async fn cookie_authenticated_upgrades_need_an_allowed_origin() -> anyhow::Resul
     )
     .await?;
     let (device_id, _, device_token) = accepted_device(&stack, &admin, "dc:00:00:00:01:06").await?;
-    let _device = device_ws(addr, &device_token).await?;
+    let _device = connected_device(addr, &admin, &device_id, &device_token).await?;
     let cookie = ("Cookie", format!("JWT={}", admin.token()));
     let bearer = ("Authorization", format!("Bearer {}", admin.token()));
     let connect = connect_path(&device_id);

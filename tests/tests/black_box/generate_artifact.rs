@@ -105,7 +105,7 @@ async fn twenty_mib_file_becomes_an_artifact_a_real_client_installs() -> anyhow:
     let mac = "02:00:00:00:6e:01";
     let client = MenderClient::start(stack.url(), &stack.ca_cert(), mac)?;
     let device = admin
-        .wait_for_device_by_mac(mac, Duration::from_secs(30))
+        .wait_for_device_by_mac(mac, black_box_tests::FIRST_REQUEST_WAIT)
         .await?;
     let device_id = device["id"].as_str().unwrap_or_default().to_owned();
     admin.accept_device(&device_id).await?;

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -249,7 +250,7 @@ async fn webhook_gets_signed_lifecycle_events_of_a_real_device_once() -> anyhow:
     let mac = "02:00:00:00:10:71";
     let mut client = MenderClient::start(stack.url(), &stack.ca_cert(), mac)?;
     let device = admin
-        .wait_for_device_by_mac(mac, Duration::from_secs(30))
+        .wait_for_device_by_mac(mac, black_box_tests::FIRST_REQUEST_WAIT)
         .await?;
     let id = device["id"].as_str().unwrap_or_default().to_owned();
     admin.accept_device(&id).await?;
@@ -309,15 +310,36 @@ async fn webhook_gets_signed_lifecycle_events_of_a_real_device_once() -> anyhow:
     .await?;
 
     // GET /events lists both (newest first), each delivered to the integration with a 200.
-    let (status, events) = admin
-        .request_json(
-            Method::GET,
-            &format!("{IOT}/events?integration_id={integration}"),
-            None,
-        )
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{events}");
-    let events = events.as_array().cloned().unwrap_or_default();
+    // The step records a delivery once the webhook has answered, so the list can lag the
+    // receiver by a moment: read it until the decommissioning shows with its delivery.
+    let events = wait_for(
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || async {
+            let (status, events) = admin
+                .request_json(
+                    Method::GET,
+                    &format!("{IOT}/events?integration_id={integration}"),
+                    None,
+                )
+                .await
+                .ok()?;
+            let events = events
+                .as_array()
+                .cloned()
+                .filter(|_| status == StatusCode::OK)?;
+            let recorded = events.iter().any(|e| {
+                e["data"]["id"] == id.as_str()
+                    && e["type"] == "device-decommissioned"
+                    && e["delivery_statuses"]
+                        .as_array()
+                        .is_some_and(|d| !d.is_empty())
+            });
+            recorded.then_some(events)
+        },
+    )
+    .await
+    .context("GET /events never listed the delivered device-decommissioned event")?;
     let kinds: Vec<&str> = events
         .iter()
         .filter(|e| e["data"]["id"] == id.as_str())

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make soak`: the deviceconnect black-box tests (the real mender-connect terminal, file
 # transfer and port forwarding included) SOAK_RUNS times in a row (default 10) while
-# stress-ng keeps every core busy, on the test emulators. Prints each run's result and the
+# stress-ng keeps every core busy, on emulators of their own. Prints each run's result and the
 # count; fails if any run failed. Usage: scripts/soak.sh [nextest args...]; names after `--`
 # narrow the set (e.g. `scripts/soak.sh -- terminal`), a further -E would widen it.
 set -euo pipefail
@@ -10,7 +10,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mender-rs/target}
 runs=${SOAK_RUNS:-10}
 scripts/deps.sh all
 scripts/deps.sh load
-export STACK_NAME=test
+# its own emulators (ports 48000/48014/45000): a soak can run beside `make test`
+export STACK_NAME=soak
 scripts/stack.sh stop
 scripts/stack.sh start
 eval "$(scripts/stack.sh env)"

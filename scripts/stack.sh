@@ -3,7 +3,8 @@
 #   DynamoDB Local (Java), s3s-fs (S3, checks SigV4 and presigned expiry), moto (SQS).
 # Independent sets exist so tests never touch the data of `make run`:
 #   STACK_NAME=local (default; ports 8000/8014/5000) and STACK_NAME=test (18000/18014/15000);
-#   `make bench` uses STACK_NAME=bench (28000/28014/25000).
+#   `make bench` uses STACK_NAME=bench (28000/28014/25000), `make soak` STACK_NAME=soak
+#   (48000/48014/45000), so a soak can run beside `make test`.
 # The data of STACK_NAME=local (`make run`) is kept across restarts: DynamoDB Local writes to
 # $RUN/ddb (-dbPath), S3 objects stay in $RUN/s3data; `make reset` empties them. The other sets
 # live in memory and their S3 directory is removed on stop. PERSIST=1/0 overrides.
@@ -15,6 +16,7 @@ RUN=$HOME_DIR/run-$STACK_NAME
 case $STACK_NAME in
   test) DDB_PORT=${DDB_PORT:-18000}; S3_PORT=${S3_PORT:-18014}; MOTO_PORT=${MOTO_PORT:-15000} ;;
   bench) DDB_PORT=${DDB_PORT:-28000}; S3_PORT=${S3_PORT:-28014}; MOTO_PORT=${MOTO_PORT:-25000} ;;
+  soak) DDB_PORT=${DDB_PORT:-48000}; S3_PORT=${S3_PORT:-48014}; MOTO_PORT=${MOTO_PORT:-45000} ;;
   *) DDB_PORT=${DDB_PORT:-8000}; S3_PORT=${S3_PORT:-8014}; MOTO_PORT=${MOTO_PORT:-5000} ;;
 esac
 export DDB_LOCAL_TELEMETRY=0

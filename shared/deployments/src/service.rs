@@ -3,6 +3,7 @@
 //! move the deployment's counters atomically, so statistics stay exact under concurrency.
 
 use mender_aws::dynamo::DynamoError;
+use mender_aws::retry::{lost_race, Attempts};
 use mender_http::ApiError;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -54,6 +55,11 @@ impl From<Error> for ApiError {
             Error::Internal(m) => ApiError::internal(m),
         }
     }
+}
+
+/// Every attempt to move a device deployment lost its race.
+fn too_many_updates() -> Error {
+    Error::Internal("too many concurrent updates of a device deployment".into())
 }
 
 fn now() -> String {
@@ -364,10 +370,8 @@ impl Deployments {
     where
         F: FnMut(&mut DeviceDeployment) -> Result<bool, Error>,
     {
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                mender_aws::dynamo::backoff(attempt).await;
-            }
+        let mut attempts = Attempts::new(MAX_ATTEMPTS);
+        while attempts.begin().await {
             let Some(current) = self
                 .store
                 .device_deployment(tenant, deployment_id, device_id)
@@ -394,24 +398,19 @@ impl Deployments {
             } else {
                 vec![(old_counter.as_str(), -1), (new_counter.as_str(), 1)]
             };
-            match self
+            let written = self
                 .store
                 .transition(tenant, &next, &current.status, &delta)
-                .await
-            {
-                Ok(()) => {
-                    if current.status != status {
-                        self.settle(tenant, deployment_id).await?;
-                    }
-                    return Ok(Some(next));
-                }
-                Err(DynamoError::ConditionFailed) => continue,
-                Err(e) => return Err(e.into()),
+                .await;
+            if lost_race(written)? {
+                continue;
             }
+            if current.status != status {
+                self.settle(tenant, deployment_id).await?;
+            }
+            return Ok(Some(next));
         }
-        Err(Error::Internal(
-            "too many concurrent updates of a device deployment".into(),
-        ))
+        Err(too_many_updates())
     }
 
     /// `PUT /deployments/{id}/status` with `aborted`.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use device_keys::{identity_from_json_text, identity_from_value, PublicKey};
 use mender_aws::dynamo::DynamoError;
+use mender_aws::retry::{lost_race, Attempts};
 use mender_http::paging::Paging;
 use mender_http::{ApiError, DeviceTokenCheck};
 use mender_tokens::{DeviceClaims, Keys};
@@ -105,6 +106,11 @@ pub struct Deviceauth {
     pub workflows: Arc<dyn Publisher>,
     pub token_lifetime_secs: i64,
     pub check_in_interval_secs: i64,
+}
+
+/// Every attempt of a read–modify–write of one device lost its race.
+fn too_many_changes() -> Error {
+    Error::Internal("too many concurrent changes to the device".into())
 }
 
 fn now() -> chrono::DateTime<chrono::Utc> {
@@ -291,10 +297,9 @@ impl Deviceauth {
             .map_err(|_| Error::Unauthorized("signature verification failed".into()))?;
         let pubkey = key.canonical_pem().to_owned();
 
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                mender_aws::dynamo::backoff(attempt).await;
-            }
+        let mut attempts = Attempts::new(MAX_ATTEMPTS);
+
+        while attempts.begin().await {
             let now_ts = ts(now());
             // The device: found by identity, or created with this key as a pending auth set.
             let Some(device_id) = self
@@ -315,15 +320,12 @@ impl Deviceauth {
                     ts: now_ts.clone(),
                 });
                 device.recompute_status(&now_ts);
-                match self.store.create_device(tenant, &device).await {
-                    Ok(()) => {
-                        self.publish_identity(tenant, &device).await?;
-                        self.publish_status_change(tenant, &device).await?;
-                        return Ok(AuthRequestOutcome::Unauthorized);
-                    }
-                    Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                    Err(e) => return Err(e.into()),
+                if lost_race(self.store.create_device(tenant, &device).await)? {
+                    continue;
                 }
+                self.publish_identity(tenant, &device).await?;
+                self.publish_status_change(tenant, &device).await?;
+                return Ok(AuthRequestOutcome::Unauthorized);
             };
             let Some(mut device) = self.store.get_device(tenant, &device_id).await? else {
                 continue;
@@ -340,10 +342,8 @@ impl Deviceauth {
                     }
                     device.accept_preauthorized(&set.id);
                     let changed = device.recompute_status(&now_ts);
-                    match self.store.update_device(tenant, &mut device).await {
-                        Ok(()) => {}
-                        Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                        Err(e) => return Err(e.into()),
+                    if lost_race(self.store.update_device(tenant, &mut device).await)? {
+                        continue;
                     }
                     self.revoke_tokens(tenant, &device).await?;
                     if changed {
@@ -367,10 +367,8 @@ impl Deviceauth {
                         return Ok(AuthRequestOutcome::Unauthorized);
                     };
                     let changed = device.recompute_status(&now_ts);
-                    match self.store.update_device(tenant, &mut device).await {
-                        Ok(()) => {}
-                        Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                        Err(e) => return Err(e.into()),
+                    if lost_race(self.store.update_device(tenant, &mut device).await)? {
+                        continue;
                     }
                     for set in &dropped {
                         self.store.delete_token(tenant, &set.id).await?;
@@ -400,10 +398,8 @@ impl Deviceauth {
                 expires_at: claims.exp,
                 check_in: now.timestamp(),
             };
-            match self.store.put_token(tenant, &record, &device).await {
-                Ok(()) => {}
-                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if lost_race(self.store.put_token(tenant, &record, &device).await)? {
+                continue;
             }
             let when = ts(now);
             self.store
@@ -412,9 +408,7 @@ impl Deviceauth {
             self.publish_check_in(tenant, &device.id, &when).await?;
             return Ok(AuthRequestOutcome::Token(token));
         }
-        Err(Error::Internal(
-            "too many concurrent changes to the device".into(),
-        ))
+        Err(too_many_changes())
     }
 
     /// Deletes the tokens of every auth set that is not accepted.
@@ -522,10 +516,8 @@ impl Deviceauth {
         aid: &str,
         target: &str,
     ) -> Result<(), Error> {
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                mender_aws::dynamo::backoff(attempt).await;
-            }
+        let mut attempts = Attempts::new(MAX_ATTEMPTS);
+        while attempts.begin().await {
             let mut device = self.store.get_device(tenant, device_id).await?;
             let Some(device) = device.as_mut() else {
                 // Upstream looks the auth set up first: unknown ids are a 404.
@@ -554,10 +546,8 @@ impl Deviceauth {
             }
             let now_ts = ts(now());
             let changed = device.recompute_status(&now_ts);
-            match self.store.update_device(tenant, device).await {
-                Ok(()) => {}
-                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if lost_race(self.store.update_device(tenant, device).await)? {
+                continue;
             }
             self.revoke_tokens(tenant, device).await?;
             if changed {
@@ -565,9 +555,7 @@ impl Deviceauth {
             }
             return Ok(());
         }
-        Err(Error::Internal(
-            "too many concurrent changes to the device".into(),
-        ))
+        Err(too_many_changes())
     }
 
     /// Auth set status by id (`GET .../auth/{aid}/status`).
@@ -600,10 +588,8 @@ impl Deviceauth {
         let key =
             PublicKey::from_pem(pubkey).map_err(|e| Error::BadRequest(format!("pubkey: {e}")))?;
         let pubkey = key.canonical_pem().to_owned();
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                mender_aws::dynamo::backoff(attempt).await;
-            }
+        let mut attempts = Attempts::new(MAX_ATTEMPTS);
+        while attempts.begin().await {
             let now_ts = ts(now());
             let new_set = AuthSet {
                 id: new_id(),
@@ -624,15 +610,12 @@ impl Deviceauth {
                 );
                 device.auth_sets.push(new_set);
                 device.recompute_status(&now_ts);
-                match self.store.create_device(tenant, &device).await {
-                    Ok(()) => {
-                        self.publish_identity(tenant, &device).await?;
-                        self.publish_status_change(tenant, &device).await?;
-                        return Ok(device.id);
-                    }
-                    Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                    Err(e) => return Err(e.into()),
+                if lost_race(self.store.create_device(tenant, &device).await)? {
+                    continue;
                 }
+                self.publish_identity(tenant, &device).await?;
+                self.publish_status_change(tenant, &device).await?;
+                return Ok(device.id);
             };
             let Some(mut device) = self.store.get_device(tenant, &device_id).await? else {
                 continue;
@@ -645,10 +628,8 @@ impl Deviceauth {
                 None => device.auth_sets.push(new_set),
             }
             let changed = device.recompute_status(&now_ts);
-            match self.store.update_device(tenant, &mut device).await {
-                Ok(()) => {}
-                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if lost_race(self.store.update_device(tenant, &mut device).await)? {
+                continue;
             }
             self.revoke_tokens(tenant, &device).await?;
             if changed {
@@ -657,9 +638,7 @@ impl Deviceauth {
             // Upstream quirk: the Location of a forced preauthorization names a fresh id.
             return Ok(new_id());
         }
-        Err(Error::Internal(
-            "too many concurrent changes to the device".into(),
-        ))
+        Err(too_many_changes())
     }
 
     /// `DELETE /devices/{id}/auth/{aid}` (SPEC §10.2).
@@ -669,10 +648,8 @@ impl Deviceauth {
         device_id: &str,
         aid: &str,
     ) -> Result<(), Error> {
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                mender_aws::dynamo::backoff(attempt).await;
-            }
+        let mut attempts = Attempts::new(MAX_ATTEMPTS);
+        while attempts.begin().await {
             let mut device = self
                 .store
                 .get_device(tenant, device_id)
@@ -683,10 +660,8 @@ impl Deviceauth {
             };
             device.auth_sets.retain(|a| a.id != aid);
             if removed.status == PREAUTHORIZED && device.auth_sets.is_empty() {
-                match self.store.delete_device(tenant, &device).await {
-                    Ok(()) => {}
-                    Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                    Err(e) => return Err(e.into()),
+                if lost_race(self.store.delete_device(tenant, &device).await)? {
+                    continue;
                 }
                 self.store.delete_token(tenant, aid).await?;
                 self.publish(Job::UpdateDeviceStatus {
@@ -708,10 +683,8 @@ impl Deviceauth {
                 return Ok(());
             }
             let changed = device.recompute_status(&ts(now()));
-            match self.store.update_device(tenant, &mut device).await {
-                Ok(()) => {}
-                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if lost_race(self.store.update_device(tenant, &mut device).await)? {
+                continue;
             }
             self.store.delete_token(tenant, aid).await?;
             if changed {
@@ -719,17 +692,13 @@ impl Deviceauth {
             }
             return Ok(());
         }
-        Err(Error::Internal(
-            "too many concurrent changes to the device".into(),
-        ))
+        Err(too_many_changes())
     }
 
     /// `DELETE /devices/{id}`: tokens stop working now; the workflow removes the rest.
     pub async fn decommission(&self, tenant: &str, device_id: &str) -> Result<(), Error> {
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                mender_aws::dynamo::backoff(attempt).await;
-            }
+        let mut attempts = Attempts::new(MAX_ATTEMPTS);
+        while attempts.begin().await {
             let mut device = self
                 .store
                 .get_device(tenant, device_id)
@@ -737,10 +706,8 @@ impl Deviceauth {
                 .ok_or(Error::NotFoundBare)?;
             device.decommissioning = true;
             device.updated_ts = ts(now());
-            match self.store.update_device(tenant, &mut device).await {
-                Ok(()) => {}
-                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if lost_race(self.store.update_device(tenant, &mut device).await)? {
+                continue;
             }
             for set in &device.auth_sets {
                 self.store.delete_token(tenant, &set.id).await?;
@@ -751,13 +718,11 @@ impl Deviceauth {
                 device_id: device.id.clone(),
             })
             .await?;
-            return self
-                .publish_iot_event(tenant, IOT_DECOMMISSIONED, json!({"id": device.id}))
-                .await;
+            self.publish_iot_event(tenant, IOT_DECOMMISSIONED, json!({"id": device.id}))
+                .await?;
+            return Ok(());
         }
-        Err(Error::Internal(
-            "too many concurrent changes to the device".into(),
-        ))
+        Err(too_many_changes())
     }
 
     /// `DELETE /tokens/{id}`.
@@ -784,10 +749,8 @@ impl Deviceauth {
 
     /// Workflow step of `provision_device`: remember the device is provisioned.
     pub async fn set_provisioned(&self, tenant: &str, device_id: &str) -> Result<(), Error> {
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                mender_aws::dynamo::backoff(attempt).await;
-            }
+        let mut attempts = Attempts::new(MAX_ATTEMPTS);
+        while attempts.begin().await {
             let Some(mut device) = self.store.get_device(tenant, device_id).await? else {
                 return Ok(());
             };
@@ -795,37 +758,30 @@ impl Deviceauth {
                 return Ok(());
             }
             device.provisioned = true;
-            match self.store.update_device(tenant, &mut device).await {
-                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                other => return Ok(other?),
+            if lost_race(self.store.update_device(tenant, &mut device).await)? {
+                continue;
             }
+            return Ok(());
         }
-        Err(Error::Internal(
-            "too many concurrent changes to the device".into(),
-        ))
+        Err(too_many_changes())
     }
 
     /// Last step of `decommission_device`: remove tokens, auth sets and the device.
     pub async fn hard_delete(&self, tenant: &str, device_id: &str) -> Result<(), Error> {
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                mender_aws::dynamo::backoff(attempt).await;
-            }
+        let mut attempts = Attempts::new(MAX_ATTEMPTS);
+        while attempts.begin().await {
             let Some(device) = self.store.get_device(tenant, device_id).await? else {
                 return Ok(());
             };
             for set in &device.auth_sets {
                 self.store.delete_token(tenant, &set.id).await?;
             }
-            match self.store.delete_device(tenant, &device).await {
-                Ok(()) => return Ok(()),
-                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if lost_race(self.store.delete_device(tenant, &device).await)? {
+                continue;
             }
+            return Ok(());
         }
-        Err(Error::Internal(
-            "too many concurrent changes to the device".into(),
-        ))
+        Err(too_many_changes())
     }
 
     /// Whether a device still exists and is not being decommissioned (workflow guards).

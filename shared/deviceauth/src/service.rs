@@ -16,7 +16,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use workflows::{Attribute, DeviceRef, Job, Publisher};
 
-use crate::model::{AuthSet, Device, TransitionError, ACCEPTED, PENDING, PREAUTHORIZED, STATUSES};
+use crate::model::{
+    AuthSet, AuthStatus, Device, TransitionError, ACCEPTED, PENDING, PREAUTHORIZED, STATUSES,
+};
 use crate::store::{Store, TokenRecord};
 
 /// Attempts of a read-modify-write before giving up on a hot device.
@@ -126,14 +128,19 @@ fn request_id() -> String {
     mender_http::request_id::current().unwrap_or_default()
 }
 
+/// Upstream's list order: by status name, then id.
+fn by_status_then_id(a: &Device, b: &Device) -> std::cmp::Ordering {
+    (a.status.as_str(), &a.id).cmp(&(b.status.as_str(), &b.id))
+}
+
 /// Validates a status filter value.
 pub fn check_status(status: &str) -> Result<(), Error> {
-    if STATUSES.contains(&status) {
+    if AuthStatus::parse(status).is_some() {
         Ok(())
     } else {
         Err(Error::BadRequest(format!(
             "filter status must be one of: {}",
-            STATUSES.join(", ")
+            AuthStatus::names()
         )))
     }
 }
@@ -158,14 +165,14 @@ impl Deviceauth {
                 request_id: request_id(),
                 tenant_id: tenant.into(),
                 device: device_ref,
-                status: device.status.clone(),
+                status: device.status.to_string(),
             }
         } else {
             Job::UpdateDeviceStatus {
                 request_id: request_id(),
                 tenant_id: tenant.into(),
                 devices: vec![device_ref],
-                device_status: device.status.clone(),
+                device_status: device.status.to_string(),
             }
         };
         self.publish(job).await?;
@@ -253,7 +260,7 @@ impl Deviceauth {
             return Ok(true);
         };
         let counts = self.store.status_counts(tenant).await?;
-        let accepted = counts.get(ACCEPTED).copied().unwrap_or(0);
+        let accepted = counts.get(ACCEPTED.as_str()).copied().unwrap_or(0);
         Ok(accepted < limit)
     }
 
@@ -316,7 +323,7 @@ impl Deviceauth {
                 device.auth_sets.push(AuthSet {
                     id: new_id(),
                     pubkey: pubkey.clone(),
-                    status: PENDING.into(),
+                    status: PENDING,
                     ts: now_ts.clone(),
                 });
                 device.recompute_status(&now_ts);
@@ -360,7 +367,7 @@ impl Deviceauth {
                     let Ok(dropped) = device.add_pending_auth_set(AuthSet {
                         id: new_id(),
                         pubkey: pubkey.clone(),
-                        status: PENDING.into(),
+                        status: PENDING,
                         ts: now_ts.clone(),
                     }) else {
                         // Every set is accepted or preauthorized: no room for another key.
@@ -452,9 +459,12 @@ impl Deviceauth {
                 .get_devices(tenant, &filter.ids)
                 .await?
                 .into_iter()
-                .filter(|d| filter.statuses.is_empty() || filter.statuses.contains(&d.status))
+                .filter(|d| {
+                    filter.statuses.is_empty()
+                        || filter.statuses.iter().any(|s| s == d.status.as_str())
+                })
                 .collect();
-            devices.sort_by(|a, b| a.status.cmp(&b.status).then_with(|| a.id.cmp(&b.id)));
+            devices.sort_by(by_status_then_id);
             devices
                 .into_iter()
                 .skip(offset)
@@ -462,7 +472,7 @@ impl Deviceauth {
                 .collect()
         } else {
             let mut statuses: Vec<&str> = if filter.statuses.is_empty() {
-                STATUSES.to_vec()
+                STATUSES.map(AuthStatus::as_str).to_vec()
             } else {
                 filter.statuses.iter().map(String::as_str).collect()
             };
@@ -481,7 +491,7 @@ impl Deviceauth {
             }
             let page: Vec<String> = ids.into_iter().skip(offset).take(per_page + 1).collect();
             let mut found = self.store.get_devices(tenant, &page).await?;
-            found.sort_by(|a, b| a.status.cmp(&b.status).then_with(|| a.id.cmp(&b.id)));
+            found.sort_by(by_status_then_id);
             found
         };
         let has_next = devices.len() > per_page;
@@ -492,10 +502,10 @@ impl Deviceauth {
     /// Devices of `status` (or all), from the counters.
     pub async fn count_devices(&self, tenant: &str, status: Option<&str>) -> Result<usize, Error> {
         if let Some(status) = status {
-            if !STATUSES.contains(&status) {
+            if AuthStatus::parse(status).is_none() {
                 return Err(Error::BadRequest(format!(
                     "status must be one of: {}",
-                    STATUSES.join(", ")
+                    AuthStatus::names()
                 )));
             }
         }
@@ -526,7 +536,7 @@ impl Deviceauth {
             if device.auth_set(aid).is_none() {
                 return Err(Error::NotFound("authorization set not found".into()));
             }
-            if target == ACCEPTED
+            if target == ACCEPTED.as_str()
                 && device.status != ACCEPTED
                 && !self.may_accept_another(tenant).await?
             {
@@ -567,7 +577,7 @@ impl Deviceauth {
     ) -> Result<String, Error> {
         let device = self.store.get_device(tenant, device_id).await?;
         device
-            .and_then(|d| d.auth_set(aid).map(|a| a.status.clone()))
+            .and_then(|d| d.auth_set(aid).map(|a| a.status.to_string()))
             .ok_or_else(|| Error::NotFound("authorization set not found".into()))
     }
 
@@ -594,7 +604,7 @@ impl Deviceauth {
             let new_set = AuthSet {
                 id: new_id(),
                 pubkey: pubkey.clone(),
-                status: PREAUTHORIZED.into(),
+                status: PREAUTHORIZED,
                 ts: now_ts.clone(),
             };
             let Some(device_id) = self
@@ -624,7 +634,7 @@ impl Deviceauth {
                 return Err(Error::Exists(device.to_json()));
             }
             match device.auth_sets.iter_mut().find(|a| a.pubkey == pubkey) {
-                Some(existing) => existing.status = PREAUTHORIZED.into(),
+                Some(existing) => existing.status = PREAUTHORIZED,
                 None => device.auth_sets.push(new_set),
             }
             let changed = device.recompute_status(&now_ts);

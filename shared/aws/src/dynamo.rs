@@ -29,8 +29,42 @@ pub enum DynamoError {
     /// Another transaction touched one of the items at the same time: retry.
     #[error("transaction conflict")]
     Conflict,
+    /// A failure described by a message alone (no underlying error to keep).
     #[error("dynamodb: {0}")]
     Other(String),
+    /// A failure of the SDK, a request builder or serde_dynamo: `message` says what it was,
+    /// `source` keeps the original error (its chain) for logs.
+    #[error("dynamodb: {message}")]
+    Source {
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl DynamoError {
+    /// A failure caused by `source`, displayed as `message`.
+    pub fn source(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        DynamoError::Source {
+            message: message.into(),
+            source: source.into(),
+        }
+    }
+
+    /// A failure caused by `source`, displayed as the source's own text.
+    pub fn wrap(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        let message = source.to_string();
+        DynamoError::source(message, source)
+    }
+}
+
+impl From<serde_dynamo::Error> for DynamoError {
+    fn from(e: serde_dynamo::Error) -> Self {
+        DynamoError::wrap(e)
+    }
 }
 
 /// An item built from `value` plus its key.
@@ -39,26 +73,26 @@ pub fn to_item<T: Serialize>(
     sk: impl Into<String>,
     value: &T,
 ) -> Result<Item, DynamoError> {
-    let mut item: Item =
-        serde_dynamo::to_item(value).map_err(|e| DynamoError::Other(e.to_string()))?;
+    let mut item: Item = serde_dynamo::to_item(value)?;
     item.extend(key(pk, sk));
     Ok(item)
 }
 
 pub fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, DynamoError> {
-    serde_dynamo::from_item(item).map_err(|e| DynamoError::Other(e.to_string()))
+    Ok(serde_dynamo::from_item(item)?)
 }
 
 pub fn to_value<T: Serialize>(value: &T) -> Result<AttributeValue, DynamoError> {
-    serde_dynamo::to_attribute_value(value).map_err(|e| DynamoError::Other(e.to_string()))
+    Ok(serde_dynamo::to_attribute_value(value)?)
 }
 
 /// Maps an SDK error: a failed condition (single write or any in a transaction) becomes
-/// [`DynamoError::ConditionFailed`], everything else [`DynamoError::Other`].
+/// [`DynamoError::ConditionFailed`], a transaction conflict [`DynamoError::Conflict`],
+/// everything else [`DynamoError::Source`] keeping the SDK error as its source.
 pub fn classify<E, R>(err: SdkError<E, R>) -> DynamoError
 where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     if let Some(service) = err.as_service_error() {
         let code = service.code().unwrap_or_default();
@@ -76,14 +110,14 @@ where
             if message.contains("TransactionConflict") {
                 return DynamoError::Conflict;
             }
-            return DynamoError::Other(format!("transaction cancelled: {message}"));
+            let message = format!("transaction cancelled: {message}");
+            return DynamoError::source(message, err);
         }
-        return DynamoError::Other(format!("{code}: {}", service.message().unwrap_or_default()));
+        let message = format!("{code}: {}", service.message().unwrap_or_default());
+        return DynamoError::source(message, err);
     }
-    DynamoError::Other(format!(
-        "{}",
-        aws_sdk_dynamodb::error::DisplayErrorContext(&err)
-    ))
+    let message = aws_sdk_dynamodb::error::DisplayErrorContext(&err).to_string();
+    DynamoError::source(message, err)
 }
 
 /// Read capacity units consumed by this process, in thousandths.
@@ -385,7 +419,7 @@ pub fn text(item: &Item, name: &str) -> String {
 
 /// Maps a builder error (a missing required field: a programming error) to [`DynamoError`].
 pub fn built<T>(result: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, DynamoError> {
-    result.map_err(|e| DynamoError::Other(e.to_string()))
+    result.map_err(DynamoError::wrap)
 }
 
 /// Waits before retrying a conditional write that lost a race: jittered, growing with the

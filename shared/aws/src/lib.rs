@@ -3,6 +3,7 @@
 //! helpers, the SQS batch handler with partial batch failures, and logging set-up.
 
 pub mod dynamo;
+pub mod retry;
 pub mod s3;
 pub mod sqs;
 

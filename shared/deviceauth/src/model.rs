@@ -4,13 +4,54 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-pub const PENDING: &str = "pending";
-pub const ACCEPTED: &str = "accepted";
-pub const REJECTED: &str = "rejected";
-pub const PREAUTHORIZED: &str = "preauthorized";
-pub const NOAUTH: &str = "noauth";
+/// The status of an auth set, and of a device (aggregated from its auth sets). Its serde
+/// name (`pending`, ...) is the wire format and the stored DynamoDB attribute value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthStatus {
+    Pending,
+    Accepted,
+    Rejected,
+    Preauthorized,
+    Noauth,
+}
+
+pub const PENDING: AuthStatus = AuthStatus::Pending;
+pub const ACCEPTED: AuthStatus = AuthStatus::Accepted;
+pub const REJECTED: AuthStatus = AuthStatus::Rejected;
+pub const PREAUTHORIZED: AuthStatus = AuthStatus::Preauthorized;
+pub const NOAUTH: AuthStatus = AuthStatus::Noauth;
 /// Every status a device can have, in upstream's error-message order.
-pub const STATUSES: [&str; 5] = [PENDING, ACCEPTED, REJECTED, PREAUTHORIZED, NOAUTH];
+pub const STATUSES: [AuthStatus; 5] = [PENDING, ACCEPTED, REJECTED, PREAUTHORIZED, NOAUTH];
+
+impl AuthStatus {
+    /// The serde name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthStatus::Pending => "pending",
+            AuthStatus::Accepted => "accepted",
+            AuthStatus::Rejected => "rejected",
+            AuthStatus::Preauthorized => "preauthorized",
+            AuthStatus::Noauth => "noauth",
+        }
+    }
+
+    /// The status named `name` (its serde name), `None` for anything else.
+    pub fn parse(name: &str) -> Option<Self> {
+        STATUSES.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// The names of every status, in upstream's error-message order, joined by `, `.
+    pub fn names() -> String {
+        STATUSES.map(AuthStatus::as_str).join(", ")
+    }
+}
+
+impl std::fmt::Display for AuthStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 /// Most auth sets a device keeps once a device's auth request adds one (upstream has no limit).
 /// A device is one DynamoDB item (400 KB max) listing every auth set: 16 sets of the largest
 /// key (RSA 16384, ~2.9 KB of PEM) stay under 50 KB, and a device sending requests with ever new
@@ -22,7 +63,7 @@ pub struct AuthSet {
     pub id: String,
     /// Canonical PEM of the device's public key.
     pub pubkey: String,
-    pub status: String,
+    pub status: AuthStatus,
     pub ts: String,
 }
 
@@ -32,7 +73,7 @@ pub struct Device {
     /// Canonical identity JSON (sorted keys, Go formatting); its SHA-256 is `id_hash`.
     pub identity: String,
     pub id_hash: String,
-    pub status: String,
+    pub status: AuthStatus,
     pub decommissioning: bool,
     pub provisioned: bool,
     pub created_ts: String,
@@ -47,15 +88,15 @@ pub struct Device {
     /// The status the stored item is counted under (`None`: not stored yet); the store keeps
     /// it, so a status change moves the counters.
     #[serde(skip)]
-    pub stored_status: Option<String>,
+    pub stored_status: Option<AuthStatus>,
 }
 
 /// Upstream's aggregation: accepted > preauthorized > pending > rejected > noauth.
-pub fn aggregate(auth_sets: &[AuthSet]) -> &'static str {
-    let has = |s: &str| auth_sets.iter().any(|a| a.status == s);
+pub fn aggregate(auth_sets: &[AuthSet]) -> AuthStatus {
+    let has = |s: AuthStatus| auth_sets.iter().any(|a| a.status == s);
     [ACCEPTED, PREAUTHORIZED, PENDING, REJECTED]
         .into_iter()
-        .find(|s| has(s))
+        .find(|&s| has(s))
         .unwrap_or(NOAUTH)
 }
 
@@ -79,7 +120,7 @@ impl Device {
             id,
             identity,
             id_hash,
-            status: NOAUTH.into(),
+            status: NOAUTH,
             decommissioning: false,
             provisioned: false,
             created_ts: now.into(),
@@ -136,7 +177,7 @@ impl Device {
         if status == self.status {
             return false;
         }
-        self.status = status.into();
+        self.status = status;
         self.revision += 1;
         self.updated_ts = now.into();
         true
@@ -144,29 +185,27 @@ impl Device {
 
     /// Sets auth set `aid` to `status` and, when accepting, rejects the device's other accepted
     /// auth sets. The caller enforces the device limit first.
-    fn set_auth_status(&mut self, aid: &str, status: &str) {
+    fn set_auth_status(&mut self, aid: &str, status: AuthStatus) {
         for set in &mut self.auth_sets {
             if set.id == aid {
-                set.status = status.into();
+                set.status = status;
             } else if status == ACCEPTED && set.status == ACCEPTED {
-                set.status = REJECTED.into();
+                set.status = REJECTED;
             }
         }
     }
 
     /// An operator's decision on auth set `aid` (`PUT .../auth/{aid}/status`).
+    /// `target` is the requested status name.
     pub fn decide(&mut self, aid: &str, target: &str) -> Result<(), TransitionError> {
-        if ![ACCEPTED, REJECTED, PENDING].contains(&target) {
-            return Err(TransitionError::InvalidTarget);
-        }
-        let current = self
-            .auth_set(aid)
-            .map(|a| a.status.clone())
-            .unwrap_or_default();
-        if current == PREAUTHORIZED {
+        let target = AuthStatus::parse(target)
+            .filter(|t| [ACCEPTED, REJECTED, PENDING].contains(t))
+            .ok_or(TransitionError::InvalidTarget)?;
+        let current = self.auth_set(aid).map(|a| a.status);
+        if current == Some(PREAUTHORIZED) {
             return Err(TransitionError::NotAllowed);
         }
-        if current != target {
+        if current != Some(target) {
             self.set_auth_status(aid, target);
         }
         Ok(())
@@ -246,11 +285,11 @@ fn parse_ts(ts: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
 mod tests {
     use super::*;
 
-    fn set(id: &str, status: &str) -> AuthSet {
+    fn set(id: &str, status: AuthStatus) -> AuthSet {
         AuthSet {
             id: id.into(),
             pubkey: format!("key-{id}"),
-            status: status.into(),
+            status,
             ts: "t".into(),
         }
     }
@@ -280,7 +319,7 @@ mod tests {
     #[test]
     fn accepting_rejects_the_other_accepted_set() {
         let mut d = device(vec![set("a", ACCEPTED), set("b", PENDING)]);
-        d.decide("b", ACCEPTED).unwrap();
+        d.decide("b", ACCEPTED.as_str()).unwrap();
         assert_eq!(d.auth_set("a").unwrap().status, REJECTED);
         assert_eq!(d.auth_set("b").unwrap().status, ACCEPTED);
         assert_eq!(d.revoked_auth_sets(), vec!["a".to_string()]);
@@ -291,25 +330,28 @@ mod tests {
     fn status_change_bumps_revision() {
         let mut d = device(vec![set("a", PENDING)]);
         let rev = d.revision;
-        d.decide("a", ACCEPTED).unwrap();
+        d.decide("a", ACCEPTED.as_str()).unwrap();
         assert!(d.recompute_status("t1"));
-        assert_eq!((d.status.as_str(), d.revision), (ACCEPTED, rev + 1));
-        d.decide("a", ACCEPTED).unwrap();
+        assert_eq!((d.status, d.revision), (ACCEPTED, rev + 1));
+        d.decide("a", ACCEPTED.as_str()).unwrap();
         assert!(!d.recompute_status("t2"));
     }
 
     #[test]
     fn transitions_refused() {
         let mut d = device(vec![set("a", PREAUTHORIZED), set("b", PENDING)]);
-        assert_eq!(d.decide("a", ACCEPTED), Err(TransitionError::NotAllowed));
         assert_eq!(
-            d.decide("b", PREAUTHORIZED),
+            d.decide("a", ACCEPTED.as_str()),
+            Err(TransitionError::NotAllowed)
+        );
+        assert_eq!(
+            d.decide("b", PREAUTHORIZED.as_str()),
             Err(TransitionError::InvalidTarget)
         );
         assert_eq!(d.decide("b", "bogus"), Err(TransitionError::InvalidTarget));
     }
 
-    fn timed(id: &str, status: &str, ts: &str) -> AuthSet {
+    fn timed(id: &str, status: AuthStatus, ts: &str) -> AuthSet {
         AuthSet {
             ts: ts.into(),
             ..set(id, status)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use device_keys::{identity_from_json_text, identity_from_value, PublicKey};
 use mender_aws::dynamo::DynamoError;
+use mender_aws::retry::{lost_race, Attempts};
 use mender_http::paging::Paging;
 use mender_http::{ApiError, DeviceTokenCheck};
 use mender_tokens::{DeviceClaims, Keys};
@@ -15,7 +16,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use workflows::{Attribute, DeviceRef, Job, Publisher};
 
-use crate::model::{AuthSet, Device, TransitionError, ACCEPTED, PENDING, PREAUTHORIZED, STATUSES};
+use crate::model::{
+    AuthSet, AuthStatus, Device, TransitionError, ACCEPTED, PENDING, PREAUTHORIZED, STATUSES,
+};
 use crate::store::{Store, TokenRecord};
 
 /// Attempts of a read-modify-write before giving up on a hot device.
@@ -107,6 +110,11 @@ pub struct Deviceauth {
     pub check_in_interval_secs: i64,
 }
 
+/// Every attempt of a read–modify–write of one device lost its race.
+fn too_many_changes() -> Error {
+    Error::Internal("too many concurrent changes to the device".into())
+}
+
 fn now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now()
 }
@@ -120,14 +128,19 @@ fn request_id() -> String {
     mender_http::request_id::current().unwrap_or_default()
 }
 
+/// Upstream's list order: by status name, then id.
+fn by_status_then_id(a: &Device, b: &Device) -> std::cmp::Ordering {
+    (a.status.as_str(), &a.id).cmp(&(b.status.as_str(), &b.id))
+}
+
 /// Validates a status filter value.
 pub fn check_status(status: &str) -> Result<(), Error> {
-    if STATUSES.contains(&status) {
+    if AuthStatus::parse(status).is_some() {
         Ok(())
     } else {
         Err(Error::BadRequest(format!(
             "filter status must be one of: {}",
-            STATUSES.join(", ")
+            AuthStatus::names()
         )))
     }
 }
@@ -152,14 +165,14 @@ impl Deviceauth {
                 request_id: request_id(),
                 tenant_id: tenant.into(),
                 device: device_ref,
-                status: device.status.clone(),
+                status: device.status.to_string(),
             }
         } else {
             Job::UpdateDeviceStatus {
                 request_id: request_id(),
                 tenant_id: tenant.into(),
                 devices: vec![device_ref],
-                device_status: device.status.clone(),
+                device_status: device.status.to_string(),
             }
         };
         self.publish(job).await?;
@@ -247,7 +260,7 @@ impl Deviceauth {
             return Ok(true);
         };
         let counts = self.store.status_counts(tenant).await?;
-        let accepted = counts.get(ACCEPTED).copied().unwrap_or(0);
+        let accepted = counts.get(ACCEPTED.as_str()).copied().unwrap_or(0);
         Ok(accepted < limit)
     }
 
@@ -291,10 +304,9 @@ impl Deviceauth {
             .map_err(|_| Error::Unauthorized("signature verification failed".into()))?;
         let pubkey = key.canonical_pem().to_owned();
 
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                mender_aws::dynamo::backoff(attempt).await;
-            }
+        let mut attempts = Attempts::new(MAX_ATTEMPTS);
+
+        while attempts.begin().await {
             let now_ts = ts(now());
             // The device: found by identity, or created with this key as a pending auth set.
             let Some(device_id) = self
@@ -311,19 +323,16 @@ impl Deviceauth {
                 device.auth_sets.push(AuthSet {
                     id: new_id(),
                     pubkey: pubkey.clone(),
-                    status: PENDING.into(),
+                    status: PENDING,
                     ts: now_ts.clone(),
                 });
                 device.recompute_status(&now_ts);
-                match self.store.create_device(tenant, &device).await {
-                    Ok(()) => {
-                        self.publish_identity(tenant, &device).await?;
-                        self.publish_status_change(tenant, &device).await?;
-                        return Ok(AuthRequestOutcome::Unauthorized);
-                    }
-                    Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                    Err(e) => return Err(e.into()),
+                if lost_race(self.store.create_device(tenant, &device).await)? {
+                    continue;
                 }
+                self.publish_identity(tenant, &device).await?;
+                self.publish_status_change(tenant, &device).await?;
+                return Ok(AuthRequestOutcome::Unauthorized);
             };
             let Some(mut device) = self.store.get_device(tenant, &device_id).await? else {
                 continue;
@@ -340,10 +349,8 @@ impl Deviceauth {
                     }
                     device.accept_preauthorized(&set.id);
                     let changed = device.recompute_status(&now_ts);
-                    match self.store.update_device(tenant, &mut device).await {
-                        Ok(()) => {}
-                        Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                        Err(e) => return Err(e.into()),
+                    if lost_race(self.store.update_device(tenant, &mut device).await)? {
+                        continue;
                     }
                     self.revoke_tokens(tenant, &device).await?;
                     if changed {
@@ -360,17 +367,15 @@ impl Deviceauth {
                     let Ok(dropped) = device.add_pending_auth_set(AuthSet {
                         id: new_id(),
                         pubkey: pubkey.clone(),
-                        status: PENDING.into(),
+                        status: PENDING,
                         ts: now_ts.clone(),
                     }) else {
                         // Every set is accepted or preauthorized: no room for another key.
                         return Ok(AuthRequestOutcome::Unauthorized);
                     };
                     let changed = device.recompute_status(&now_ts);
-                    match self.store.update_device(tenant, &mut device).await {
-                        Ok(()) => {}
-                        Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                        Err(e) => return Err(e.into()),
+                    if lost_race(self.store.update_device(tenant, &mut device).await)? {
+                        continue;
                     }
                     for set in &dropped {
                         self.store.delete_token(tenant, &set.id).await?;
@@ -400,10 +405,8 @@ impl Deviceauth {
                 expires_at: claims.exp,
                 check_in: now.timestamp(),
             };
-            match self.store.put_token(tenant, &record, &device).await {
-                Ok(()) => {}
-                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if lost_race(self.store.put_token(tenant, &record, &device).await)? {
+                continue;
             }
             let when = ts(now);
             self.store
@@ -412,9 +415,7 @@ impl Deviceauth {
             self.publish_check_in(tenant, &device.id, &when).await?;
             return Ok(AuthRequestOutcome::Token(token));
         }
-        Err(Error::Internal(
-            "too many concurrent changes to the device".into(),
-        ))
+        Err(too_many_changes())
     }
 
     /// Deletes the tokens of every auth set that is not accepted.
@@ -458,9 +459,12 @@ impl Deviceauth {
                 .get_devices(tenant, &filter.ids)
                 .await?
                 .into_iter()
-                .filter(|d| filter.statuses.is_empty() || filter.statuses.contains(&d.status))
+                .filter(|d| {
+                    filter.statuses.is_empty()
+                        || filter.statuses.iter().any(|s| s == d.status.as_str())
+                })
                 .collect();
-            devices.sort_by(|a, b| a.status.cmp(&b.status).then_with(|| a.id.cmp(&b.id)));
+            devices.sort_by(by_status_then_id);
             devices
                 .into_iter()
                 .skip(offset)
@@ -468,7 +472,7 @@ impl Deviceauth {
                 .collect()
         } else {
             let mut statuses: Vec<&str> = if filter.statuses.is_empty() {
-                STATUSES.to_vec()
+                STATUSES.map(AuthStatus::as_str).to_vec()
             } else {
                 filter.statuses.iter().map(String::as_str).collect()
             };
@@ -487,7 +491,7 @@ impl Deviceauth {
             }
             let page: Vec<String> = ids.into_iter().skip(offset).take(per_page + 1).collect();
             let mut found = self.store.get_devices(tenant, &page).await?;
-            found.sort_by(|a, b| a.status.cmp(&b.status).then_with(|| a.id.cmp(&b.id)));
+            found.sort_by(by_status_then_id);
             found
         };
         let has_next = devices.len() > per_page;
@@ -498,10 +502,10 @@ impl Deviceauth {
     /// Devices of `status` (or all), from the counters.
     pub async fn count_devices(&self, tenant: &str, status: Option<&str>) -> Result<usize, Error> {
         if let Some(status) = status {
-            if !STATUSES.contains(&status) {
+            if AuthStatus::parse(status).is_none() {
                 return Err(Error::BadRequest(format!(
                     "status must be one of: {}",
-                    STATUSES.join(", ")
+                    AuthStatus::names()
                 )));
             }
         }
@@ -522,10 +526,8 @@ impl Deviceauth {
         aid: &str,
         target: &str,
     ) -> Result<(), Error> {
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                mender_aws::dynamo::backoff(attempt).await;
-            }
+        let mut attempts = Attempts::new(MAX_ATTEMPTS);
+        while attempts.begin().await {
             let mut device = self.store.get_device(tenant, device_id).await?;
             let Some(device) = device.as_mut() else {
                 // Upstream looks the auth set up first: unknown ids are a 404.
@@ -534,7 +536,7 @@ impl Deviceauth {
             if device.auth_set(aid).is_none() {
                 return Err(Error::NotFound("authorization set not found".into()));
             }
-            if target == ACCEPTED
+            if target == ACCEPTED.as_str()
                 && device.status != ACCEPTED
                 && !self.may_accept_another(tenant).await?
             {
@@ -554,10 +556,8 @@ impl Deviceauth {
             }
             let now_ts = ts(now());
             let changed = device.recompute_status(&now_ts);
-            match self.store.update_device(tenant, device).await {
-                Ok(()) => {}
-                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if lost_race(self.store.update_device(tenant, device).await)? {
+                continue;
             }
             self.revoke_tokens(tenant, device).await?;
             if changed {
@@ -565,9 +565,7 @@ impl Deviceauth {
             }
             return Ok(());
         }
-        Err(Error::Internal(
-            "too many concurrent changes to the device".into(),
-        ))
+        Err(too_many_changes())
     }
 
     /// Auth set status by id (`GET .../auth/{aid}/status`).
@@ -579,7 +577,7 @@ impl Deviceauth {
     ) -> Result<String, Error> {
         let device = self.store.get_device(tenant, device_id).await?;
         device
-            .and_then(|d| d.auth_set(aid).map(|a| a.status.clone()))
+            .and_then(|d| d.auth_set(aid).map(|a| a.status.to_string()))
             .ok_or_else(|| Error::NotFound("authorization set not found".into()))
     }
 
@@ -600,15 +598,13 @@ impl Deviceauth {
         let key =
             PublicKey::from_pem(pubkey).map_err(|e| Error::BadRequest(format!("pubkey: {e}")))?;
         let pubkey = key.canonical_pem().to_owned();
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                mender_aws::dynamo::backoff(attempt).await;
-            }
+        let mut attempts = Attempts::new(MAX_ATTEMPTS);
+        while attempts.begin().await {
             let now_ts = ts(now());
             let new_set = AuthSet {
                 id: new_id(),
                 pubkey: pubkey.clone(),
-                status: PREAUTHORIZED.into(),
+                status: PREAUTHORIZED,
                 ts: now_ts.clone(),
             };
             let Some(device_id) = self
@@ -624,15 +620,12 @@ impl Deviceauth {
                 );
                 device.auth_sets.push(new_set);
                 device.recompute_status(&now_ts);
-                match self.store.create_device(tenant, &device).await {
-                    Ok(()) => {
-                        self.publish_identity(tenant, &device).await?;
-                        self.publish_status_change(tenant, &device).await?;
-                        return Ok(device.id);
-                    }
-                    Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                    Err(e) => return Err(e.into()),
+                if lost_race(self.store.create_device(tenant, &device).await)? {
+                    continue;
                 }
+                self.publish_identity(tenant, &device).await?;
+                self.publish_status_change(tenant, &device).await?;
+                return Ok(device.id);
             };
             let Some(mut device) = self.store.get_device(tenant, &device_id).await? else {
                 continue;
@@ -641,14 +634,12 @@ impl Deviceauth {
                 return Err(Error::Exists(device.to_json()));
             }
             match device.auth_sets.iter_mut().find(|a| a.pubkey == pubkey) {
-                Some(existing) => existing.status = PREAUTHORIZED.into(),
+                Some(existing) => existing.status = PREAUTHORIZED,
                 None => device.auth_sets.push(new_set),
             }
             let changed = device.recompute_status(&now_ts);
-            match self.store.update_device(tenant, &mut device).await {
-                Ok(()) => {}
-                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if lost_race(self.store.update_device(tenant, &mut device).await)? {
+                continue;
             }
             self.revoke_tokens(tenant, &device).await?;
             if changed {
@@ -657,9 +648,7 @@ impl Deviceauth {
             // Upstream quirk: the Location of a forced preauthorization names a fresh id.
             return Ok(new_id());
         }
-        Err(Error::Internal(
-            "too many concurrent changes to the device".into(),
-        ))
+        Err(too_many_changes())
     }
 
     /// `DELETE /devices/{id}/auth/{aid}` (SPEC §10.2).
@@ -669,10 +658,8 @@ impl Deviceauth {
         device_id: &str,
         aid: &str,
     ) -> Result<(), Error> {
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                mender_aws::dynamo::backoff(attempt).await;
-            }
+        let mut attempts = Attempts::new(MAX_ATTEMPTS);
+        while attempts.begin().await {
             let mut device = self
                 .store
                 .get_device(tenant, device_id)
@@ -683,10 +670,8 @@ impl Deviceauth {
             };
             device.auth_sets.retain(|a| a.id != aid);
             if removed.status == PREAUTHORIZED && device.auth_sets.is_empty() {
-                match self.store.delete_device(tenant, &device).await {
-                    Ok(()) => {}
-                    Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                    Err(e) => return Err(e.into()),
+                if lost_race(self.store.delete_device(tenant, &device).await)? {
+                    continue;
                 }
                 self.store.delete_token(tenant, aid).await?;
                 self.publish(Job::UpdateDeviceStatus {
@@ -708,10 +693,8 @@ impl Deviceauth {
                 return Ok(());
             }
             let changed = device.recompute_status(&ts(now()));
-            match self.store.update_device(tenant, &mut device).await {
-                Ok(()) => {}
-                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if lost_race(self.store.update_device(tenant, &mut device).await)? {
+                continue;
             }
             self.store.delete_token(tenant, aid).await?;
             if changed {
@@ -719,17 +702,13 @@ impl Deviceauth {
             }
             return Ok(());
         }
-        Err(Error::Internal(
-            "too many concurrent changes to the device".into(),
-        ))
+        Err(too_many_changes())
     }
 
     /// `DELETE /devices/{id}`: tokens stop working now; the workflow removes the rest.
     pub async fn decommission(&self, tenant: &str, device_id: &str) -> Result<(), Error> {
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                mender_aws::dynamo::backoff(attempt).await;
-            }
+        let mut attempts = Attempts::new(MAX_ATTEMPTS);
+        while attempts.begin().await {
             let mut device = self
                 .store
                 .get_device(tenant, device_id)
@@ -737,10 +716,8 @@ impl Deviceauth {
                 .ok_or(Error::NotFoundBare)?;
             device.decommissioning = true;
             device.updated_ts = ts(now());
-            match self.store.update_device(tenant, &mut device).await {
-                Ok(()) => {}
-                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if lost_race(self.store.update_device(tenant, &mut device).await)? {
+                continue;
             }
             for set in &device.auth_sets {
                 self.store.delete_token(tenant, &set.id).await?;
@@ -751,13 +728,11 @@ impl Deviceauth {
                 device_id: device.id.clone(),
             })
             .await?;
-            return self
-                .publish_iot_event(tenant, IOT_DECOMMISSIONED, json!({"id": device.id}))
-                .await;
+            self.publish_iot_event(tenant, IOT_DECOMMISSIONED, json!({"id": device.id}))
+                .await?;
+            return Ok(());
         }
-        Err(Error::Internal(
-            "too many concurrent changes to the device".into(),
-        ))
+        Err(too_many_changes())
     }
 
     /// `DELETE /tokens/{id}`.
@@ -784,10 +759,8 @@ impl Deviceauth {
 
     /// Workflow step of `provision_device`: remember the device is provisioned.
     pub async fn set_provisioned(&self, tenant: &str, device_id: &str) -> Result<(), Error> {
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                mender_aws::dynamo::backoff(attempt).await;
-            }
+        let mut attempts = Attempts::new(MAX_ATTEMPTS);
+        while attempts.begin().await {
             let Some(mut device) = self.store.get_device(tenant, device_id).await? else {
                 return Ok(());
             };
@@ -795,37 +768,30 @@ impl Deviceauth {
                 return Ok(());
             }
             device.provisioned = true;
-            match self.store.update_device(tenant, &mut device).await {
-                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                other => return Ok(other?),
+            if lost_race(self.store.update_device(tenant, &mut device).await)? {
+                continue;
             }
+            return Ok(());
         }
-        Err(Error::Internal(
-            "too many concurrent changes to the device".into(),
-        ))
+        Err(too_many_changes())
     }
 
     /// Last step of `decommission_device`: remove tokens, auth sets and the device.
     pub async fn hard_delete(&self, tenant: &str, device_id: &str) -> Result<(), Error> {
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                mender_aws::dynamo::backoff(attempt).await;
-            }
+        let mut attempts = Attempts::new(MAX_ATTEMPTS);
+        while attempts.begin().await {
             let Some(device) = self.store.get_device(tenant, device_id).await? else {
                 return Ok(());
             };
             for set in &device.auth_sets {
                 self.store.delete_token(tenant, &set.id).await?;
             }
-            match self.store.delete_device(tenant, &device).await {
-                Ok(()) => return Ok(()),
-                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if lost_race(self.store.delete_device(tenant, &device).await)? {
+                continue;
             }
+            return Ok(());
         }
-        Err(Error::Internal(
-            "too many concurrent changes to the device".into(),
-        ))
+        Err(too_many_changes())
     }
 
     /// Whether a device still exists and is not being decommissioned (workflow guards).

@@ -28,7 +28,7 @@ use mender_aws::dynamo::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::model::Device;
+use crate::model::{AuthStatus, Device};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TokenRecord {
@@ -51,12 +51,12 @@ fn guard_sk(hash: &str) -> String {
 fn token_pk(tenant: &str, jti: &str) -> String {
     format!("T#{tenant}#TOKEN#{jti}")
 }
-fn status_key(tenant: &str, status: &str) -> String {
+fn status_key(tenant: &str, status: impl std::fmt::Display) -> String {
     format!("T#{tenant}#S#{status}")
 }
 /// A device as read: remembers the status it is counted under.
 fn loaded(mut device: Device) -> Device {
-    device.stored_status = Some(device.status.clone());
+    device.stored_status = Some(device.status);
     device
 }
 fn token_key(tenant: &str, jti: &str) -> Item {
@@ -80,7 +80,7 @@ impl Store {
         let mut item = to_item(tenant_pk(tenant), device_sk(&device.id), device)?;
         item.insert(
             "ix_status".into(),
-            AttributeValue::S(status_key(tenant, &device.status)),
+            AttributeValue::S(status_key(tenant, device.status)),
         );
         Ok(item)
     }
@@ -153,12 +153,12 @@ impl Store {
         &self,
         tenant: &str,
         device_id: &str,
-        from: Option<&str>,
-        to: Option<&str>,
+        from: Option<AuthStatus>,
+        to: Option<AuthStatus>,
     ) -> Result<TransactWriteItem, DynamoError> {
         let changes: Vec<(String, i64)> = [(from, -1), (to, 1)]
             .into_iter()
-            .filter_map(|(status, delta)| status.map(|s| (s.to_owned(), delta)))
+            .filter_map(|(status, delta)| status.map(|s| (s.to_string(), delta)))
             .collect();
         self.table.add_to_counters(
             key(tenant_pk(tenant), format!("CNT#{}", shard_of(device_id))),
@@ -195,7 +195,7 @@ impl Store {
             .into_iter()
             .map(|put| Ok(TransactWriteItem::builder().put(put?).build()))
             .collect::<Result<Vec<_>, DynamoError>>()?;
-        items.push(self.counter_update(tenant, &device.id, None, Some(&device.status))?);
+        items.push(self.counter_update(tenant, &device.id, None, Some(device.status))?);
         self.table.transact(items).await
     }
 
@@ -211,7 +211,7 @@ impl Store {
         device.version += 1;
         let result = self.write_update(tenant, device, expected).await;
         match &result {
-            Ok(()) => device.stored_status = Some(device.status.clone()),
+            Ok(()) => device.stored_status = Some(device.status),
             Err(_) => device.version = expected,
         }
         result
@@ -240,7 +240,7 @@ impl Store {
         }
         let expression = format!("SET {}", sets.join(", "));
         let device_key = key(tenant_pk(tenant), device_sk(&device.id));
-        let moved = device.stored_status.as_deref() != Some(device.status.as_str());
+        let moved = device.stored_status != Some(device.status);
         if !moved {
             self.table
                 .client
@@ -269,8 +269,8 @@ impl Store {
         let counter = self.counter_update(
             tenant,
             &device.id,
-            device.stored_status.as_deref(),
-            Some(&device.status),
+            device.stored_status,
+            Some(device.status),
         )?;
         self.table
             .transact(vec![
@@ -298,7 +298,7 @@ impl Store {
                 .set_key(Some(key(tenant_pk(tenant), guard_sk(&device.id_hash))))
                 .build(),
         )?;
-        let counted = device.stored_status.as_deref().unwrap_or(&device.status);
+        let counted = device.stored_status.unwrap_or(device.status);
         self.table
             .transact(vec![
                 TransactWriteItem::builder().delete(delete_device).build(),

@@ -3,6 +3,7 @@
 //! changes nothing is not stored.
 
 use mender_aws::dynamo::DynamoError;
+use mender_aws::retry::{lost_race, Attempts};
 use mender_http::paging::{Paging, MAX_PER_PAGE};
 use mender_http::ApiError;
 use serde_json::Value;
@@ -62,6 +63,11 @@ impl From<Error> for ApiError {
     }
 }
 
+/// Every attempt of a read–modify–write of one device lost its race.
+fn too_many_writes() -> Error {
+    Error::Internal("too many concurrent writes to the device".into())
+}
+
 fn now_ts() -> String {
     mender_http::time::now_string()
 }
@@ -104,10 +110,8 @@ impl Inventory {
     where
         F: FnMut(&mut InventoryDevice, bool) -> Result<Outcome, Error>,
     {
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                mender_aws::dynamo::backoff(attempt).await;
-            }
+        let mut attempts = Attempts::new(MAX_ATTEMPTS);
+        while attempts.begin().await {
             let stored = self.store.get(tenant, id).await?;
             let before = stored.clone();
             let existed = stored.is_some();
@@ -127,15 +131,12 @@ impl Inventory {
                     "the device's attributes are too large".into(),
                 ));
             }
-            match self.store.put(tenant, &mut device, before.as_ref()).await {
-                Ok(()) => return Ok(Some(device)),
-                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if lost_race(self.store.put(tenant, &mut device, before.as_ref()).await)? {
+                continue;
             }
+            return Ok(Some(device));
         }
-        Err(Error::Internal(
-            "too many concurrent writes to the device".into(),
-        ))
+        Err(too_many_writes())
     }
 
     /// Device-originated PATCH (`replace == false`) or PUT (`replace == true`) of the
@@ -233,22 +234,17 @@ impl Inventory {
 
     /// Removes the device (and uncounts it); a device already gone is fine.
     pub async fn delete_device(&self, tenant: &str, device_id: &str) -> Result<(), Error> {
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                mender_aws::dynamo::backoff(attempt).await;
-            }
+        let mut attempts = Attempts::new(MAX_ATTEMPTS);
+        while attempts.begin().await {
             let Some(device) = self.store.get(tenant, device_id).await? else {
                 return Ok(());
             };
-            match self.store.delete(tenant, &device).await {
-                Ok(()) => return Ok(()),
-                Err(DynamoError::ConditionFailed | DynamoError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if lost_race(self.store.delete(tenant, &device).await)? {
+                continue;
             }
+            return Ok(());
         }
-        Err(Error::Internal(
-            "too many concurrent writes to the device".into(),
-        ))
+        Err(too_many_writes())
     }
 
     pub async fn get_device(

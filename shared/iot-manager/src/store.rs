@@ -69,7 +69,7 @@ fn s(value: &str) -> AttributeValue {
 }
 
 fn json_err(e: serde_json::Error) -> DynamoError {
-    DynamoError::Other(format!("iot-manager item: {e}"))
+    DynamoError::source(format!("iot-manager item: {e}"), e)
 }
 
 fn now_secs() -> i64 {

@@ -130,7 +130,6 @@ impl Store {
         old: &User,
         new: &User,
     ) -> Result<(), DynamoError> {
-        let build = |e: aws_sdk_dynamodb::error::BuildError| DynamoError::Other(e.to_string());
         let mut items = vec![TransactWriteItem::builder()
             .put(
                 Put::builder()
@@ -143,7 +142,7 @@ impl Store {
                     .condition_expression("updated_ts = :old")
                     .expression_attribute_values(":old", AttributeValue::S(old.updated_ts.clone()))
                     .build()
-                    .map_err(build)?,
+                    .map_err(DynamoError::wrap)?,
             )
             .build()];
         if old.email != new.email {
@@ -158,7 +157,7 @@ impl Store {
                             .set_item(Some(guard))
                             .condition_expression("attribute_not_exists(pk)")
                             .build()
-                            .map_err(build)?,
+                            .map_err(DynamoError::wrap)?,
                     )
                     .build(),
             );
@@ -169,7 +168,7 @@ impl Store {
                             .table_name(&self.table.name)
                             .set_key(Some(key(email_pk(&old.email), "EMAIL")))
                             .build()
-                            .map_err(build)?,
+                            .map_err(DynamoError::wrap)?,
                     )
                     .build(),
             );

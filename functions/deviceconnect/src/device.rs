@@ -18,8 +18,8 @@ use futures::{SinkExt, StreamExt};
 use mender_http::{ApiError, ApiResult, DeviceAuth};
 
 use crate::{
-    close, control_subject, device_subject, device_subjects, protomsg, recheck, session_subject,
-    upgrade, Deviceconnect, CLOSE_GOING_AWAY, CLOSE_INVALID, CLOSE_POLICY,
+    close, control_subject, device_subject, protomsg, recheck, session_subject, upgrade,
+    Deviceconnect, CLOSE_GOING_AWAY, CLOSE_INVALID, CLOSE_POLICY,
 };
 
 /// The server pings the device this often ...
@@ -35,10 +35,9 @@ pub async fn connect(
 ) -> ApiResult<Response> {
     let tenant = auth.tenant().to_owned();
     let device_id = auth.device_id().to_owned();
-    let (Some(inbox), Some(control), Some(subjects)) = (
+    let (Some(inbox), Some(control)) = (
         device_subject(&tenant, &device_id),
         control_subject(&tenant, &device_id),
-        device_subjects(&tenant, &device_id),
     ) else {
         return Err(ApiError::bad_request("invalid device identity"));
     };
@@ -51,7 +50,6 @@ pub async fn connect(
             device_id,
             inbox,
             control,
-            subjects,
         };
         if let Err(e) = device.run(socket).await {
             tracing::error!(error = %e, "device connection failed");
@@ -67,16 +65,13 @@ struct DeviceConn {
     device_id: String,
     inbox: String,
     control: String,
-    /// The inbox and the control subject (see [`device_subjects`]).
-    subjects: String,
 }
 
 impl DeviceConn {
     async fn run(self, socket: WebSocket) -> anyhow::Result<()> {
         let nats = &self.dc.nats;
-        // The inbox and the control subject through one subscription (each one holds a
-        // channel of its own, ~6 KiB, per idle device).
-        let mut subjects = nats.subscribe(self.subjects.clone()).await?;
+        let mut inbox = nats.subscribe(self.inbox.clone()).await?;
+        let mut control = nats.subscribe(self.control.clone()).await?;
         nats.flush().await?;
         let version = self
             .dc
@@ -86,8 +81,9 @@ impl DeviceConn {
         nats.publish(self.control.clone(), format!("connect {version}").into())
             .await?;
         tracing::info!(device_id = %self.device_id, version, "device connected");
-        let result = self.relay(socket, &mut subjects, version).await;
-        drop(subjects);
+        let result = self.relay(socket, &mut inbox, &mut control, version).await;
+        drop(inbox);
+        drop(control);
         let marked = self
             .dc
             .store()
@@ -103,7 +99,8 @@ impl DeviceConn {
     async fn relay(
         &self,
         socket: WebSocket,
-        subjects: &mut async_nats::Subscriber,
+        inbox: &mut async_nats::Subscriber,
+        control: &mut async_nats::Subscriber,
         version: u64,
     ) -> anyhow::Result<()> {
         let (mut tx, mut rx) = socket.split();
@@ -140,15 +137,12 @@ impl DeviceConn {
                         Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ok(()),
                     }
                 }
-                msg = subjects.next() => {
+                msg = inbox.next() => {
                     let Some(msg) = msg else { return Ok(()) };
-                    if msg.subject.as_str() == self.inbox {
-                        tx.send(Message::Binary(msg.payload)).await?;
-                        continue;
-                    }
-                    if msg.subject.as_str() != self.control {
-                        continue;
-                    }
+                    tx.send(Message::Binary(msg.payload)).await?;
+                }
+                msg = control.next() => {
+                    let Some(msg) = msg else { return Ok(()) };
                     let text = String::from_utf8_lossy(&msg.payload);
                     let newer = text
                         .strip_prefix("connect ")

@@ -18,8 +18,8 @@ use futures::{SinkExt, StreamExt};
 use mender_http::{ApiError, ApiResult, DeviceAuth};
 
 use crate::{
-    close, control_subject, device_subject, protomsg, recheck, session_subject, upgrade,
-    Deviceconnect, CLOSE_GOING_AWAY, CLOSE_INVALID, CLOSE_POLICY,
+    close, control_subject, device_subject, device_subjects, protomsg, recheck, session_subject,
+    upgrade, Deviceconnect, CLOSE_GOING_AWAY, CLOSE_INVALID, CLOSE_POLICY,
 };
 
 /// The server pings the device this often ...
@@ -35,9 +35,10 @@ pub async fn connect(
 ) -> ApiResult<Response> {
     let tenant = auth.tenant().to_owned();
     let device_id = auth.device_id().to_owned();
-    let (Some(inbox), Some(control)) = (
+    let (Some(inbox), Some(control), Some(subjects)) = (
         device_subject(&tenant, &device_id),
         control_subject(&tenant, &device_id),
+        device_subjects(&tenant, &device_id),
     ) else {
         return Err(ApiError::bad_request("invalid device identity"));
     };
@@ -50,6 +51,7 @@ pub async fn connect(
             device_id,
             inbox,
             control,
+            subjects,
         };
         if let Err(e) = device.run(socket).await {
             tracing::error!(error = %e, "device connection failed");
@@ -65,13 +67,16 @@ struct DeviceConn {
     device_id: String,
     inbox: String,
     control: String,
+    /// The inbox and the control subject (see [`device_subjects`]).
+    subjects: String,
 }
 
 impl DeviceConn {
     async fn run(self, socket: WebSocket) -> anyhow::Result<()> {
         let nats = &self.dc.nats;
-        let mut inbox = nats.subscribe(self.inbox.clone()).await?;
-        let mut control = nats.subscribe(self.control.clone()).await?;
+        // The inbox and the control subject through one subscription (each one holds a
+        // channel of its own, ~6 KiB, per idle device).
+        let mut subjects = nats.subscribe(self.subjects.clone()).await?;
         nats.flush().await?;
         let version = self
             .dc
@@ -81,9 +86,8 @@ impl DeviceConn {
         nats.publish(self.control.clone(), format!("connect {version}").into())
             .await?;
         tracing::info!(device_id = %self.device_id, version, "device connected");
-        let result = self.relay(socket, &mut inbox, &mut control, version).await;
-        drop(inbox);
-        drop(control);
+        let result = self.relay(socket, &mut subjects, version).await;
+        drop(subjects);
         let marked = self
             .dc
             .store()
@@ -99,8 +103,7 @@ impl DeviceConn {
     async fn relay(
         &self,
         socket: WebSocket,
-        inbox: &mut async_nats::Subscriber,
-        control: &mut async_nats::Subscriber,
+        subjects: &mut async_nats::Subscriber,
         version: u64,
     ) -> anyhow::Result<()> {
         let (mut tx, mut rx) = socket.split();
@@ -137,12 +140,15 @@ impl DeviceConn {
                         Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ok(()),
                     }
                 }
-                msg = inbox.next() => {
+                msg = subjects.next() => {
                     let Some(msg) = msg else { return Ok(()) };
-                    tx.send(Message::Binary(msg.payload)).await?;
-                }
-                msg = control.next() => {
-                    let Some(msg) = msg else { return Ok(()) };
+                    if msg.subject.as_str() == self.inbox {
+                        tx.send(Message::Binary(msg.payload)).await?;
+                        continue;
+                    }
+                    if msg.subject.as_str() != self.control {
+                        continue;
+                    }
                     let text = String::from_utf8_lossy(&msg.payload);
                     let newer = text
                         .strip_prefix("connect ")

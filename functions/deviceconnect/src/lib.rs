@@ -50,8 +50,10 @@ pub use deviceconnect_store::{
 pub const MAX_MESSAGE: usize = 8 * 1024 * 1024;
 /// The NATS server's `max_payload` must allow this: a largest message plus the stamped header.
 pub const NATS_MAX_PAYLOAD: usize = MAX_MESSAGE + 64 * 1024;
-/// Initial websocket read buffer.
-const READ_BUFFER: usize = 4 * 1024;
+/// Initial websocket read buffer, resident per socket: most sockets are idle devices whose
+/// frames are pings and short terminal frames. A larger frame gets a buffer of its size for
+/// as long as it is read (up to [`MAX_MESSAGE`]); reads from the socket are at most this size.
+const READ_BUFFER: usize = 1024;
 /// Close code for a frame that is not a ProtoMsg (unsupported data).
 const CLOSE_INVALID: u16 = 1003;
 /// Close code when the instance shuts down.
@@ -108,10 +110,12 @@ impl Settings {
 
 /// The service's state: the shared services (token checks, the deviceconnect store, the
 /// bucket recordings go to), NATS, this instance's id (its heartbeat vouches for the devices it
-/// holds), its settings and its shutdown switch.
+/// holds), its settings and its shutdown switch. Every open socket keeps a clone, so the
+/// services are behind an `Arc` (a `Services` clone copies its configuration: table names,
+/// queue URLs, key PEMs — kilobytes per socket).
 #[derive(Clone)]
 pub struct Deviceconnect {
-    pub services: Services,
+    pub services: Arc<Services>,
     pub nats: async_nats::Client,
     pub instance: String,
     settings: Arc<Settings>,
@@ -149,7 +153,7 @@ impl Deviceconnect {
             Arc::downgrade(&shutdown),
         ));
         Ok(Deviceconnect {
-            services,
+            services: Arc::new(services),
             nats,
             instance,
             settings: Arc::new(Settings::default()),
@@ -186,7 +190,7 @@ impl Deviceconnect {
     /// Another instance with the same services and settings and its own NATS connection (as
     /// a second container would have).
     pub async fn another_instance(&self, nats_url: &str) -> Result<Self, StartError> {
-        Ok(Self::connect(self.services.clone(), nats_url)
+        Ok(Self::connect(Services::clone(&self.services), nats_url)
             .await?
             .with_settings(Settings::clone(&self.settings)))
     }
@@ -317,6 +321,13 @@ fn subject(tenant: &str, kind: &str, id: &str) -> Option<String> {
 
 fn device_subject(tenant: &str, device_id: &str) -> Option<String> {
     subject(tenant, "device", device_id)
+}
+
+/// `deviceconnect.<tenant>.*.<device id>`: exactly the device's inbox and control subject
+/// (session subjects have one token more), which the device's socket reads through one
+/// subscription.
+fn device_subjects(tenant: &str, device_id: &str) -> Option<String> {
+    subject(tenant, "*", device_id)
 }
 
 /// Frames from device `device_id` for session `sid` (only that device's socket publishes
@@ -507,5 +518,11 @@ mod tests {
         assert_eq!(session_subject("", "", "5f0e"), None);
         assert_eq!(session_subject("", "*", "5f0e"), None);
         assert_eq!(device_subject("t x", "d"), None);
+        assert_eq!(
+            device_subjects("", "0b6c").as_deref(),
+            Some("deviceconnect._.*.0b6c")
+        );
+        assert_eq!(device_subjects("", "*"), None);
+        assert_eq!(device_subjects("a.b", "0b6c"), None);
     }
 }

@@ -4,9 +4,10 @@
 //! # Reading
 //!
 //! [`read_artifact`] parses an artifact from any [`std::io::Read`] in a single forward
-//! pass. Memory does not grow with the artifact: payload data is hashed in 64 KiB chunks,
-//! only metadata members are buffered (each capped, see [`ReadOptions`]) and decoders are
-//! bounded ([`ReadOptions::max_decoder_memory`]). Two modes:
+//! pass. Memory does not grow with the artifact: payload data is hashed in 1 MiB chunks (a
+//! fixed pool of three buffers; a helper thread hashes one chunk while the next is read and
+//! decompressed), only metadata members are buffered (each capped, see [`ReadOptions`]) and
+//! decoders are bounded ([`ReadOptions::max_decoder_memory`]). Two modes:
 //!
 //! * [`ReadMode::Full`] ([`verify_artifact`]): checks the member order, the `version` and
 //!   `header.tar*` checksums, every payload file's SHA-256 against the manifest and that
@@ -51,6 +52,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod hash;
 mod info;
 mod reader;
 mod stream;

@@ -2,9 +2,10 @@
 //! [`std::io::Read`] in one forward pass with bounded memory, checks its structure and
 //! checksums, and returns an [`ArtifactInfo`].
 //!
-//! Memory use does not depend on the artifact size: payload data is hashed in 64 KiB
-//! chunks and never kept; only metadata members are buffered, each under a limit from
-//! [`ReadOptions`]. Decoders are bounded by [`ReadOptions::max_decoder_memory`].
+//! Memory use does not depend on the artifact size: payload data is read in 1 MiB chunks
+//! from a fixed pool of buffers, hashed (on a helper thread for files of more than a chunk,
+//! see [`crate::hash`]) and never kept; only metadata members are buffered, each under a
+//! limit from [`ReadOptions`]. Decoders are bounded by [`ReadOptions::max_decoder_memory`].
 //!
 //! Time is bounded too (decompression bombs): the decompressed payload data may not exceed
 //! [`ReadOptions::max_payload_size`] nor [`ReadOptions::max_compression_ratio`] times the
@@ -23,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::compression::Compression;
 use crate::error::{Error, Result};
+use crate::hash::{sha256_to_end, ChunkPool};
 use crate::info::{
     rfc3339, ArtifactInfo, DependValue, FileInfo, FilesJson, HeaderInfoV2, HeaderInfoV3,
     JsonObject, PayloadInfo, TypeInfoJson, VersionJson,
@@ -124,7 +126,7 @@ pub fn read_header<R: Read>(reader: R) -> Result<ArtifactInfo> {
 /// Parses an artifact from `reader` according to `options`.
 ///
 /// The reader is consumed in order and never rewound; reads are issued in chunks of at
-/// most 64 KiB. In [`ReadMode::Full`] the input is read up to the outer tar's end-of-archive
+/// most 1 MiB (payload data; metadata members are read whole, each within its limit). In [`ReadMode::Full`] the input is read up to the outer tar's end-of-archive
 /// marker (two zero blocks) and no further: whatever follows is ignored and not read, as
 /// upstream's reader does, and `size` is the artifact's size up to the marker.
 /// ([`StreamParser`](crate::StreamParser) counts every byte fed in `size`.)
@@ -931,7 +933,7 @@ fn read_data_tar<R: Read>(
     max_compressed: u64,
 ) -> Result<Vec<FileInfo>> {
     let mut files = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut pool = ChunkPool::default();
     while let Some(e) = inner.next_entry()? {
         if e.kind != EntryKind::File || !valid_file_name(&e.name) {
             return Err(Error::UnexpectedEntry {
@@ -945,17 +947,8 @@ fn read_data_tar<R: Read>(
             .map_err(|b| b.to_error(format!("{member} (file {})", e.name)))?;
         let path = format!("data/{index:04}/{}", e.name);
         let expected = manifest.get_and_mark(&path)?;
-        let mut hasher = Sha256::new();
-        loop {
-            let n = inner
-                .read(&mut buf)
-                .map_err(|err| inner_io(inner, member, err))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        let digest: [u8; 32] = hasher.finalize().into();
+        let digest =
+            sha256_to_end(inner, e.size, &mut pool).map_err(|err| inner_io(inner, member, err))?;
         if digest != expected {
             return Err(Error::ChecksumMismatch {
                 path,

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use mender_http::{ApiError, ApiResult, DeviceAuth};
 
+use crate::inboxes::Inbox;
 use crate::{
     close, control_subject, device_subject, device_subjects, protomsg, recheck, session_subject,
     upgrade, Deviceconnect, CLOSE_GOING_AWAY, CLOSE_INVALID, CLOSE_POLICY,
@@ -74,11 +75,10 @@ struct DeviceConn {
 impl DeviceConn {
     async fn run(self, socket: WebSocket) -> anyhow::Result<()> {
         let nats = &self.dc.nats;
-        // The inbox and the control subject through one subscription (each one holds a
-        // channel of its own, ~6 KiB, per idle device).
-        let mut subjects = Box::pin(nats.subscribe(self.subjects.clone())).await?;
-        nats.flush().await?;
-        // The one-off calls and the relay loop are boxed: this future stays allocated for as
+        // The inbox and the control subject, from the instance's subscription (see
+        // `crate::inboxes`), registered before the store says the device is connected.
+        let mut subjects = self.dc.inboxes.register(&self.subjects);
+        // The store calls and the relay loop are boxed: this future stays allocated for as
         // long as the device is connected, and an inlined AWS SDK call would make it kilobytes
         // larger for its whole life (debug build: 14,960 bytes inlined, 2,400 + 2,096 boxed).
         let version = Box::pin(self.dc.store().connect(
@@ -108,7 +108,7 @@ impl DeviceConn {
     async fn relay(
         &self,
         socket: WebSocket,
-        subjects: &mut async_nats::Subscriber,
+        subjects: &mut Inbox,
         version: u64,
     ) -> anyhow::Result<()> {
         let (mut tx, mut rx) = socket.split();

@@ -13,6 +13,9 @@
 //!   announcements; an older connection of the same device closes itself on a newer
 //!   `connect`, sessions of the device end on either.
 //!
+//! The device sockets of an instance read their inbox and control subject through one
+//! subscription of the instance ([`inboxes`]).
+//!
 //! Modules: [`device`] (the device socket), [`session`] (user terminal sessions, recording,
 //! playback), [`filetransfer`] (HTTP upload/download spoken as proto 2 to the device),
 //! [`internal`] (endpoints for the other services), [`recheck`] (the tokens of open sockets,
@@ -22,6 +25,7 @@
 
 pub mod device;
 pub mod filetransfer;
+pub mod inboxes;
 pub mod internal;
 pub mod origin;
 pub mod protomsg;
@@ -118,6 +122,9 @@ pub struct Deviceconnect {
     pub services: Arc<Services>,
     pub nats: async_nats::Client,
     pub instance: String,
+    /// This instance's device sockets, fed by its one subscription to every device's inbox
+    /// and control subject.
+    pub inboxes: Arc<inboxes::Inboxes>,
     settings: Arc<Settings>,
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -128,6 +135,10 @@ pub enum StartError {
     Nats(#[from] async_nats::ConnectError),
     #[error("writing the instance heartbeat: {0}")]
     Store(#[from] deviceconnect_store::StoreError),
+    #[error("subscribing to the device subjects: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+    #[error("flushing the device subscription to NATS: {0}")]
+    Flush(#[from] async_nats::client::FlushError),
 }
 
 impl FromRef<Deviceconnect> for Authenticator {
@@ -141,6 +152,11 @@ impl Deviceconnect {
     /// writing it (every [`HEARTBEAT_INTERVAL`], until the instance shuts down or is dropped).
     pub async fn connect(services: Services, nats_url: &str) -> Result<Self, StartError> {
         let nats = async_nats::connect(nats_url).await?;
+        let devices = nats.subscribe(inboxes::ALL_DEVICE_SUBJECTS).await?;
+        // the server has the interest before any socket is accepted
+        nats.flush().await?;
+        let inboxes = Arc::new(inboxes::Inboxes::default());
+        tokio::spawn(inboxes::dispatch(devices, Arc::downgrade(&inboxes)));
         let instance = uuid::Uuid::new_v4().to_string();
         services
             .deviceconnect
@@ -156,6 +172,7 @@ impl Deviceconnect {
             services: Arc::new(services),
             nats,
             instance,
+            inboxes,
             settings: Arc::new(Settings::default()),
             shutdown,
         })
@@ -324,8 +341,8 @@ fn device_subject(tenant: &str, device_id: &str) -> Option<String> {
 }
 
 /// `deviceconnect.<tenant>.*.<device id>`: exactly the device's inbox and control subject
-/// (session subjects have one token more), which the device's socket reads through one
-/// subscription.
+/// (session subjects have one token more); the key of the device's sockets in
+/// [`inboxes::Inboxes`].
 fn device_subjects(tenant: &str, device_id: &str) -> Option<String> {
     subject(tenant, "*", device_id)
 }

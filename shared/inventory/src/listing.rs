@@ -24,7 +24,7 @@ use crate::search::{
     compare_keys, project, sort_values, text_keywords, text_score, Op, SearchQuery, SortKey,
     SortValue,
 };
-use crate::store::{order_key, GroupCounts, Partition, Store, ALL_STATUSES};
+use crate::store::{order_key, scan, GroupCounts, Partition, Store, ALL_STATUSES};
 
 /// Most `device_ids` one search may name.
 pub const MAX_DEVICE_IDS: usize = 1000;
@@ -116,7 +116,11 @@ fn needs_groups(q: &SearchQuery) -> bool {
 }
 
 /// Answers `q` for `tenant` (see the module doc for how).
-pub async fn search(store: &Store, tenant: &str, q: &SearchQuery) -> Result<Page, DynamoError> {
+pub async fn search<S: Store>(
+    store: &S,
+    tenant: &str,
+    q: &SearchQuery,
+) -> Result<Page, DynamoError> {
     let groups = if needs_groups(q) {
         Some(store.group_counts(tenant).await?)
     } else {
@@ -136,8 +140,8 @@ fn window(q: &SearchQuery) -> (usize, usize) {
     (offset, per_page)
 }
 
-async fn from_index(
-    store: &Store,
+async fn from_index<S: Store>(
+    store: &S,
     tenant: &str,
     q: &SearchQuery,
     plan: &IndexPlan,
@@ -181,8 +185,8 @@ async fn from_index(
 }
 
 /// The size of an index-planned list, from the counters.
-async fn index_total(
-    store: &Store,
+async fn index_total<S: Store>(
+    store: &S,
     tenant: &str,
     plan: &IndexPlan,
     statuses: &[&str],
@@ -218,8 +222,8 @@ async fn index_total(
 }
 
 /// The page's devices read by key, projected as asked.
-async fn read_page(
-    store: &Store,
+async fn read_page<S: Store>(
+    store: &S,
     tenant: &str,
     q: &SearchQuery,
     ids: &[String],
@@ -299,7 +303,7 @@ fn scan_paths(q: &SearchQuery) -> Option<Vec<(String, String)>> {
     Some(paths)
 }
 
-async fn filtered(store: &Store, tenant: &str, q: &SearchQuery) -> Result<Page, DynamoError> {
+async fn filtered<S: Store>(store: &S, tenant: &str, q: &SearchQuery) -> Result<Page, DynamoError> {
     let (offset, per_page) = window(q);
     let keep = offset.saturating_add(per_page);
     let keywords = q.text.as_deref().map(text_keywords);
@@ -345,9 +349,7 @@ async fn filtered(store: &Store, tenant: &str, q: &SearchQuery) -> Result<Page, 
     };
     let paths = scan_paths(q);
     let shards = if q.device_ids.is_empty() {
-        store
-            .scan(tenant, paths.as_deref(), None, init, fold)
-            .await?
+        scan(store, tenant, paths.as_deref(), None, init, fold).await?
     } else {
         let mut acc = init();
         for device in store
@@ -373,26 +375,26 @@ async fn filtered(store: &Store, tenant: &str, q: &SearchQuery) -> Result<Page, 
 
 /// `GET /filters/attributes`: (name, scope, count) over a sample of the fleet, most common
 /// first, then by scope and name.
-pub async fn attribute_names(
-    store: &Store,
+pub async fn attribute_names<S: Store>(
+    store: &S,
     tenant: &str,
 ) -> Result<Vec<(String, String, u64)>, DynamoError> {
     let per_shard = ATTRIBUTES_SAMPLE / crate::store::SHARDS as usize;
-    let shards = store
-        .scan(
-            tenant,
-            None,
-            Some(per_shard),
-            HashMap::<(String, String), u64>::new,
-            |acc, device| {
-                for (scope, attrs) in &device.attributes {
-                    for name in attrs.keys() {
-                        *acc.entry((name.clone(), scope.clone())).or_default() += 1;
-                    }
+    let shards = scan(
+        store,
+        tenant,
+        None,
+        Some(per_shard),
+        HashMap::<(String, String), u64>::new,
+        |acc, device| {
+            for (scope, attrs) in &device.attributes {
+                for name in attrs.keys() {
+                    *acc.entry((name.clone(), scope.clone())).or_default() += 1;
                 }
-            },
-        )
-        .await?;
+            }
+        },
+    )
+    .await?;
     let mut counts: HashMap<(String, String), u64> = HashMap::new();
     for shard in shards {
         for (k, n) in shard {

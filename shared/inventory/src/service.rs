@@ -5,7 +5,6 @@
 use mender_aws::dynamo::DynamoError;
 use mender_aws::retry::{lost_race, Attempts};
 use mender_http::paging::{Paging, MAX_PER_PAGE};
-use mender_http::ApiError;
 use serde_json::Value;
 
 use crate::listing;
@@ -14,7 +13,7 @@ use crate::model::{
     LIMIT_ATTRIBUTES, LIMIT_TAGS, MAX_DEVICE_BYTES, SYSTEM, TAGS,
 };
 use crate::search::{Filter, Op, SearchError, SearchQuery, Selector, SortKey};
-use crate::store::{Partition, Store, ALL_STATUSES};
+use crate::store::{DynamoStore, Partition, Store, ALL_STATUSES};
 
 const MAX_ATTEMPTS: usize = 64;
 
@@ -48,21 +47,6 @@ impl From<SearchError> for Error {
     }
 }
 
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::BadRequest(m) => ApiError::bad_request(m),
-            Error::NotFound(m) => ApiError::not_found(m),
-            Error::PreconditionFailed(m) => {
-                ApiError::new(mender_http::error::StatusCode::PRECONDITION_FAILED, m)
-            }
-            Error::Conflict(m) => ApiError::conflict(m),
-            Error::Storage(e) => ApiError::internal(e),
-            Error::Internal(m) => ApiError::internal(m),
-        }
-    }
-}
-
 /// Every attempt of a read–modify–write of one device lost its race.
 fn too_many_writes() -> Error {
     Error::Internal("too many concurrent writes to the device".into())
@@ -92,12 +76,13 @@ pub struct ListQuery {
     pub paging: Paging,
 }
 
+/// The inventory service over a [`Store`] (the DynamoDB table unless told otherwise).
 #[derive(Clone)]
-pub struct Inventory {
-    pub store: Store,
+pub struct Inventory<S = DynamoStore> {
+    pub store: S,
 }
 
-impl Inventory {
+impl<S: Store> Inventory<S> {
     /// Read-modify-write with retries. `change` gets the current device (or a new one, with
     /// `existed == false`) and says whether to store it.
     async fn modify<F>(
@@ -598,5 +583,390 @@ fn eq(scope: &str, attribute: &str, value: Value) -> Filter {
         attribute: attribute.into(),
         op: Op::Eq,
         value,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The service's rules against the in-memory store.
+
+    use super::*;
+    use crate::store::MemoryStore;
+    use serde_json::json;
+
+    const T: &str = "tenant";
+
+    fn service() -> Inventory<MemoryStore> {
+        Inventory {
+            store: MemoryStore::new(),
+        }
+    }
+
+    fn attr(name: &str, value: Value) -> AttributeIn {
+        AttributeIn {
+            name: name.into(),
+            value: Some(value),
+            description: None,
+            scope: None,
+        }
+    }
+
+    async fn device(inv: &Inventory<MemoryStore>, id: &str) -> InventoryDevice {
+        inv.get_device(T, id).await.unwrap()
+    }
+
+    fn message(e: Error) -> (&'static str, String) {
+        match e {
+            Error::BadRequest(m) => ("bad request", m),
+            Error::NotFound(m) => ("not found", m),
+            Error::PreconditionFailed(m) => ("precondition failed", m),
+            Error::Conflict(m) => ("conflict", m),
+            Error::Storage(e) => ("storage", e.to_string()),
+            Error::Internal(m) => ("internal", m),
+        }
+    }
+
+    #[tokio::test]
+    async fn device_patch_merges_put_replaces_and_no_change_writes_nothing() {
+        let inv = service();
+        let patch = vec![attr("a", json!(1)), attr("b", json!("x"))];
+        inv.device_update(T, "d", patch, false).await.unwrap();
+        let d = device(&inv, "d").await;
+        assert_eq!(d.version, 1);
+        assert_eq!(d.get(INVENTORY, "a"), Some(&json!(1)));
+        assert!(d.get(SYSTEM, "created_ts").is_some() && d.get(SYSTEM, "updated_ts").is_some());
+
+        inv.device_update(T, "d", vec![attr("a", json!(2))], false)
+            .await
+            .unwrap();
+        let d = device(&inv, "d").await;
+        assert_eq!(d.version, 2);
+        assert_eq!(d.get(INVENTORY, "a"), Some(&json!(2)));
+        assert_eq!(d.get(INVENTORY, "b"), Some(&json!("x")));
+
+        // The same values again (updated today): nothing is written.
+        inv.device_update(T, "d", vec![attr("a", json!(2))], false)
+            .await
+            .unwrap();
+        assert_eq!(device(&inv, "d").await.version, 2);
+
+        // PUT replaces the inventory scope only.
+        inv.set_status(T, "d", "accepted", 1).await.unwrap();
+        inv.device_update(T, "d", vec![attr("c", json!(3))], true)
+            .await
+            .unwrap();
+        let d = device(&inv, "d").await;
+        assert_eq!(d.count(INVENTORY), 1);
+        assert_eq!(d.get(INVENTORY, "c"), Some(&json!(3)));
+        assert_eq!(d.get(IDENTITY, "status"), Some(&json!("accepted")));
+    }
+
+    #[tokio::test]
+    async fn limits_refuse_the_write() {
+        let inv = service();
+        let many: Vec<AttributeIn> = (0..LIMIT_ATTRIBUTES)
+            .map(|i| attr(&format!("a{i}"), json!(i)))
+            .collect();
+        inv.device_update(T, "d", many, false).await.unwrap();
+        let err = inv
+            .device_update(T, "d", vec![attr("one-more", json!(1))], false)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            message(err),
+            (
+                "bad request",
+                "the number of attributes in the scope is above the limit".into()
+            )
+        );
+        assert_eq!(device(&inv, "d").await.count(INVENTORY), LIMIT_ATTRIBUTES);
+
+        // Within every per-value limit, but too big as a whole.
+        let big: Vec<AttributeIn> = (0..20)
+            .map(|i| attr(&format!("big{i}"), json!("x".repeat(4000))))
+            .collect();
+        let err = inv.device_update(T, "e", big, false).await.unwrap_err();
+        assert_eq!(
+            message(err),
+            (
+                "bad request",
+                "the device's attributes are too large".into()
+            )
+        );
+        assert!(inv.find_device(T, "e").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn status_follows_the_newest_revision() {
+        let inv = service();
+        inv.set_status(T, "d", "accepted", 2).await.unwrap();
+        inv.set_status(T, "d", "pending", 1).await.unwrap();
+        assert_eq!(
+            device(&inv, "d").await.get(IDENTITY, "status"),
+            Some(&json!("accepted"))
+        );
+        inv.set_status(T, "d", "rejected", 3).await.unwrap();
+        assert_eq!(
+            device(&inv, "d").await.get(IDENTITY, "status"),
+            Some(&json!("rejected"))
+        );
+        let err = inv.set_status(T, "d", "bogus", 4).await.unwrap_err();
+        assert_eq!(
+            message(err),
+            ("not found", "unrecognized status: bogus".into())
+        );
+        inv.set_status(T, "d", "decommissioned", 5).await.unwrap();
+        assert_eq!(
+            message(inv.get_device(T, "d").await.unwrap_err()),
+            ("not found", "Device not found".into())
+        );
+        // Deleting a device already gone is fine.
+        inv.delete_device(T, "d").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn tags_check_the_etag() {
+        let inv = service();
+        // Unknown device: a no-op without If-Match, a failed precondition with it.
+        inv.set_tags(T, "d", vec![attr("t", json!("v"))], false, None)
+            .await
+            .unwrap();
+        assert!(inv.find_device(T, "d").await.unwrap().is_none());
+        let err = inv
+            .set_tags(T, "d", vec![attr("t", json!("v"))], false, Some("x"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            message(err),
+            ("precondition failed", "ETag does not match".into())
+        );
+
+        inv.set_status(T, "d", "accepted", 1).await.unwrap();
+        inv.set_tags(T, "d", vec![attr("t", json!("v"))], false, None)
+            .await
+            .unwrap();
+        let etag = device(&inv, "d").await.tags_etag.unwrap();
+        let err = inv
+            .set_tags(T, "d", vec![attr("t", json!("w"))], false, Some("other"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            message(err),
+            ("precondition failed", "ETag does not match".into())
+        );
+        assert_eq!(device(&inv, "d").await.get(TAGS, "t"), Some(&json!("v")));
+        inv.set_tags(T, "d", vec![attr("u", json!("w"))], true, Some(&etag))
+            .await
+            .unwrap();
+        let d = device(&inv, "d").await;
+        assert_eq!(
+            (d.get(TAGS, "t"), d.get(TAGS, "u")),
+            (None, Some(&json!("w")))
+        );
+        assert_ne!(d.tags_etag, Some(etag));
+
+        let too_many: Vec<AttributeIn> = (0..=LIMIT_TAGS)
+            .map(|i| attr(&format!("t{i}"), json!("v")))
+            .collect();
+        let err = inv
+            .set_tags(T, "d", too_many, true, None)
+            .await
+            .unwrap_err();
+        assert_eq!(message(err).0, "bad request");
+    }
+
+    #[tokio::test]
+    async fn groups_from_assignment_to_deletion() {
+        let inv = service();
+        let err = inv.set_group(T, "nobody", "g1").await.unwrap_err();
+        assert_eq!(message(err), ("not found", "Device not found".into()));
+        for (id, status) in [("d1", "accepted"), ("d2", "accepted"), ("d3", "pending")] {
+            inv.set_status(T, id, status, 1).await.unwrap();
+        }
+        let err = inv.set_group(T, "d1", "no spaces").await.unwrap_err();
+        assert_eq!(message(err).0, "bad request");
+        inv.set_group(T, "d1", "g1").await.unwrap();
+        inv.set_group(T, "d2", "g1").await.unwrap();
+        inv.set_group(T, "d3", "g2").await.unwrap();
+        // Assigning the same group again writes nothing.
+        let version = device(&inv, "d1").await.version;
+        inv.set_group(T, "d1", "g1").await.unwrap();
+        assert_eq!(device(&inv, "d1").await.version, version);
+
+        assert_eq!(inv.list_groups(T, None).await.unwrap(), vec!["g1", "g2"]);
+        assert_eq!(
+            inv.list_groups(T, Some("pending")).await.unwrap(),
+            vec!["g2"]
+        );
+        assert_eq!(inv.group_of(T, "d3").await.unwrap().as_deref(), Some("g2"));
+        let paging = Paging {
+            page: 1,
+            per_page: 1,
+        };
+        let (ids, total) = inv.group_devices(T, "g1", paging).await.unwrap();
+        assert_eq!((ids.len(), total), (1, 2));
+        let err = inv.group_devices(T, "none", paging).await.unwrap_err();
+        assert_eq!(message(err), ("not found", "group not found".into()));
+        assert_eq!(
+            inv.accepted_devices(T, Some("g1")).await.unwrap(),
+            vec!["d1", "d2"]
+        );
+
+        assert!(!inv.clear_group(T, "d1", "g2").await.unwrap());
+        assert!(inv.clear_group(T, "d1", "g1").await.unwrap());
+        assert_eq!(inv.delete_group(T, "g1").await.unwrap(), 1);
+        assert_eq!(inv.list_groups(T, None).await.unwrap(), vec!["g2"]);
+        assert_eq!(inv.group_of(T, "d2").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn lists_filter_sort_and_count() {
+        let inv = service();
+        for (id, status, n) in [
+            ("a", "accepted", 5),
+            ("b", "accepted", 7),
+            ("c", "pending", 5),
+        ] {
+            inv.set_status(T, id, status, 1).await.unwrap();
+            inv.device_update(T, id, vec![attr("n", json!(n))], false)
+                .await
+                .unwrap();
+        }
+        inv.set_group(T, "b", "g").await.unwrap();
+        let ids = |devices: Vec<InventoryDevice>| -> Vec<String> {
+            devices.into_iter().map(|d| d.id).collect()
+        };
+
+        // v1 equality: "5" matches the number 5.
+        let query = ListQuery {
+            filters: vec![("inventory".into(), "n".into(), "5".into())],
+            sort: Some(("identity".into(), "status".into(), true)),
+            ..ListQuery::default()
+        };
+        let (devices, total) = inv.list_devices(T, &query).await.unwrap();
+        assert_eq!((ids(devices), total), (vec!["c".into(), "a".into()], 2));
+
+        let query = ListQuery {
+            has_group: Some(false),
+            paging: Paging {
+                page: 2,
+                per_page: 1,
+            },
+            ..ListQuery::default()
+        };
+        let (devices, total) = inv.list_devices(T, &query).await.unwrap();
+        assert_eq!((devices.len(), total), (1, 2));
+
+        let search = SearchQuery::parse(
+            json!({"filters": [{"scope": "inventory", "attribute": "n", "type": "$gt", "value": 5}]})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        let page = inv.search(T, &search).await.unwrap();
+        assert_eq!((ids(page.devices), page.total), (vec!["b".into()], 1));
+
+        let stats = inv.statistics(T).await.unwrap();
+        assert_eq!(stats["devices_by_status"]["accepted"]["standard"], json!(2));
+        assert_eq!(stats["devices_by_status"]["pending"]["standard"], json!(1));
+
+        // Another tenant sees none of it.
+        let (devices, total) = inv
+            .list_devices("other", &ListQuery::default())
+            .await
+            .unwrap();
+        assert_eq!((devices.len(), total), (0, 0));
+    }
+
+    /// A store where another writer changes the device between the service's read and its
+    /// first write.
+    struct Racing {
+        inner: MemoryStore,
+        raced: std::sync::atomic::AtomicBool,
+    }
+
+    impl Store for Racing {
+        async fn get(&self, t: &str, id: &str) -> Result<Option<InventoryDevice>, DynamoError> {
+            self.inner.get(t, id).await
+        }
+        async fn put(
+            &self,
+            t: &str,
+            device: &mut InventoryDevice,
+            before: Option<&InventoryDevice>,
+        ) -> Result<(), DynamoError> {
+            if !self.raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let stored = self.inner.get(t, &device.id).await?;
+                let mut other = stored
+                    .clone()
+                    .unwrap_or_else(|| InventoryDevice::new(&device.id));
+                other.set(INVENTORY, "other", json!("writer"));
+                self.inner.put(t, &mut other, stored.as_ref()).await?;
+            }
+            self.inner.put(t, device, before).await
+        }
+        async fn delete(&self, t: &str, device: &InventoryDevice) -> Result<(), DynamoError> {
+            self.inner.delete(t, device).await
+        }
+        async fn status_counts(&self, t: &str) -> Result<crate::store::StatusCounts, DynamoError> {
+            self.inner.status_counts(t).await
+        }
+        async fn group_counts(&self, t: &str) -> Result<crate::store::GroupCounts, DynamoError> {
+            self.inner.group_counts(t).await
+        }
+        async fn group_count(
+            &self,
+            t: &str,
+            group: &str,
+        ) -> Result<std::collections::BTreeMap<String, i64>, DynamoError> {
+            self.inner.group_count(t, group).await
+        }
+        async fn partition_keys(
+            &self,
+            t: &str,
+            partition: &Partition,
+            descending: bool,
+            limit: usize,
+        ) -> Result<Vec<(String, String)>, DynamoError> {
+            self.inner
+                .partition_keys(t, partition, descending, limit)
+                .await
+        }
+        async fn get_many(
+            &self,
+            t: &str,
+            ids: &[String],
+            paths: Option<&[(String, String)]>,
+        ) -> Result<Vec<InventoryDevice>, DynamoError> {
+            self.inner.get_many(t, ids, paths).await
+        }
+        async fn scan_shard(
+            &self,
+            t: &str,
+            shard: u32,
+            paths: Option<&[(String, String)]>,
+            limit: Option<usize>,
+            visit: &mut (dyn FnMut(InventoryDevice) + Send),
+        ) -> Result<(), DynamoError> {
+            self.inner.scan_shard(t, shard, paths, limit, visit).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_that_lost_a_race_is_retried_on_the_new_state() {
+        let inv = Inventory {
+            store: Racing {
+                inner: MemoryStore::new(),
+                raced: false.into(),
+            },
+        };
+        inv.device_update(T, "d", vec![attr("mine", json!(1))], false)
+            .await
+            .unwrap();
+        let d = inv.get_device(T, "d").await.unwrap();
+        assert_eq!(d.get(INVENTORY, "mine"), Some(&json!(1)));
+        assert_eq!(d.get(INVENTORY, "other"), Some(&json!("writer")));
+        assert_eq!(d.version, 2);
     }
 }

@@ -89,7 +89,7 @@ impl Services {
             check_in_interval_secs: config.check_in_interval_secs,
         };
         let inventory = inventory::Inventory {
-            store: inventory::store::Store::new(dynamodb.clone(), &config.inventory_table),
+            store: inventory::DynamoStore::new(dynamodb.clone(), &config.inventory_table),
         };
         let deployments = deployments::Deployments {
             store: deployments::store::Store::new(dynamodb.clone(), &config.deployments_table),

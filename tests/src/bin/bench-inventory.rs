@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use axum::body::Body;
 use black_box_tests::tempdir::TempDir;
 use futures::StreamExt;
-use inventory::store::Store;
+use inventory::DynamoStore;
 use inventory::InventoryDevice;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -90,7 +90,7 @@ fn device(i: usize) -> InventoryDevice {
 /// Writes devices `from..to` (items and counters), 25 per batch, 16 batches at a time.
 async fn load(
     client: &aws_sdk_dynamodb::Client,
-    store: &Store,
+    store: &DynamoStore,
     table: &str,
     from: usize,
     to: usize,
@@ -104,7 +104,7 @@ async fn load(
             let devices: Vec<InventoryDevice> = (start..end).map(device).collect();
             let mut requests = Vec::new();
             for d in &devices {
-                let item = Store::device_item("", d)?;
+                let item = DynamoStore::device_item("", d)?;
                 requests.push(
                     WriteRequest::builder()
                         .put_request(PutRequest::builder().set_item(Some(item)).build()?)

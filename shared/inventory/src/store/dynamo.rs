@@ -1,4 +1,4 @@
-//! The inventory table: devices, the counters that answer totals and statistics, and the three
+//! The DynamoDB implementation of the inventory [`Store`]: devices, the counters that answer totals and statistics, and the three
 //! indexes the device lists read. Access patterns (every key starts with the tenant):
 //!
 //! | item | pk | sk | used by |
@@ -29,22 +29,10 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use mender_aws::dynamo::{built, classify, from_item, key, meter, to_item, DynamoError, Table};
-use serde_json::Value;
 
-use crate::model::{InventoryDevice, IDENTITY, SYSTEM};
+use super::{order_key, shard_of, GroupCounts, Partition, Placement, StatusCounts, Store};
+use crate::model::{InventoryDevice, SYSTEM};
 
-pub use mender_aws::dynamo::{shard_of, SHARDS};
-/// Status of a device whose `identity/status` is not known yet.
-pub const NO_STATUS: &str = "none";
-/// Every status partition, in the order lists concatenate them.
-pub const ALL_STATUSES: [&str; 6] = [
-    "accepted",
-    "noauth",
-    "pending",
-    "preauthorized",
-    "rejected",
-    NO_STATUS,
-];
 pub const BY_STATUS: &str = "by-status";
 pub const BY_GROUP: &str = "by-group";
 pub const SEARCH: &str = "search";
@@ -56,75 +44,17 @@ fn device_sk(id: &str) -> String {
     format!("DEV#{id}")
 }
 
-/// Where a device counts: what the counters and the list indexes key it by.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Placement {
-    pub status: String,
-    pub tier: String,
-    pub group: Option<String>,
-}
-
-impl Placement {
-    pub fn of(device: &InventoryDevice) -> Placement {
-        let text = |scope: &str, name: &str| device.get(scope, name).and_then(Value::as_str);
-        Placement {
-            status: text(IDENTITY, "status").unwrap_or(NO_STATUS).to_owned(),
-            tier: text(SYSTEM, "tier").unwrap_or("standard").to_owned(),
-            group: text(SYSTEM, "group").map(str::to_owned),
-        }
+/// The index, its hash key attribute and that key's value for a list partition.
+fn index_and_key(partition: &Partition, tenant: &str) -> (&'static str, &'static str, String) {
+    match partition {
+        Partition::Status(s) => (BY_STATUS, "ix_status", format!("T#{tenant}#S#{s}")),
+        Partition::Group(g, s) => (BY_GROUP, "ix_group", format!("T#{tenant}#G#{g}#S#{s}")),
     }
 }
 
-/// A list partition of the `by-status` or `by-group` index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Partition {
-    Status(String),
-    /// (group, status); group `""` is the ungrouped devices.
-    Group(String, String),
-}
-
-impl Partition {
-    fn index_and_key(&self, tenant: &str) -> (&'static str, &'static str, String) {
-        match self {
-            Partition::Status(s) => (BY_STATUS, "ix_status", format!("T#{tenant}#S#{s}")),
-            Partition::Group(g, s) => (BY_GROUP, "ix_group", format!("T#{tenant}#G#{g}#S#{s}")),
-        }
-    }
-}
-
-/// `created_ts` in a fixed-width form (milliseconds always written) so that index order is
-/// time order: `…:05Z` and `…:05.5Z` become `…:05.000Z` and `…:05.500Z`.
-pub fn order_key(device: &InventoryDevice) -> String {
-    let created = device
-        .get(SYSTEM, "created_ts")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let mut key = String::with_capacity(created.len() + device.id.len() + 6);
-    match created.strip_suffix('Z') {
-        Some(time) if time.len() >= 19 && time.is_ascii() => {
-            let (seconds, fraction) = time.split_at(19);
-            let digits = fraction.strip_prefix('.').unwrap_or("");
-            key.push_str(seconds);
-            key.push('.');
-            for i in 0..3 {
-                key.push(digits.as_bytes().get(i).map_or('0', |b| char::from(*b)));
-            }
-            key.push('Z');
-        }
-        _ => key.push_str(created),
-    }
-    key.push('#');
-    key.push_str(&device.id);
-    key
-}
-
-/// Counter totals by status and tier, summed over the shards.
-pub type StatusCounts = BTreeMap<String, BTreeMap<String, i64>>;
-/// group -> status -> devices.
-pub type GroupCounts = BTreeMap<String, BTreeMap<String, i64>>;
-
+/// The inventory table.
 #[derive(Clone, Debug)]
-pub struct Store {
+pub struct DynamoStore {
     table: Table,
 }
 
@@ -132,24 +62,13 @@ fn number(n: i64) -> AttributeValue {
     AttributeValue::N(n.to_string())
 }
 
-impl Store {
+impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Store {
+        DynamoStore {
             table: Table::new(client, table),
         }
     }
 
-    pub async fn get(
-        &self,
-        tenant: &str,
-        id: &str,
-    ) -> Result<Option<InventoryDevice>, DynamoError> {
-        self.table
-            .get_as(key(tenant_pk(tenant), device_sk(id)))
-            .await
-    }
-
-    /// The device item with its index keys.
     pub fn device_item(
         tenant: &str,
         device: &InventoryDevice,
@@ -229,7 +148,37 @@ impl Store {
 
     /// Stores `device` if it is still as `before` was read (`None`: it did not exist); the
     /// counters move with it in the same transaction when its placement changed.
-    pub async fn put(
+    pub async fn count_new_devices(
+        &self,
+        tenant: &str,
+        devices: &[InventoryDevice],
+    ) -> Result<(), DynamoError> {
+        let mut deltas: Vec<(String, String, i64)> = Vec::new();
+        for device in devices {
+            for delta in Self::counter_deltas(&device.id, None, Some(&Placement::of(device))) {
+                match deltas.iter_mut().find(|d| d.0 == delta.0 && d.1 == delta.1) {
+                    Some(d) => d.2 += delta.2,
+                    None => deltas.push(delta),
+                }
+            }
+        }
+        let updates = self.counter_updates(tenant, deltas)?;
+        for chunk in updates.chunks(100) {
+            self.table.transact(chunk.to_vec()).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Store for DynamoStore {
+    async fn get(&self, tenant: &str, id: &str) -> Result<Option<InventoryDevice>, DynamoError> {
+        self.table
+            .get_as(key(tenant_pk(tenant), device_sk(id)))
+            .await
+    }
+
+    /// The device item with its index keys.
+    async fn put(
         &self,
         tenant: &str,
         device: &mut InventoryDevice,
@@ -237,8 +186,8 @@ impl Store {
     ) -> Result<(), DynamoError> {
         let read_version = before.map(|b| b.version);
         device.version = read_version.map_or(1, |v| v + 1);
-        let item = Self::device_item(tenant, device)?;
-        let deltas = Self::counter_deltas(
+        let item = DynamoStore::device_item(tenant, device)?;
+        let deltas = DynamoStore::counter_deltas(
             &device.id,
             before.map(Placement::of).as_ref(),
             Some(&Placement::of(device)),
@@ -279,7 +228,7 @@ impl Store {
 
     /// Deletes `device` if it is still at the version it was read at, and uncounts it.
     /// `ConditionFailed`: it changed or is gone.
-    pub async fn delete(&self, tenant: &str, device: &InventoryDevice) -> Result<(), DynamoError> {
+    async fn delete(&self, tenant: &str, device: &InventoryDevice) -> Result<(), DynamoError> {
         let delete = built(
             Delete::builder()
                 .table_name(&self.table.name)
@@ -290,36 +239,15 @@ impl Store {
                 .build(),
         )?;
         let mut items = vec![TransactWriteItem::builder().delete(delete).build()];
-        let deltas = Self::counter_deltas(&device.id, Some(&Placement::of(device)), None);
+        let deltas = DynamoStore::counter_deltas(&device.id, Some(&Placement::of(device)), None);
         items.extend(self.counter_updates(tenant, deltas)?);
         self.table.transact(items).await
     }
 
     /// Bulk loading (benchmarks, imports of devices written straight to the table): adds the
     /// counts of `devices`, which must be new, to the counters.
-    pub async fn count_new_devices(
-        &self,
-        tenant: &str,
-        devices: &[InventoryDevice],
-    ) -> Result<(), DynamoError> {
-        let mut deltas: Vec<(String, String, i64)> = Vec::new();
-        for device in devices {
-            for delta in Self::counter_deltas(&device.id, None, Some(&Placement::of(device))) {
-                match deltas.iter_mut().find(|d| d.0 == delta.0 && d.1 == delta.1) {
-                    Some(d) => d.2 += delta.2,
-                    None => deltas.push(delta),
-                }
-            }
-        }
-        let updates = self.counter_updates(tenant, deltas)?;
-        for chunk in updates.chunks(100) {
-            self.table.transact(chunk.to_vec()).await?;
-        }
-        Ok(())
-    }
-
     /// Counters by status and tier (one query of 16 small items).
-    pub async fn status_counts(&self, tenant: &str) -> Result<StatusCounts, DynamoError> {
+    async fn status_counts(&self, tenant: &str) -> Result<StatusCounts, DynamoError> {
         let mut counts = StatusCounts::new();
         for item in self.table.query_prefix(&tenant_pk(tenant), "CNT#").await? {
             for (name, value) in item {
@@ -339,7 +267,7 @@ impl Store {
     }
 
     /// Devices per group and status (one small item per group).
-    pub async fn group_counts(&self, tenant: &str) -> Result<GroupCounts, DynamoError> {
+    async fn group_counts(&self, tenant: &str) -> Result<GroupCounts, DynamoError> {
         let mut counts = GroupCounts::new();
         for item in self.table.query_prefix(&tenant_pk(tenant), "GRP#").await? {
             let group = mender_aws::dynamo::text(&item, "sk")
@@ -356,7 +284,7 @@ impl Store {
     }
 
     /// One group's devices per status.
-    pub async fn group_count(
+    async fn group_count(
         &self,
         tenant: &str,
         group: &str,
@@ -377,14 +305,14 @@ impl Store {
 
     /// The first `limit` (order key, device id) of a list partition, oldest first (or newest
     /// first with `descending`); reads keys only.
-    pub async fn partition_keys(
+    async fn partition_keys(
         &self,
         tenant: &str,
         partition: &Partition,
         descending: bool,
         limit: usize,
     ) -> Result<Vec<(String, String)>, DynamoError> {
-        let (index, attr, value) = partition.index_and_key(tenant);
+        let (index, attr, value) = index_and_key(partition, tenant);
         let items = self
             .table
             .query_index(index, attr, &value, descending, limit)
@@ -401,7 +329,7 @@ impl Store {
 
     /// The devices `ids` (strongly consistent), in the order of `ids`; missing ones left out.
     /// With `paths`, only those (scope, name) attributes are read.
-    pub async fn get_many(
+    async fn get_many(
         &self,
         tenant: &str,
         ids: &[String],
@@ -427,63 +355,51 @@ impl Store {
     /// Reads every device of the tenant from the `search` index, 16 shards in parallel, folding
     /// each shard's devices into its own accumulator (`init()`), and returns the accumulators.
     /// With `paths`, only those attributes are read; `limit_per_shard` stops each shard early.
-    pub async fn scan<A, I, F>(
+    async fn scan_shard(
         &self,
         tenant: &str,
+        shard: u32,
         paths: Option<&[(String, String)]>,
-        limit_per_shard: Option<usize>,
-        init: I,
-        fold: F,
-    ) -> Result<Vec<A>, DynamoError>
-    where
-        I: Fn() -> A,
-        F: Fn(&mut A, InventoryDevice) + Clone,
-    {
+        limit: Option<usize>,
+        visit: &mut (dyn FnMut(InventoryDevice) + Send),
+    ) -> Result<(), DynamoError> {
         let projection = paths.map(projection);
-        let shards = (0..SHARDS).map(|shard| {
-            let mut acc = init();
-            let fold = fold.clone();
-            let projection = projection.clone();
-            async move {
-                let mut start = None;
-                let mut seen = 0usize;
-                loop {
-                    let mut query = self
-                        .table
-                        .client
-                        .query()
-                        .table_name(&self.table.name)
-                        .index_name(SEARCH)
-                        .key_condition_expression("ix_shard = :p")
-                        .expression_attribute_values(
-                            ":p",
-                            AttributeValue::S(format!("T#{tenant}#P#{shard}")),
-                        )
-                        .set_exclusive_start_key(start)
-                        .return_consumed_capacity(ReturnConsumedCapacity::Total);
-                    if let Some(limit) = limit_per_shard {
-                        query = query.limit(i32::try_from(limit - seen).unwrap_or(i32::MAX));
-                    }
-                    if let Some((expression, names)) = &projection {
-                        query = query
-                            .projection_expression(expression)
-                            .set_expression_attribute_names(Some(names.clone()));
-                    }
-                    let out = query.send().await.map_err(classify)?;
-                    meter(out.consumed_capacity());
-                    for item in out.items.unwrap_or_default() {
-                        seen += 1;
-                        fold(&mut acc, from_item(item)?);
-                    }
-                    start = out.last_evaluated_key;
-                    let full = limit_per_shard.is_some_and(|l| seen >= l);
-                    if start.is_none() || full {
-                        return Ok::<A, DynamoError>(acc);
-                    }
-                }
+        let mut start = None;
+        let mut seen = 0usize;
+        loop {
+            let mut query = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .index_name(SEARCH)
+                .key_condition_expression("ix_shard = :p")
+                .expression_attribute_values(
+                    ":p",
+                    AttributeValue::S(format!("T#{tenant}#P#{shard}")),
+                )
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total);
+            if let Some(limit) = limit {
+                query = query.limit(i32::try_from(limit - seen).unwrap_or(i32::MAX));
             }
-        });
-        futures::future::try_join_all(shards).await
+            if let Some((expression, names)) = &projection {
+                query = query
+                    .projection_expression(expression)
+                    .set_expression_attribute_names(Some(names.clone()));
+            }
+            let out = query.send().await.map_err(classify)?;
+            meter(out.consumed_capacity());
+            for item in out.items.unwrap_or_default() {
+                seen += 1;
+                visit(from_item(item)?);
+            }
+            start = out.last_evaluated_key;
+            let full = limit.is_some_and(|l| seen >= l);
+            if start.is_none() || full {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -519,6 +435,8 @@ fn projection(paths: &[(String, String)]) -> (String, HashMap<String, String>) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::model::IDENTITY;
+    use crate::store::{NO_STATUS, SHARDS};
     use serde_json::json;
 
     fn device(status: Option<&str>, group: Option<&str>) -> InventoryDevice {
@@ -538,16 +456,16 @@ mod tests {
         let b = Placement::of(&device(Some("accepted"), Some("g")));
         let shard = format!("CNT#{}", shard_of("d1"));
         assert_eq!(
-            Store::counter_deltas("d1", Some(&a), Some(&b)),
+            DynamoStore::counter_deltas("d1", Some(&a), Some(&b)),
             vec![
                 (shard.clone(), "pending#standard".into(), -1),
                 (shard.clone(), "accepted#standard".into(), 1),
                 ("GRP#g".into(), "accepted".into(), 1),
             ]
         );
-        assert!(Store::counter_deltas("d1", Some(&b), Some(&b)).is_empty());
+        assert!(DynamoStore::counter_deltas("d1", Some(&b), Some(&b)).is_empty());
         assert_eq!(
-            Store::counter_deltas("d1", Some(&b), None),
+            DynamoStore::counter_deltas("d1", Some(&b), None),
             vec![
                 (shard, "accepted#standard".into(), -1),
                 ("GRP#g".into(), "accepted".into(), -1),
@@ -555,16 +473,6 @@ mod tests {
         );
         let none = Placement::of(&device(None, None));
         assert_eq!(none.status, NO_STATUS);
-    }
-
-    #[test]
-    fn order_key_is_fixed_width_time() {
-        let mut a = InventoryDevice::new("a");
-        a.set(SYSTEM, "created_ts", json!("2026-01-01T00:00:01Z"));
-        let mut b = InventoryDevice::new("b");
-        b.set(SYSTEM, "created_ts", json!("2026-01-01T00:00:00.5Z"));
-        assert!(order_key(&b) < order_key(&a));
-        assert_eq!(order_key(&a), "2026-01-01T00:00:01.000Z#a");
     }
 
     #[test]

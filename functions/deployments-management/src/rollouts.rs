@@ -5,7 +5,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use deployments::model::{status_filter, DeviceDeployment};
+use deployments::model::{status_filter, DeviceDeployment, DeviceStatus};
 use deployments::service::NewDeployment;
 use deployments::Deployment;
 use mender_http::paging::{link_headers, list_response, query_pairs, Extent, Paging};
@@ -198,7 +198,7 @@ pub(crate) struct StatusQuery {
 }
 
 /// The device deployment statuses `status` asks for (all when absent).
-fn wanted_statuses(query: &StatusQuery) -> ApiResult<Option<Vec<&'static str>>> {
+fn wanted_statuses(query: &StatusQuery) -> ApiResult<Option<Vec<DeviceStatus>>> {
     query
         .status
         .as_deref()
@@ -221,7 +221,7 @@ pub(crate) async fn deployment_devices_page(
     let status: StatusQuery = query::from_pairs(&pairs)?;
     let mut devices = s.deployments.deployment_devices(auth.tenant(), &id).await?;
     if let Some(wanted) = wanted_statuses(&status)? {
-        devices.retain(|d| wanted.contains(&d.status.as_str()));
+        devices.retain(|d| wanted.contains(&d.status));
     }
     let total = devices.len() as u64;
     let mut out = Vec::new();
@@ -278,7 +278,7 @@ pub(crate) async fn device_history(
     let status: StatusQuery = query::from_pairs(&pairs)?;
     let mut history = s.deployments.device_history(auth.tenant(), &device).await?;
     if let Some(wanted) = wanted_statuses(&status)? {
-        history.retain(|(_, dd)| wanted.contains(&dd.status.as_str()));
+        history.retain(|(_, dd)| wanted.contains(&dd.status));
     }
     let total = history.len() as u64;
     let mut out = Vec::new();
@@ -300,7 +300,7 @@ pub(crate) async fn abort_device(
     Path(device): Path<String>,
 ) -> ApiResult<StatusCode> {
     s.deployments
-        .end_device_deployments(auth.tenant(), &device, "aborted")
+        .end_device_deployments(auth.tenant(), &device, DeviceStatus::Aborted)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -8,13 +8,13 @@ use chrono::{DateTime, Utc};
 
 use serde::Deserialize;
 
-use crate::model::Deployment;
+use crate::model::{Deployment, DeploymentStatus};
 use crate::service::Error;
 
 #[derive(Debug, Default, PartialEq)]
 pub struct DeploymentQuery {
     /// `pending`, `inprogress` or `finished` (`aborted` is `finished`, as upstream).
-    pub status: Option<String>,
+    pub status: Option<DeploymentStatus>,
     /// `software` (also matches deployments stored without a type) or `configuration`.
     pub kind: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
@@ -80,8 +80,9 @@ impl DeploymentQuery {
         };
         query.status = match given(params.status).as_deref() {
             None => None,
-            Some(s @ ("pending" | "inprogress" | "finished")) => Some(s.to_owned()),
-            Some("aborted") => Some("finished".to_owned()),
+            Some("pending") => Some(DeploymentStatus::Pending),
+            Some("inprogress") => Some(DeploymentStatus::Inprogress),
+            Some("finished" | "aborted") => Some(DeploymentStatus::Finished),
             Some(other) => return Err(Error::BadRequest(format!("unknown status {other}"))),
         };
         query.kind = match given(params.kind).as_deref() {
@@ -103,7 +104,7 @@ impl DeploymentQuery {
         let within = |bound: Option<DateTime<Utc>>, after: bool| {
             bound.is_none_or(|b| created.is_some_and(|c| if after { c >= b } else { c <= b }))
         };
-        self.status.as_ref().is_none_or(|s| &d.status == s)
+        self.status.is_none_or(|s| d.status == s)
             && self.kind.as_deref().is_none_or(|k| match k {
                 "configuration" => d.is_configuration(),
                 _ => !d.is_configuration(),
@@ -154,7 +155,7 @@ mod tests {
         Deployment {
             created: created.into(),
             kind: kind.into(),
-            status: "pending".into(),
+            status: DeploymentStatus::Pending,
             ..Default::default()
         }
     }

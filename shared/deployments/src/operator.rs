@@ -9,7 +9,7 @@ use mender_http::paging::{Paging, DEFAULT_PER_PAGE, MAX_PER_PAGE};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::model::{is_terminal, Artifact, Statistics};
+use crate::model::{Artifact, Statistics};
 use crate::query::positive;
 use crate::service::{Deployments, Error};
 
@@ -312,7 +312,7 @@ impl Deployments {
         let when = mender_http::time::now_string();
         let mut stamped = 0;
         for dd in self.store.history_for_device(tenant, device).await? {
-            if is_terminal(&dd.status)
+            if dd.status.is_terminal()
                 && dd.deleted.is_none()
                 && self.store.mark_deleted(tenant, &dd, &when).await?
             {

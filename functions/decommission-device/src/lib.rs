@@ -18,7 +18,11 @@ pub async fn process(services: &Services, body: &str) -> Result<(), StepError> {
     };
     services
         .deployments
-        .end_device_deployments(&tenant_id, &device_id, "decommissioned")
+        .end_device_deployments(
+            &tenant_id,
+            &device_id,
+            deployments::model::DeviceStatus::Decommissioned,
+        )
         .await?;
     services
         .inventory

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mender_aws::s3::ArtifactStorage;
 use mender_http::paging::{link_headers, list_response, query_pairs, Extent};
-use mender_http::{ApiError, ApiResult, MenderJson, UserAuth};
+use mender_http::{query, ApiError, ApiResult, MenderJson, UserAuth};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use services::Services;
@@ -41,19 +41,26 @@ pub(crate) async fn generate_artifact(
         .into_response())
 }
 
+/// The v1 list's filters.
+#[derive(Deserialize)]
+pub(crate) struct ArtifactsQuery {
+    name: Option<String>,
+    description: Option<String>,
+    device_type: Option<String>,
+}
+
 pub(crate) async fn list_artifacts(
     State(s): State<Services>,
     auth: UserAuth,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let pairs = query_pairs(q.as_deref());
-    let find = |k: &str| {
-        pairs
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.to_ascii_lowercase())
-    };
-    let (name, description, device_type) = (find("name"), find("description"), find("device_type"));
+    let params: ArtifactsQuery = query::parse(q.as_deref())?;
+    let lowered = |v: Option<String>| v.map(|v| v.to_ascii_lowercase());
+    let (name, description, device_type) = (
+        lowered(params.name),
+        lowered(params.description),
+        lowered(params.device_type),
+    );
     let artifacts: Vec<Value> = s
         .deployments
         .artifacts(auth.tenant())
@@ -87,8 +94,9 @@ pub(crate) async fn list_artifacts_v2(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let pairs = query_pairs(q.as_deref());
-    let filter = deployments::operator::ArtifactFilterV2::from_pairs(&pairs)?;
-    let paging = deployments::operator::paging_v2(&pairs)?;
+    let params: deployments::operator::ArtifactsV2Params = query::from_pairs(&pairs)?;
+    let filter = deployments::operator::ArtifactFilterV2::from_params(&params)?;
+    let paging = deployments::operator::paging_v2(&params)?;
     let mut all: Vec<deployments::Artifact> = s
         .deployments
         .artifacts(auth.tenant())

@@ -8,11 +8,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use deployments::operator::{
-    check_deployment_ids, filter_artifacts, lenient_paging, sort_artifacts,
+    check_deployment_ids, filter_artifacts, lenient_paging, sort_artifacts, ArtifactListParams,
 };
 use deployments::software::{distinct_tags, software_json, tags_kind, SoftwareFilter};
 use mender_http::paging::{link_headers, list_response, query_pairs, Extent, Paging};
-use mender_http::{ApiResult, MenderJson, UserAuth};
+use mender_http::{query, ApiResult, MenderJson, UserAuth};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use services::Services;
@@ -27,7 +27,7 @@ pub async fn list_software(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let pairs = query_pairs(q.as_deref());
-    let filter = SoftwareFilter::from_pairs(&pairs)?;
+    let filter = SoftwareFilter::from_params(query::from_pairs(&pairs)?)?;
     let paging = Paging::from_pairs(&pairs)?;
     let matching = filter.apply(s.deployments.releases(auth.tenant()).await?);
     let total = matching.len() as u64;
@@ -42,7 +42,7 @@ pub async fn software_tags(
     auth: UserAuth,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    if !tags_kind(&query_pairs(q.as_deref()))? {
+    if !tags_kind(&query::parse(q.as_deref())?)? {
         return Ok(Json(json!([])));
     }
     let releases = s.deployments.releases(auth.tenant()).await?;
@@ -100,13 +100,10 @@ pub async fn list_artifacts_paged(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let pairs = query_pairs(q.as_deref());
-    let paging = lenient_paging(&pairs);
-    let mut matching = filter_artifacts(s.deployments.artifacts(auth.tenant()).await?, &pairs);
-    let sort = pairs
-        .iter()
-        .find(|(k, _)| k == "sort")
-        .map(|(_, v)| v.as_str());
-    sort_artifacts(&mut matching, sort);
+    let params: ArtifactListParams = query::from_pairs(&pairs)?;
+    let paging = lenient_paging(&params);
+    let mut matching = filter_artifacts(s.deployments.artifacts(auth.tenant()).await?, &params);
+    sort_artifacts(&mut matching, params.sort.as_deref());
     let total = matching.len() as u64;
     let page: Vec<Value> = paging
         .slice(matching)

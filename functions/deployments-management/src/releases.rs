@@ -8,49 +8,44 @@ use axum::Json;
 use deployments::releases::Release;
 use mender_aws::s3::ArtifactStorage;
 use mender_http::paging::{link_headers, list_response, query_pairs, Extent, Paging};
-use mender_http::{ApiError, ApiResult, MenderJson, UserAuth};
+use mender_http::{query, ApiError, ApiResult, MenderJson, UserAuth};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use services::Services;
 
-fn values(pairs: &[(String, String)], key: &str) -> Vec<String> {
-    pairs
-        .iter()
-        .filter(|(k, _)| k == key)
-        .map(|(_, v)| v.clone())
-        .collect()
+/// The lists' query parameters.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct ReleaseQuery {
+    name: Option<String>,
+    tag: Vec<String>,
+    update_type: Option<String>,
+    description: Option<String>,
+    device_type: Option<String>,
+    sort: Option<String>,
 }
 
 /// Filters shared by the lists: `name` (case-insensitive "contains", as upstream's unanchored
 /// regex), `tag` (any of, lower-cased), `update_type`, `description` and `device_type`.
-fn filtered(mut releases: Vec<Release>, pairs: &[(String, String)]) -> Vec<Release> {
-    if let Some(name) = values(pairs, "name")
-        .first()
-        .map(|n| n.to_ascii_lowercase())
-    {
+fn filtered(mut releases: Vec<Release>, query: &ReleaseQuery) -> Vec<Release> {
+    if let Some(name) = query.name.as_ref().map(|n| n.to_ascii_lowercase()) {
         releases.retain(|r| r.name.to_ascii_lowercase().contains(&name));
     }
-    let tags: Vec<String> = values(pairs, "tag")
-        .iter()
-        .map(|t| t.to_ascii_lowercase())
-        .collect();
+    let tags: Vec<String> = query.tag.iter().map(|t| t.to_ascii_lowercase()).collect();
     if !tags.is_empty() {
         releases.retain(|r| r.tags.iter().any(|t| tags.contains(t)));
     }
-    if let Some(kind) = values(pairs, "update_type").first() {
+    if let Some(kind) = &query.update_type {
         releases.retain(|r| r.update_types().contains(kind));
     }
-    if let Some(d) = values(pairs, "description")
-        .first()
-        .map(|d| d.to_ascii_lowercase())
-    {
+    if let Some(d) = query.description.as_ref().map(|d| d.to_ascii_lowercase()) {
         releases.retain(|r| {
             r.artifacts
                 .iter()
                 .any(|a| a.description.to_ascii_lowercase().contains(&d))
         });
     }
-    if let Some(t) = values(pairs, "device_type").first() {
+    if let Some(t) = &query.device_type {
         releases.retain(|r| {
             r.artifacts
                 .iter()
@@ -61,12 +56,9 @@ fn filtered(mut releases: Vec<Release>, pairs: &[(String, String)]) -> Vec<Relea
 }
 
 /// `sort=name|modified|artifacts_count|tags[:asc|desc]`, default name ascending.
-fn sorted(mut releases: Vec<Release>, pairs: &[(String, String)]) -> ApiResult<Vec<Release>> {
-    let sort = values(pairs, "sort")
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "name:asc".into());
-    let (field, order) = sort.split_once(':').unwrap_or((sort.as_str(), "asc"));
+fn sorted(mut releases: Vec<Release>, query: &ReleaseQuery) -> ApiResult<Vec<Release>> {
+    let sort = query.sort.as_deref().unwrap_or("name:asc");
+    let (field, order) = sort.split_once(':').unwrap_or((sort, "asc"));
     match field {
         "name" => releases.sort_by(|a, b| a.name.cmp(&b.name)),
         "modified" => releases.sort_by(|a, b| a.modified.cmp(&b.modified)),
@@ -96,8 +88,8 @@ pub async fn list_v1(
     auth: UserAuth,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let pairs = query_pairs(q.as_deref());
-    let releases = filtered(s.deployments.releases(auth.tenant()).await?, &pairs);
+    let query: ReleaseQuery = query::parse(q.as_deref())?;
+    let releases = filtered(s.deployments.releases(auth.tenant()).await?, &query);
     Ok(Json(Value::Array(
         releases.iter().map(Release::to_json_v1).collect(),
     )))
@@ -112,9 +104,10 @@ async fn page(
 ) -> ApiResult<Response> {
     let pairs = query_pairs(q);
     let paging = Paging::from_pairs(&pairs)?;
+    let query: ReleaseQuery = query::from_pairs(&pairs)?;
     let releases = sorted(
-        filtered(s.deployments.releases(auth.tenant()).await?, &pairs),
-        &pairs,
+        filtered(s.deployments.releases(auth.tenant()).await?, &query),
+        &query,
     )?;
     let total = releases.len() as u64;
     let body: Vec<Value> = paging
@@ -201,14 +194,25 @@ pub async fn set_tags(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The releases to delete.
+#[derive(Deserialize)]
+pub struct ReleaseNames {
+    #[serde(default)]
+    name: Vec<String>,
+}
+
 /// `DELETE /api/management/v2/deployments/deployments/releases?name=a&name=b`.
 pub async fn delete(
     State(s): State<Services>,
     auth: UserAuth,
     RawQuery(q): RawQuery,
 ) -> ApiResult<StatusCode> {
-    let names = values(&query_pairs(q.as_deref()), "name");
-    for id in s.deployments.delete_releases(auth.tenant(), &names).await? {
+    let names: ReleaseNames = query::parse(q.as_deref())?;
+    for id in s
+        .deployments
+        .delete_releases(auth.tenant(), &names.name)
+        .await?
+    {
         s.artifacts
             .delete(&ArtifactStorage::key(auth.tenant(), &id))
             .await

@@ -5,11 +5,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use deployments::model::{status_filter, DeviceDeployment};
+use deployments::model::{status_filter, DeviceDeployment, DeviceStatus};
 use deployments::service::NewDeployment;
 use deployments::Deployment;
 use mender_http::paging::{link_headers, list_response, query_pairs, Extent, Paging};
-use mender_http::{ApiError, ApiResult, MenderJson, UserAuth};
+use mender_http::{query, ApiError, ApiResult, MenderJson, UserAuth};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use services::Services;
@@ -101,7 +101,7 @@ pub(crate) async fn list_deployments(
 ) -> ApiResult<Response> {
     let pairs = query_pairs(uri.query());
     let paging = Paging::from_pairs(&pairs)?;
-    let query = deployments::listing::DeploymentQuery::from_pairs(&pairs)?;
+    let query = deployments::listing::DeploymentQuery::from_params(query::from_pairs(&pairs)?)?;
     let all = query.apply(s.deployments.deployments(auth.tenant()).await?);
     let total = all.len() as u64;
     let page: Vec<Value> = paging.slice(all).iter().map(Deployment::to_json).collect();
@@ -191,6 +191,24 @@ pub(crate) async fn deployment_devices(
     Ok(Json(Value::Array(out)))
 }
 
+/// The `status` filter of a deployment's devices and of a device's history.
+#[derive(Deserialize)]
+pub(crate) struct StatusQuery {
+    status: Option<String>,
+}
+
+/// The device deployment statuses `status` asks for (all when absent).
+fn wanted_statuses(query: &StatusQuery) -> ApiResult<Option<Vec<DeviceStatus>>> {
+    query
+        .status
+        .as_deref()
+        .map(|status| {
+            status_filter(status)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid status: {status}")))
+        })
+        .transpose()
+}
+
 pub(crate) async fn deployment_devices_page(
     State(s): State<Services>,
     auth: UserAuth,
@@ -200,11 +218,10 @@ pub(crate) async fn deployment_devices_page(
     check_uuid(&id)?;
     let pairs = query_pairs(q.as_deref());
     let paging = Paging::from_pairs(&pairs)?;
+    let status: StatusQuery = query::from_pairs(&pairs)?;
     let mut devices = s.deployments.deployment_devices(auth.tenant(), &id).await?;
-    if let Some((_, status)) = pairs.iter().find(|(k, _)| k == "status") {
-        let wanted = status_filter(status)
-            .ok_or_else(|| ApiError::bad_request(format!("invalid status: {status}")))?;
-        devices.retain(|d| wanted.contains(&d.status.as_str()));
+    if let Some(wanted) = wanted_statuses(&status)? {
+        devices.retain(|d| wanted.contains(&d.status));
     }
     let total = devices.len() as u64;
     let mut out = Vec::new();
@@ -258,11 +275,10 @@ pub(crate) async fn device_history(
             "parameter \"per_page\" above limit (max: 20)",
         ));
     }
+    let status: StatusQuery = query::from_pairs(&pairs)?;
     let mut history = s.deployments.device_history(auth.tenant(), &device).await?;
-    if let Some((_, status)) = pairs.iter().find(|(k, _)| k == "status") {
-        let wanted = status_filter(status)
-            .ok_or_else(|| ApiError::bad_request(format!("invalid status: {status}")))?;
-        history.retain(|(_, dd)| wanted.contains(&dd.status.as_str()));
+    if let Some(wanted) = wanted_statuses(&status)? {
+        history.retain(|(_, dd)| wanted.contains(&dd.status));
     }
     let total = history.len() as u64;
     let mut out = Vec::new();
@@ -284,7 +300,7 @@ pub(crate) async fn abort_device(
     Path(device): Path<String>,
 ) -> ApiResult<StatusCode> {
     s.deployments
-        .end_device_deployments(auth.tenant(), &device, "aborted")
+        .end_device_deployments(auth.tenant(), &device, DeviceStatus::Aborted)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,7 +10,7 @@ use deviceauth::service::DeviceFilter;
 use deviceauth::Device;
 use mender_http::json::{check_json_content_type, parse_json};
 use mender_http::paging::{link_headers, list_response, query_pairs, Extent, Paging};
-use mender_http::{ApiResult, MenderJson, Route, UserAuth};
+use mender_http::{query, ApiResult, MenderJson, Route, UserAuth};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use services::Services;
@@ -59,23 +59,31 @@ async fn device_page(
     Ok(list_response(page, links, None))
 }
 
+/// The list filters, in the query or a form body: repeatable `status` (checked by the
+/// service, with upstream's text) and `id`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct FilterParams {
+    status: Vec<String>,
+    id: Vec<String>,
+}
+
+impl From<FilterParams> for DeviceFilter {
+    fn from(params: FilterParams) -> Self {
+        DeviceFilter {
+            statuses: params.status,
+            ids: params.id,
+        }
+    }
+}
+
 async fn list_devices(
     State(s): State<Services>,
     auth: UserAuth,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let pairs = query_pairs(q.as_deref());
-    let all = |name: &str| {
-        pairs
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .collect::<Vec<_>>()
-    };
-    let filter = DeviceFilter {
-        statuses: all("status"),
-        ids: all("id"),
-    };
+    let filter = query::from_pairs::<FilterParams>(&pairs)?.into();
     device_page(&s, &auth, &format!("{BASE}/devices"), &pairs, &filter).await
 }
 
@@ -119,18 +127,7 @@ async fn search_devices(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     let filter = if content_type.starts_with("application/x-www-form-urlencoded") {
-        let pairs = query_pairs(std::str::from_utf8(&body).ok());
-        let all = |name: &str| {
-            pairs
-                .iter()
-                .filter(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .collect::<Vec<_>>()
-        };
-        DeviceFilter {
-            statuses: all("status"),
-            ids: all("id"),
-        }
+        query::parse::<FilterParams>(std::str::from_utf8(&body).ok())?.into()
     } else {
         check_json_content_type(&headers)?;
         let search: SearchBody = if body.is_empty() {
@@ -154,17 +151,22 @@ async fn search_devices(
     .await
 }
 
+/// `status` (checked by the service, with upstream's text).
+#[derive(Deserialize)]
+struct CountParams {
+    status: Option<String>,
+}
+
 async fn count_devices(
     State(s): State<Services>,
     auth: UserAuth,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let pairs = query_pairs(q.as_deref());
-    let status = pairs
-        .iter()
-        .find(|(k, _)| k == "status")
-        .map(|(_, v)| v.as_str());
-    let count = s.deviceauth.count_devices(auth.tenant(), status).await?;
+    let params: CountParams = query::parse(q.as_deref())?;
+    let count = s
+        .deviceauth
+        .count_devices(auth.tenant(), params.status.as_deref())
+        .await?;
     Ok(Json(json!({ "count": count })))
 }
 

@@ -12,7 +12,7 @@ use inventory::service::ListQuery;
 use inventory::{AttributeIn, InventoryDevice};
 use mender_http::json::check_json_content_type;
 use mender_http::paging::{link_headers, list_response, query_pairs, Extent, Paging};
-use mender_http::{ApiError, ApiResult, MenderJson, Route, UserAuth};
+use mender_http::{query, ApiError, ApiResult, MenderJson, Route, UserAuth};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use services::Services;
@@ -49,6 +49,31 @@ pub fn router(services: Services) -> Router {
     mender_http::routes::router(routes()).with_state(services)
 }
 
+/// `GET /devices` parameters besides paging; every other key is an attribute filter. Each
+/// value of a repeated key is checked and the last one counts.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ListDevicesParams {
+    has_group: Vec<bool>,
+    group: Vec<String>,
+    sort: Vec<String>,
+}
+
+/// The keys that are not attribute filters.
+const LIST_DEVICES_KEYS: [&str; 5] = ["page", "per_page", "has_group", "group", "sort"];
+
+/// `sort=[scope/]name[:asc|desc]` (default descending) as (scope, name, descending).
+fn device_sort(value: &str) -> ApiResult<(String, String, bool)> {
+    let (attr, order) = value.split_once(':').unwrap_or((value, "desc"));
+    let descending = match order {
+        "asc" => false,
+        "desc" => true,
+        _ => return Err(ApiError::bad_request("invalid sort order")),
+    };
+    let (scope, name) = attr.split_once('/').unwrap_or(("inventory", attr));
+    Ok((scope.into(), name.into(), descending))
+}
+
 /// `GET /devices`: filters `name=value` / `scope/name=eq:value`, `has_group`, `group`, `sort`.
 async fn list_devices(
     State(s): State<Services>,
@@ -56,40 +81,29 @@ async fn list_devices(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let pairs = query_pairs(q.as_deref());
-    let mut query = ListQuery {
-        paging: Paging::from_pairs(&pairs)?,
-        ..Default::default()
+    let paging = Paging::from_pairs(&pairs)?;
+    let params: ListDevicesParams = query::from_pairs(&pairs)?;
+    let sorts = params
+        .sort
+        .iter()
+        .map(|v| device_sort(v))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let filters = pairs
+        .iter()
+        .filter(|(key, _)| !LIST_DEVICES_KEYS.contains(&key.as_str()))
+        .map(|(key, value)| {
+            let (scope, name) = key.split_once('/').unwrap_or(("inventory", key.as_str()));
+            let value = value.strip_prefix("eq:").unwrap_or(value);
+            (scope.into(), name.into(), value.into())
+        })
+        .collect();
+    let query = ListQuery {
+        paging,
+        has_group: params.has_group.last().copied(),
+        group: params.group.last().cloned(),
+        sort: sorts.last().cloned(),
+        filters,
     };
-    for (key, value) in &pairs {
-        match key.as_str() {
-            "page" | "per_page" => {}
-            "has_group" => {
-                query.has_group = Some(
-                    value
-                        .parse()
-                        .map_err(|_| ApiError::bad_request("has_group must be true or false"))?,
-                )
-            }
-            "group" => query.group = Some(value.clone()),
-            "sort" => {
-                let (attr, order) = value.split_once(':').unwrap_or((value.as_str(), "desc"));
-                let descending = match order {
-                    "asc" => false,
-                    "desc" => true,
-                    _ => return Err(ApiError::bad_request("invalid sort order")),
-                };
-                let (scope, name) = attr.split_once('/').unwrap_or(("inventory", attr));
-                query.sort = Some((scope.into(), name.into(), descending));
-            }
-            _ => {
-                let (scope, name) = key.split_once('/').unwrap_or(("inventory", key.as_str()));
-                let value = value.strip_prefix("eq:").unwrap_or(value);
-                query
-                    .filters
-                    .push((scope.into(), name.into(), value.into()));
-            }
-        }
-    }
     let (devices, total) = s.inventory.list_devices(auth.tenant(), &query).await?;
     let body: Vec<Value> = devices.iter().map(InventoryDevice::to_json).collect();
     let links = link_headers(
@@ -198,18 +212,21 @@ async fn clear_group(
     }
 }
 
+#[derive(Deserialize)]
+struct GroupsParams {
+    status: Option<String>,
+}
+
 async fn list_groups(
     State(s): State<Services>,
     auth: UserAuth,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let pairs = query_pairs(q.as_deref());
-    let status = pairs
-        .iter()
-        .find(|(k, _)| k == "status")
-        .map(|(_, v)| v.as_str());
+    let params: GroupsParams = query::parse(q.as_deref())?;
     Ok(Json(json!(
-        s.inventory.list_groups(auth.tenant(), status).await?
+        s.inventory
+            .list_groups(auth.tenant(), params.status.as_deref())
+            .await?
     )))
 }
 

@@ -178,6 +178,12 @@ async fn set_device_state(
     ))
 }
 
+/// `integration_id` (empty: no filter).
+#[derive(serde::Deserialize)]
+struct EventsParams {
+    integration_id: Option<String>,
+}
+
 async fn list_events(
     State(s): State<Services>,
     auth: UserAuth,
@@ -185,8 +191,9 @@ async fn list_events(
 ) -> ApiResult<Json<Value>> {
     let pairs = query_pairs(query.as_deref());
     let paging = Paging::from_pairs(&pairs)?;
-    let integration = match pairs.iter().find(|(k, _)| k == "integration_id") {
-        Some((_, v)) if !v.is_empty() => Some(
+    let params: EventsParams = mender_http::query::from_pairs(&pairs)?;
+    let integration = match params.integration_id.as_deref() {
+        Some(v) if !v.is_empty() => Some(
             integration_id(v)
                 .map_err(|_| ApiError::bad_request("integration ID is not a valid UUID"))?,
         ),

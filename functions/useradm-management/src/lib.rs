@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use mender_http::json::parse_json;
 use mender_http::paging::{query_pairs, Paging};
-use mender_http::{ApiError, ApiResult, MenderJson, Route, UserAuth};
+use mender_http::{query, ApiError, ApiResult, MenderJson, Route, UserAuth};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use services::Services;
@@ -96,15 +96,17 @@ async fn logout(State(s): State<Services>, auth: UserAuth) -> ApiResult<StatusCo
     Ok(StatusCode::ACCEPTED)
 }
 
-fn unix_filter(pairs: &[(String, String)], name: &str) -> ApiResult<Option<i64>> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| {
-            v.parse::<i64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid {name} query: \"{v}\"")))
-        })
-        .transpose()
+/// The users list filters: repeatable `id` and `email`, and Unix-time bounds (a bound that is
+/// not an integer is `invalid <key> query: "<value>"`).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct UsersParams {
+    id: Vec<String>,
+    email: Vec<String>,
+    created_after: Option<i64>,
+    created_before: Option<i64>,
+    updated_after: Option<i64>,
+    updated_before: Option<i64>,
 }
 
 async fn list_users(
@@ -112,21 +114,14 @@ async fn list_users(
     auth: UserAuth,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let pairs = query_pairs(q.as_deref());
-    let all = |name: &str| {
-        pairs
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .collect::<Vec<_>>()
-    };
+    let params: UsersParams = query::parse(q.as_deref())?;
     let filter = UserFilter {
-        ids: all("id"),
-        emails: all("email"),
-        created_after: unix_filter(&pairs, "created_after")?,
-        created_before: unix_filter(&pairs, "created_before")?,
-        updated_after: unix_filter(&pairs, "updated_after")?,
-        updated_before: unix_filter(&pairs, "updated_before")?,
+        ids: params.id,
+        emails: params.email,
+        created_after: params.created_after,
+        created_before: params.created_before,
+        updated_after: params.updated_after,
+        updated_before: params.updated_before,
     };
     let users = s.useradm.list_users(auth.tenant(), &filter).await?;
     Ok(Json(json!(users)))

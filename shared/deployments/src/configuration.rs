@@ -15,7 +15,9 @@ use mender_aws::dynamo::DynamoError;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::model::{empty_statistics, Artifact, Deployment, DeviceDeployment};
+use crate::model::{
+    empty_statistics, Artifact, Deployment, DeploymentStatus, DeviceDeployment, DeviceStatus,
+};
 use crate::service::{Deployments, Error, Instructions};
 
 /// `Deployment.kind` of a configuration deployment.
@@ -285,13 +287,13 @@ impl Deployments {
         }
         let created = mender_http::time::now_string();
         let mut statistics = empty_statistics();
-        statistics.insert("pending".into(), 1);
+        statistics.insert(DeviceStatus::Pending.to_string(), 1);
         let deployment = Deployment {
             id: deployment_id.to_owned(),
             name: name.to_owned(),
             artifact_name: name.to_owned(),
             created: created.clone(),
-            status: "pending".into(),
+            status: DeploymentStatus::Pending,
             device_list: vec![device_id.to_owned()],
             max_devices: 1,
             groups,
@@ -305,7 +307,7 @@ impl Deployments {
             id: uuid::Uuid::new_v4().to_string(),
             deployment_id: deployment.id.clone(),
             device_id: device_id.to_owned(),
-            status: "pending".into(),
+            status: DeviceStatus::Pending,
             created,
             ..Default::default()
         };

@@ -6,14 +6,15 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::model::Deployment;
-use crate::query;
+use serde::Deserialize;
+
+use crate::model::{Deployment, DeploymentStatus};
 use crate::service::Error;
 
 #[derive(Debug, Default, PartialEq)]
 pub struct DeploymentQuery {
     /// `pending`, `inprogress` or `finished` (`aborted` is `finished`, as upstream).
-    pub status: Option<String>,
+    pub status: Option<DeploymentStatus>,
     /// `software` (also matches deployments stored without a type) or `configuration`.
     pub kind: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
@@ -37,23 +38,38 @@ fn epoch(key: &str, value: &str) -> Result<DateTime<Utc>, Error> {
         .ok_or_else(|| Error::BadRequest(format!("{what}: invalid timestamp: {value}")))
 }
 
+/// The query parameters of the list, as sent (`mender_http::query::parse`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DeploymentParams {
+    pub id: Vec<String>,
+    pub name: Vec<String>,
+    pub search: Option<String>,
+    pub created_before: Option<String>,
+    pub created_after: Option<String>,
+    pub sort: Option<String>,
+    pub status: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+}
+
 impl DeploymentQuery {
-    /// Parses the query; the first value of each single-valued key counts (Go's `Get`).
-    pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, Error> {
-        let first = |k: &str| query::first(pairs, k).filter(|v| !v.is_empty());
+    /// Validates the parameters; an empty value is as if absent.
+    pub fn from_params(params: DeploymentParams) -> Result<Self, Error> {
+        let given = |v: Option<String>| v.filter(|v| !v.is_empty());
         let mut query = DeploymentQuery {
-            ids: query::all(pairs, "id"),
-            names: query::all(pairs, "name"),
-            search: first("search").map(str::to_owned),
+            ids: params.id,
+            names: params.name,
+            search: given(params.search),
             ..Default::default()
         };
-        if let Some(v) = first("created_before") {
-            query.created_before = Some(epoch("created_before", v)?);
+        if let Some(v) = given(params.created_before) {
+            query.created_before = Some(epoch("created_before", &v)?);
         }
-        if let Some(v) = first("created_after") {
-            query.created_after = Some(epoch("created_after", v)?);
+        if let Some(v) = given(params.created_after) {
+            query.created_after = Some(epoch("created_after", &v)?);
         }
-        query.ascending = match first("sort").map(str::to_lowercase).as_deref() {
+        query.ascending = match given(params.sort).map(|s| s.to_lowercase()).as_deref() {
             None | Some("desc") => false,
             Some("asc") => true,
             Some(_) => {
@@ -62,13 +78,14 @@ impl DeploymentQuery {
                 ))
             }
         };
-        query.status = match first("status") {
+        query.status = match given(params.status).as_deref() {
             None => None,
-            Some(s @ ("pending" | "inprogress" | "finished")) => Some(s.to_owned()),
-            Some("aborted") => Some("finished".to_owned()),
+            Some("pending") => Some(DeploymentStatus::Pending),
+            Some("inprogress") => Some(DeploymentStatus::Inprogress),
+            Some("finished" | "aborted") => Some(DeploymentStatus::Finished),
             Some(other) => return Err(Error::BadRequest(format!("unknown status {other}"))),
         };
-        query.kind = match first("type") {
+        query.kind = match given(params.kind).as_deref() {
             None => None,
             Some(t @ ("software" | "configuration")) => Some(t.to_owned()),
             Some(other) => {
@@ -87,7 +104,7 @@ impl DeploymentQuery {
         let within = |bound: Option<DateTime<Utc>>, after: bool| {
             bound.is_none_or(|b| created.is_some_and(|c| if after { c >= b } else { c <= b }))
         };
-        self.status.as_ref().is_none_or(|s| &d.status == s)
+        self.status.is_none_or(|s| d.status == s)
             && self.kind.as_deref().is_none_or(|k| match k {
                 "configuration" => d.is_configuration(),
                 _ => !d.is_configuration(),
@@ -122,20 +139,23 @@ impl DeploymentQuery {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
-    fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
-        q.iter()
+    fn parse(q: &[(&str, &str)]) -> Result<DeploymentQuery, Error> {
+        let pairs: Vec<(String, String)> = q
+            .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+            .collect();
+        DeploymentQuery::from_params(mender_http::query::from_pairs(&pairs).unwrap())
     }
 
     fn deployment(created: &str, kind: &str) -> Deployment {
         Deployment {
             created: created.into(),
             kind: kind.into(),
-            status: "pending".into(),
+            status: DeploymentStatus::Pending,
             ..Default::default()
         }
     }
@@ -143,7 +163,7 @@ mod tests {
     #[test]
     fn created_bounds_are_inclusive_on_the_full_time() {
         let d = deployment("2026-01-01T00:00:10.500Z", "");
-        let q = |k, v| DeploymentQuery::from_pairs(&pairs(&[(k, v)])).map(|q| q.matches(&d));
+        let q = |k, v| parse(&[(k, v)]).map(|q| q.matches(&d));
         let ten = "1767225610"; // 2026-01-01T00:00:10Z
         let eleven = "1767225611";
         assert_eq!(q("created_after", ten).ok(), Some(true));
@@ -151,11 +171,10 @@ mod tests {
         assert_eq!(q("created_before", eleven).ok(), Some(true));
         assert_eq!(q("created_after", eleven).ok(), Some(false));
         let exact = deployment("2026-01-01T00:00:10Z", "");
-        let both =
-            DeploymentQuery::from_pairs(&pairs(&[("created_after", ten), ("created_before", ten)]));
+        let both = parse(&[("created_after", ten), ("created_before", ten)]);
         assert!(both.is_ok_and(|q| q.matches(&exact)));
         assert!(matches!(
-            DeploymentQuery::from_pairs(&pairs(&[("created_after", "1.5")])),
+            parse(&[("created_after", "1.5")]),
             Err(Error::BadRequest(m)) if m == "timestamp parsing failed created_after parameter: invalid timestamp: 1.5"
         ));
     }
@@ -164,14 +183,14 @@ mod tests {
     fn type_filter() {
         let soft = deployment("2026-01-01T00:00:00Z", "");
         let conf = deployment("2026-01-01T00:00:00Z", "configuration");
-        let q = |t| DeploymentQuery::from_pairs(&pairs(&[("type", t)]));
+        let q = |t| parse(&[("type", t)]);
         assert!(q("software").is_ok_and(|q| q.matches(&soft) && !q.matches(&conf)));
         assert!(q("configuration").is_ok_and(|q| !q.matches(&soft) && q.matches(&conf)));
         assert!(
             matches!(q("firmware"), Err(Error::BadRequest(m)) if m == "unknown deployment type firmware")
         );
         assert!(matches!(
-            DeploymentQuery::from_pairs(&pairs(&[("sort", "ASC")])),
+            parse(&[("sort", "ASC")]),
             Ok(DeploymentQuery {
                 ascending: true,
                 ..

@@ -8,76 +8,147 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-/// Device deployment statuses in upstream's internal sort order.
-pub const STATUS_ORDER: [&str; 13] = [
-    "failure",
-    "aborted",
-    "pause_before_installing",
-    "pause_before_committing",
-    "pause_before_rebooting",
-    "downloading",
-    "installing",
-    "rebooting",
-    "pending",
-    "success",
-    "noartifact",
-    "already-installed",
-    "decommissioned",
+/// The status of one device's deployment. Its serde name (`pending`, `already-installed`,
+/// ...) is the wire format, the stored DynamoDB value and the `c_<name>` counter; the order
+/// of the variants is upstream's internal sort order.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceStatus {
+    Failure,
+    Aborted,
+    PauseBeforeInstalling,
+    PauseBeforeCommitting,
+    PauseBeforeRebooting,
+    Downloading,
+    Installing,
+    Rebooting,
+    #[default]
+    Pending,
+    Success,
+    Noartifact,
+    #[serde(rename = "already-installed")]
+    AlreadyInstalled,
+    Decommissioned,
+}
+
+/// Every device deployment status in upstream's internal sort order.
+pub const STATUS_ORDER: [DeviceStatus; 13] = [
+    DeviceStatus::Failure,
+    DeviceStatus::Aborted,
+    DeviceStatus::PauseBeforeInstalling,
+    DeviceStatus::PauseBeforeCommitting,
+    DeviceStatus::PauseBeforeRebooting,
+    DeviceStatus::Downloading,
+    DeviceStatus::Installing,
+    DeviceStatus::Rebooting,
+    DeviceStatus::Pending,
+    DeviceStatus::Success,
+    DeviceStatus::Noartifact,
+    DeviceStatus::AlreadyInstalled,
+    DeviceStatus::Decommissioned,
 ];
 
 /// Statuses that end a device deployment.
-pub const TERMINAL: [&str; 6] = [
-    "success",
-    "failure",
-    "already-installed",
-    "noartifact",
-    "aborted",
-    "decommissioned",
+pub const TERMINAL: [DeviceStatus; 6] = [
+    DeviceStatus::Success,
+    DeviceStatus::Failure,
+    DeviceStatus::AlreadyInstalled,
+    DeviceStatus::Noartifact,
+    DeviceStatus::Aborted,
+    DeviceStatus::Decommissioned,
 ];
 
 /// What a device may report.
-pub const DEVICE_REPORTABLE: [&str; 9] = [
-    "downloading",
-    "installing",
-    "rebooting",
-    "success",
-    "failure",
-    "already-installed",
-    "pause_before_installing",
-    "pause_before_committing",
-    "pause_before_rebooting",
+pub const DEVICE_REPORTABLE: [DeviceStatus; 9] = [
+    DeviceStatus::Downloading,
+    DeviceStatus::Installing,
+    DeviceStatus::Rebooting,
+    DeviceStatus::Success,
+    DeviceStatus::Failure,
+    DeviceStatus::AlreadyInstalled,
+    DeviceStatus::PauseBeforeInstalling,
+    DeviceStatus::PauseBeforeCommitting,
+    DeviceStatus::PauseBeforeRebooting,
 ];
 
-pub fn is_terminal(status: &str) -> bool {
-    TERMINAL.contains(&status)
+/// The three pause statuses.
+const PAUSED: [DeviceStatus; 3] = [
+    DeviceStatus::PauseBeforeInstalling,
+    DeviceStatus::PauseBeforeCommitting,
+    DeviceStatus::PauseBeforeRebooting,
+];
+
+impl DeviceStatus {
+    /// The serde name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Failure => "failure",
+            DeviceStatus::Aborted => "aborted",
+            DeviceStatus::PauseBeforeInstalling => "pause_before_installing",
+            DeviceStatus::PauseBeforeCommitting => "pause_before_committing",
+            DeviceStatus::PauseBeforeRebooting => "pause_before_rebooting",
+            DeviceStatus::Downloading => "downloading",
+            DeviceStatus::Installing => "installing",
+            DeviceStatus::Rebooting => "rebooting",
+            DeviceStatus::Pending => "pending",
+            DeviceStatus::Success => "success",
+            DeviceStatus::Noartifact => "noartifact",
+            DeviceStatus::AlreadyInstalled => "already-installed",
+            DeviceStatus::Decommissioned => "decommissioned",
+        }
+    }
+
+    /// The status named `name` (its serde name), `None` for anything else.
+    pub fn parse(name: &str) -> Option<Self> {
+        STATUS_ORDER.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether the status ends the device deployment.
+    pub fn is_terminal(self) -> bool {
+        TERMINAL.contains(&self)
+    }
+
+    /// The `c_<status>` counter attribute of a deployment.
+    pub fn counter(self) -> String {
+        format!("c_{}", self.as_str())
+    }
 }
 
-pub fn status_rank(status: &str) -> usize {
-    STATUS_ORDER
-        .iter()
-        .position(|s| *s == status)
-        .unwrap_or(STATUS_ORDER.len())
+impl std::fmt::Display for DeviceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The status of a deployment, computed from its counters ([`Deployment::computed_status`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeploymentStatus {
+    #[default]
+    Pending,
+    Inprogress,
+    Finished,
 }
 
 /// Expands a status filter alias (`pause`, `active`, `finished`) or a single status.
-pub fn status_filter(filter: &str) -> Option<Vec<&'static str>> {
+pub fn status_filter(filter: &str) -> Option<Vec<DeviceStatus>> {
     match filter {
-        "pause" => Some(vec![
-            "pause_before_installing",
-            "pause_before_committing",
-            "pause_before_rebooting",
-        ]),
-        "active" => Some(vec![
-            "pause_before_installing",
-            "pause_before_committing",
-            "pause_before_rebooting",
-            "downloading",
-            "installing",
-            "rebooting",
-            "pending",
-        ]),
+        "pause" => Some(PAUSED.to_vec()),
+        "active" => Some(
+            PAUSED
+                .into_iter()
+                .chain([
+                    DeviceStatus::Downloading,
+                    DeviceStatus::Installing,
+                    DeviceStatus::Rebooting,
+                    DeviceStatus::Pending,
+                ])
+                .collect(),
+        ),
         "finished" => Some(TERMINAL.to_vec()),
-        other => STATUS_ORDER.iter().find(|s| **s == other).map(|s| vec![*s]),
+        other => DeviceStatus::parse(other).map(|s| vec![s]),
     }
 }
 
@@ -241,6 +312,11 @@ pub fn empty_statistics() -> Statistics {
     STATUS_ORDER.iter().map(|s| (s.to_string(), 0)).collect()
 }
 
+/// A device status counter of `statistics` (0 when absent).
+fn count(statistics: &Statistics, status: DeviceStatus) -> i64 {
+    statistics.get(status.as_str()).copied().unwrap_or(0)
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
 pub struct Deployment {
     pub id: String,
@@ -249,7 +325,7 @@ pub struct Deployment {
     pub created: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<String>,
-    pub status: String,
+    pub status: DeploymentStatus,
     pub artifacts: Vec<String>,
     pub device_list: Vec<String>,
     pub max_devices: i64,
@@ -284,25 +360,22 @@ impl Deployment {
 
     /// Upstream's status: finished when the finished time is set or every target is terminal;
     /// in progress once any device moved; else pending.
-    pub fn computed_status(&self) -> &'static str {
+    pub fn computed_status(&self) -> DeploymentStatus {
         if self.finished.is_some() {
-            return "finished";
+            return DeploymentStatus::Finished;
         }
-        let terminal: i64 = TERMINAL
-            .iter()
-            .map(|s| self.statistics.get(*s).copied().unwrap_or(0))
-            .sum();
+        let terminal: i64 = TERMINAL.iter().map(|s| count(&self.statistics, *s)).sum();
         if self.max_devices > 0 && terminal >= self.max_devices {
-            return "finished";
+            return DeploymentStatus::Finished;
         }
         let moved = self
             .statistics
             .iter()
             .any(|(status, n)| *n > 0 && status != "pending" && status != "decommissioned");
         if moved {
-            "inprogress"
+            DeploymentStatus::Inprogress
         } else {
-            "pending"
+            DeploymentStatus::Pending
         }
     }
 
@@ -342,7 +415,7 @@ pub struct DeviceDeployment {
     pub id: String,
     pub deployment_id: String,
     pub device_id: String,
-    pub status: String,
+    pub status: DeviceStatus,
     pub created: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<String>,
@@ -385,15 +458,15 @@ mod tests {
             ..Default::default()
         };
         d.statistics.insert("pending".into(), 2);
-        assert_eq!(d.computed_status(), "pending");
+        assert_eq!(d.computed_status(), DeploymentStatus::Pending);
         d.statistics.insert("pending".into(), 1);
         d.statistics.insert("downloading".into(), 1);
-        assert_eq!(d.computed_status(), "inprogress");
+        assert_eq!(d.computed_status(), DeploymentStatus::Inprogress);
         d.statistics.insert("downloading".into(), 0);
         d.statistics.insert("success".into(), 1);
         d.statistics.insert("pending".into(), 0);
         d.statistics.insert("decommissioned".into(), 1);
-        assert_eq!(d.computed_status(), "finished");
+        assert_eq!(d.computed_status(), DeploymentStatus::Finished);
         let only_decommissioned = Deployment {
             max_devices: 2,
             statistics: [
@@ -404,7 +477,10 @@ mod tests {
             .collect(),
             ..Default::default()
         };
-        assert_eq!(only_decommissioned.computed_status(), "pending");
+        assert_eq!(
+            only_decommissioned.computed_status(),
+            DeploymentStatus::Pending
+        );
     }
 
     #[test]
@@ -451,10 +527,30 @@ mod tests {
     }
 
     #[test]
+    fn status_names_are_the_stored_values() {
+        for status in STATUS_ORDER {
+            assert_eq!(json!(status), json!(status.as_str()));
+            assert_eq!(DeviceStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(json!(DeviceStatus::AlreadyInstalled), "already-installed");
+        assert_eq!(
+            json!(DeviceStatus::PauseBeforeRebooting),
+            "pause_before_rebooting"
+        );
+        assert_eq!(DeviceStatus::Noartifact.counter(), "c_noartifact");
+        let mut sorted = STATUS_ORDER;
+        sorted.sort();
+        assert_eq!(sorted, STATUS_ORDER);
+        assert_eq!(json!(DeploymentStatus::Inprogress), "inprogress");
+    }
+
+    #[test]
     fn status_aliases() {
         assert_eq!(status_filter("pause").unwrap().len(), 3);
-        assert!(status_filter("finished").unwrap().contains(&"aborted"));
-        assert_eq!(status_filter("success"), Some(vec!["success"]));
+        assert!(status_filter("finished")
+            .unwrap()
+            .contains(&DeviceStatus::Aborted));
+        assert_eq!(status_filter("success"), Some(vec![DeviceStatus::Success]));
         assert_eq!(status_filter("bogus"), None);
     }
 }

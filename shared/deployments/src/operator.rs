@@ -6,10 +6,11 @@
 use std::collections::BTreeSet;
 
 use mender_http::paging::{Paging, DEFAULT_PER_PAGE, MAX_PER_PAGE};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::model::{is_terminal, Artifact, Statistics};
-use crate::query::{first, positive};
+use crate::model::{Artifact, Statistics};
+use crate::query::positive;
 use crate::service::{Deployments, Error};
 
 /// `statistics/list` takes 1..=100 ids (upstream `model.DeploymentIDs`).
@@ -52,11 +53,24 @@ pub fn check_deployment_ids(ids: &[String]) -> Result<(), Error> {
     Err(Error::BadRequest(format!("{}.", text.join("; "))))
 }
 
+/// The query parameters of `GET /artifacts/list` (deprecated), as sent
+/// (`mender_http::query::parse`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ArtifactListParams {
+    pub page: Option<String>,
+    pub per_page: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub device_type: Option<String>,
+    pub sort: Option<String>,
+}
+
 /// Upstream's lenient paging of the deprecated lists (`getReleaseOrImageFilter`): a page that
 /// is not a positive integer is 1, a `per_page` that is not one or is over 500 is 20.
-pub fn lenient_paging(pairs: &[(String, String)]) -> Paging {
-    let page = positive(pairs, "page").unwrap_or(1);
-    let per_page = positive(pairs, "per_page")
+pub fn lenient_paging(params: &ArtifactListParams) -> Paging {
+    let page = positive(params.page.as_deref()).unwrap_or(1);
+    let per_page = positive(params.per_page.as_deref())
         .filter(|p| *p <= MAX_PER_PAGE as i64)
         .unwrap_or(DEFAULT_PER_PAGE as i64);
     Paging {
@@ -67,16 +81,17 @@ pub fn lenient_paging(pairs: &[(String, String)]) -> Paging {
 
 /// `GET /artifacts/list` filters: `name`, `description`, `device_type` (any compatible type),
 /// each a case-insensitive "contains" (upstream's `.*<quoted>.*` regex with option `i`).
-pub fn filter_artifacts(artifacts: Vec<Artifact>, pairs: &[(String, String)]) -> Vec<Artifact> {
-    let lowered = |key: &str| {
-        first(pairs, key)
+pub fn filter_artifacts(artifacts: Vec<Artifact>, params: &ArtifactListParams) -> Vec<Artifact> {
+    let lowered = |value: &Option<String>| {
+        value
+            .as_deref()
             .map(str::to_lowercase)
             .filter(|v| !v.is_empty())
     };
     let (name, description, device_type) = (
-        lowered("name"),
-        lowered("description"),
-        lowered("device_type"),
+        lowered(&params.name),
+        lowered(&params.description),
+        lowered(&params.device_type),
     );
     artifacts
         .into_iter()
@@ -129,24 +144,31 @@ fn pattern_matches(pattern: &str, value: &str) -> bool {
     }
 }
 
+/// The query parameters of `GET /api/management/v2/deployments/artifacts`, as sent
+/// (`mender_http::query::parse`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ArtifactsV2Params {
+    pub name: Vec<String>,
+    pub description: Option<String>,
+    pub device_type: Option<String>,
+    pub page: Option<String>,
+    pub per_page: Option<String>,
+}
+
 impl ArtifactFilterV2 {
-    pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, Error> {
-        let mut filter = ArtifactFilterV2::default();
-        for (key, value) in pairs {
-            match key.as_str() {
-                "name" => match value.strip_suffix('*') {
-                    Some(prefix) if !value.ends_with("\\*") => {
-                        filter.name_prefixes.push(prefix.to_string())
-                    }
-                    _ => filter.exact_names.push(value.replace("\\*", "*")),
-                },
-                "description" if filter.description.is_none() => {
-                    filter.description = Some(value.clone())
+    pub fn from_params(params: &ArtifactsV2Params) -> Result<Self, Error> {
+        let mut filter = ArtifactFilterV2 {
+            description: params.description.clone(),
+            device_type: params.device_type.clone(),
+            ..Default::default()
+        };
+        for value in &params.name {
+            match value.strip_suffix('*') {
+                Some(prefix) if !value.ends_with("\\*") => {
+                    filter.name_prefixes.push(prefix.to_string())
                 }
-                "device_type" if filter.device_type.is_none() => {
-                    filter.device_type = Some(value.clone())
-                }
-                _ => {}
+                _ => filter.exact_names.push(value.replace("\\*", "*")),
             }
         }
         let invalid = |m: &str| Err(Error::BadRequest(format!("invalid filter: {m}")));
@@ -204,15 +226,15 @@ impl ArtifactFilterV2 {
 
 /// v2 paging (`getImageFilter` then `Validate`): a `page` or `per_page` that is not a positive
 /// integer is the default; a `per_page` over 500 is a 400.
-pub fn paging_v2(pairs: &[(String, String)]) -> Result<Paging, Error> {
-    let per_page = positive(pairs, "per_page").unwrap_or(DEFAULT_PER_PAGE as i64);
+pub fn paging_v2(params: &ArtifactsV2Params) -> Result<Paging, Error> {
+    let per_page = positive(params.per_page.as_deref()).unwrap_or(DEFAULT_PER_PAGE as i64);
     if per_page > MAX_PER_PAGE as i64 {
         return Err(Error::BadRequest(format!(
             "invalid filter: PerPage: must be no greater than {MAX_PER_PAGE}."
         )));
     }
     Ok(Paging {
-        page: positive(pairs, "page").unwrap_or(1) as u64,
+        page: positive(params.page.as_deref()).unwrap_or(1) as u64,
         per_page: per_page as u64,
     })
 }
@@ -290,7 +312,7 @@ impl Deployments {
         let when = mender_http::time::now_string();
         let mut stamped = 0;
         for dd in self.store.history_for_device(tenant, device).await? {
-            if is_terminal(&dd.status)
+            if dd.status.is_terminal()
                 && dd.deleted.is_none()
                 && self.store.mark_deleted(tenant, &dd, &when).await?
             {
@@ -306,8 +328,8 @@ impl Deployments {
 mod tests {
     use super::*;
 
-    fn pairs(q: &str) -> Vec<(String, String)> {
-        mender_http::paging::query_pairs(Some(q))
+    fn params(q: &str) -> ArtifactListParams {
+        mender_http::query::parse(Some(q)).unwrap()
     }
 
     #[test]
@@ -333,17 +355,17 @@ mod tests {
     #[test]
     fn lenient() {
         assert_eq!(
-            lenient_paging(&pairs("page=0&per_page=501")),
+            lenient_paging(&params("page=0&per_page=501")),
             Paging::default()
         );
         assert_eq!(
-            lenient_paging(&pairs("page=x&per_page=2")),
+            lenient_paging(&params("page=x&per_page=2")),
             Paging {
                 page: 1,
                 per_page: 2
             }
         );
-        assert_eq!(lenient_paging(&pairs("page=3")).page, 3);
+        assert_eq!(lenient_paging(&params("page=3")).page, 3);
     }
 
     #[test]
@@ -369,7 +391,7 @@ mod tests {
         assert_eq!(ids(Some("tags:desc")), ["3", "2", "1"]);
         let f = filter_artifacts(
             all.clone(),
-            &pairs("name=B&description=ABOUT&device_type=rd-1"),
+            &params("name=B&description=ABOUT&device_type=rd-1"),
         );
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].id, "1");

@@ -198,7 +198,10 @@ impl Deployments {
             .deployments(tenant)
             .await?
             .into_iter()
-            .filter(|d| d.status != "finished" && names.contains(&d.artifact_name))
+            .filter(|d| {
+                d.status != crate::model::DeploymentStatus::Finished
+                    && names.contains(&d.artifact_name)
+            })
             .map(|d| d.id)
             .collect();
         if !active.is_empty() {

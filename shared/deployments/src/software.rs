@@ -4,9 +4,9 @@
 //! `store/mongo/datastore_mongo_software.go`. Open source has only `release` software (no
 //! manifests), so `kind=manifest` matches nothing.
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::query::{all, first};
 use crate::releases::Release;
 use crate::service::Error;
 
@@ -45,18 +45,28 @@ fn validation_errors(mut errors: Vec<(&str, &str)>) -> Result<(), Error> {
     Err(Error::BadRequest(format!("{}.", text.join("; "))))
 }
 
+/// The list's query parameters, as sent (`mender_http::query::parse`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SoftwareParams {
+    pub name: Vec<String>,
+    pub name_prefix: String,
+    pub kind: Option<String>,
+    pub update_type: String,
+    pub tag: Vec<String>,
+    pub sort: Option<String>,
+}
+
 impl SoftwareFilter {
-    /// Parses and validates the query; 400 texts as upstream.
-    pub fn from_pairs(pairs: &[(String, String)]) -> Result<SoftwareFilter, Error> {
+    /// Validates the query; 400 texts as upstream.
+    pub fn from_params(params: SoftwareParams) -> Result<SoftwareFilter, Error> {
         let filter = SoftwareFilter {
-            names: all(pairs, "name"),
-            name_prefix: first(pairs, "name_prefix").unwrap_or_default().to_owned(),
-            kind: first(pairs, "kind")
-                .filter(|k| !k.is_empty())
-                .map(str::to_owned),
-            update_type: first(pairs, "update_type").unwrap_or_default().to_owned(),
-            tags: all(pairs, "tag").iter().map(|t| t.to_lowercase()).collect(),
-            sort: first(pairs, "sort").unwrap_or("name:asc").to_owned(),
+            names: params.name,
+            name_prefix: params.name_prefix,
+            kind: params.kind.filter(|k| !k.is_empty()),
+            update_type: params.update_type,
+            tags: params.tag.iter().map(|t| t.to_lowercase()).collect(),
+            sort: params.sort.unwrap_or_else(|| "name:asc".to_owned()),
         };
         let mut errors = Vec::new();
         if !filter.name_prefix.is_empty() && !filter.names.is_empty() {
@@ -130,10 +140,17 @@ pub fn software_json(release: &Release) -> Value {
     })
 }
 
+/// The query parameters of `software/tags`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SoftwareTagsParams {
+    pub kind: Vec<String>,
+}
+
 /// `software/tags`: the kind filter (`kind` at most once, `release` or `manifest`), with
 /// upstream's texts; `Ok(false)` = only manifests asked for (none exist).
-pub fn tags_kind(pairs: &[(String, String)]) -> Result<bool, Error> {
-    let kinds = all(pairs, "kind");
+pub fn tags_kind(params: &SoftwareTagsParams) -> Result<bool, Error> {
+    let kinds = &params.kind;
     if kinds.len() > 1 {
         return Err(Error::BadRequest(
             "only one kind query argument can be specified".into(),
@@ -166,8 +183,12 @@ mod tests {
     use super::*;
     use crate::model::{Artifact, TypeInfo, Update};
 
-    fn pairs(q: &str) -> Vec<(String, String)> {
-        mender_http::paging::query_pairs(Some(q))
+    fn filter(q: &str) -> Result<SoftwareFilter, Error> {
+        SoftwareFilter::from_params(mender_http::query::parse(Some(q)).unwrap())
+    }
+
+    fn kind(q: &str) -> Result<bool, Error> {
+        tags_kind(&mender_http::query::parse(Some(q)).unwrap())
     }
 
     fn release(name: &str, modified: &str, tags: &[&str], kind: &str) -> Release {
@@ -190,24 +211,22 @@ mod tests {
 
     #[test]
     fn validation_texts() {
-        let err = SoftwareFilter::from_pairs(&pairs("name=a&name_prefix=b&sort=size:asc"))
+        let err = filter("name=a&name_prefix=b&sort=size:asc")
             .unwrap_err()
             .to_string();
         assert_eq!(
             err,
             "name: cannot be used with name_prefix; name_prefix: cannot be used with name; sort: must be a valid value."
         );
-        let err = SoftwareFilter::from_pairs(&pairs("kind=image"))
-            .unwrap_err()
-            .to_string();
+        let err = filter("kind=image").unwrap_err().to_string();
         assert_eq!(err, "kind: must be a valid value.");
-        assert!(SoftwareFilter::from_pairs(&pairs("sort=name")).is_err());
+        assert!(filter("sort=name").is_err());
         assert_eq!(
-            tags_kind(&pairs("kind=")).unwrap_err().to_string(),
+            kind("kind=").unwrap_err().to_string(),
             "Kind: cannot be blank."
         );
-        assert!(tags_kind(&pairs("kind=release&kind=release")).is_err());
-        assert!(!tags_kind(&pairs("kind=manifest")).unwrap());
+        assert!(kind("kind=release&kind=release").is_err());
+        assert!(!kind("kind=manifest").unwrap());
     }
 
     #[test]
@@ -223,7 +242,7 @@ mod tests {
             release("base", "2024-01-02T00:00:00Z", &[], "script"),
         ];
         let names = |q: &str| -> Vec<String> {
-            SoftwareFilter::from_pairs(&pairs(q))
+            filter(q)
                 .unwrap()
                 .apply(all.clone())
                 .into_iter()

@@ -30,7 +30,7 @@ use aws_sdk_dynamodb::Client;
 use mender_aws::dynamo::{built, classify, from_item, key, to_item, DynamoError, Item, Table};
 use sha2::{Digest, Sha256};
 
-use crate::model::{empty_statistics, is_terminal, Artifact, Deployment, DeviceDeployment};
+use crate::model::{empty_statistics, Artifact, Deployment, DeviceDeployment, DeviceStatus};
 
 pub const ACTIVE_INDEX: &str = "active-by-device";
 pub const HISTORY_INDEX: &str = "history-by-device";
@@ -206,7 +206,7 @@ impl Store {
         let order = format!("{}#{}", dd.created, dd.deployment_id);
         item.insert("gsi2pk".into(), s(&device_pk(tenant, &dd.device_id)));
         item.insert("gsi2sk".into(), s(&order));
-        if !is_terminal(&dd.status) {
+        if !dd.status.is_terminal() {
             item.insert("gsi1pk".into(), s(&device_pk(tenant, &dd.device_id)));
             item.insert("gsi1sk".into(), s(&order));
         }
@@ -222,7 +222,7 @@ impl Store {
         }
         let mut deployment: Deployment = from_item(item)?;
         deployment.statistics = statistics;
-        deployment.status = deployment.computed_status().to_owned();
+        deployment.status = deployment.computed_status();
         Ok(deployment)
     }
 
@@ -332,7 +332,7 @@ impl Store {
         &self,
         tenant: &str,
         to: &DeviceDeployment,
-        from: &str,
+        from: DeviceStatus,
         deployment_delta: &[(&str, i64)],
     ) -> Result<(), DynamoError> {
         let mut item = self.device_deployment_item(tenant, to)?;
@@ -347,7 +347,7 @@ impl Store {
             )))
             .condition_expression("#status = :from")
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":from", s(from));
+            .expression_attribute_values(":from", s(from.as_str()));
         for (i, (name, value)) in item.into_iter().enumerate() {
             if name == "status" {
                 sets.push("#status = :to".to_owned());
@@ -360,7 +360,7 @@ impl Store {
                 .expression_attribute_values(format!(":a{i}"), value);
         }
         let mut expression = format!("SET {}", sets.join(", "));
-        if is_terminal(&to.status) {
+        if to.status.is_terminal() {
             expression.push_str(" REMOVE gsi1pk, gsi1sk");
         }
         let update = built(update.update_expression(expression).build())?;

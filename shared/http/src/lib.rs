@@ -1,14 +1,16 @@
 //! The HTTP layer every API function shares: Mender's error body and request id, the JSON body
-//! extractor with Mender's checks, paging with `Link` / `X-Total-Count`, the device and user
-//! token extractors, each function's route list ([`Route`], [`routes::router`]), and [`finish`]
-//! which adds the common layers and the 404/405 fallbacks to a function's router (the same
-//! router runs in Lambda and in the local server).
+//! extractor with Mender's checks, paging with `Link` / `X-Total-Count`, typed query
+//! parameters ([`query::parse`]), the device and user token extractors, each function's route
+//! list ([`Route`], [`routes::router`]), and [`finish`] which adds the common layers and the
+//! 404/405 fallbacks to a function's router (the same router runs in Lambda and in the local
+//! server).
 
 pub mod auth;
 pub mod drain;
 pub mod error;
 pub mod json;
 pub mod paging;
+pub mod query;
 pub mod request_id;
 pub mod routes;
 pub mod time;

@@ -5,7 +5,7 @@ use mender_aws::dynamo::DynamoError;
 use serde_json::{json, Value};
 
 use super::{now, Deployments, Error};
-use crate::model::Artifact;
+use crate::model::{Artifact, DeploymentStatus};
 use crate::store::MAX_ARTIFACT_COMBINATIONS;
 
 impl Deployments {
@@ -45,7 +45,7 @@ impl Deployments {
         for mut deployment in self.store.list_deployments(tenant).await? {
             if deployment.artifact_name == artifact.name
                 && deployment.finished.is_none()
-                && deployment.status != "finished"
+                && deployment.status != DeploymentStatus::Finished
             {
                 deployment.artifacts.push(artifact.id.clone());
                 self.store
@@ -109,12 +109,10 @@ impl Deployments {
     /// unfinished deployment uses it.
     pub async fn delete_artifact(&self, tenant: &str, id: &str) -> Result<Artifact, Error> {
         let artifact = self.artifact(tenant, id).await?;
-        let in_use = self
-            .store
-            .list_deployments(tenant)
-            .await?
-            .iter()
-            .any(|d| d.status != "finished" && d.artifacts.iter().any(|a| a == id));
+        let in_use =
+            self.store.list_deployments(tenant).await?.iter().any(|d| {
+                d.status != DeploymentStatus::Finished && d.artifacts.iter().any(|a| a == id)
+            });
         if in_use {
             return Err(Error::Conflict(
                 "Artifact is used in active deployment".into(),

@@ -4,7 +4,9 @@
 use serde_json::{json, Value};
 
 use super::{Deployments, Error, Instructions};
-use crate::model::{choose_artifact, is_terminal, Deployment, DeviceDeployment, DEVICE_REPORTABLE};
+use crate::model::{
+    choose_artifact, Deployment, DeviceDeployment, DeviceStatus, DEVICE_REPORTABLE,
+};
 
 impl Deployments {
     /// `deployments/next`: the device's oldest unfinished deployment with its artifact, or
@@ -27,9 +29,13 @@ impl Deployments {
             let request =
                 json!({"device_type": device_type, "artifact_name": artifact_name}).to_string();
             if let Some(first) = &dd.request {
-                if dd.artifact_id.is_some() && first != &request && dd.status != "pending" {
-                    self.move_device(tenant, &dd.deployment_id, device_id, "failure", |d| {
-                        Ok(!is_terminal(&d.status))
+                if dd.artifact_id.is_some()
+                    && first != &request
+                    && dd.status != DeviceStatus::Pending
+                {
+                    let failure = DeviceStatus::Failure;
+                    self.move_device(tenant, &dd.deployment_id, device_id, failure, |d| {
+                        Ok(!d.status.is_terminal())
                     })
                     .await?;
                     return Err(Error::Conflict(
@@ -57,15 +63,16 @@ impl Deployments {
                 }
             };
             let Some(artifact_id) = artifact_id else {
-                self.move_device(tenant, &dd.deployment_id, device_id, "noartifact", |d| {
-                    Ok(d.status == "pending")
+                let noartifact = DeviceStatus::Noartifact;
+                self.move_device(tenant, &dd.deployment_id, device_id, noartifact, |d| {
+                    Ok(d.status == DeviceStatus::Pending)
                 })
                 .await?;
                 return Ok(None);
             };
             let artifact = self.artifact(tenant, &artifact_id).await?;
             let already_installed = !deployment.force_installation
-                && dd.status == "pending"
+                && dd.status == DeviceStatus::Pending
                 && artifact_name == artifact.name;
             if dd.artifact_id.is_none() {
                 // Upstream adds to `total_size` only for devices that will download.
@@ -79,8 +86,8 @@ impl Deployments {
                     tenant,
                     &dd.deployment_id,
                     device_id,
-                    "already-installed",
-                    |d| Ok(d.status == "pending"),
+                    DeviceStatus::AlreadyInstalled,
+                    |d| Ok(d.status == DeviceStatus::Pending),
                 )
                 .await?;
                 return Ok(None);
@@ -102,9 +109,10 @@ impl Deployments {
         status: &str,
         substate: Option<String>,
     ) -> Result<(), Error> {
-        if !DEVICE_REPORTABLE.contains(&status) {
+        let Some(status) = DeviceStatus::parse(status).filter(|s| DEVICE_REPORTABLE.contains(s))
+        else {
             return Err(Error::BadRequest(format!("invalid status: {status}")));
-        }
+        };
         if substate.as_ref().is_some_and(|s| s.len() > 200) {
             return Err(Error::BadRequest(
                 "substate: the length must be no more than 200.".into(),
@@ -112,9 +120,11 @@ impl Deployments {
         }
         let moved = self
             .move_device(tenant, deployment_id, device_id, status, |d| {
-                match d.status.as_str() {
-                    "aborted" => Err(Error::Conflict("Deployment aborted".into())),
-                    "decommissioned" => Err(Error::Conflict("Device decommissioned".into())),
+                match d.status {
+                    DeviceStatus::Aborted => Err(Error::Conflict("Deployment aborted".into())),
+                    DeviceStatus::Decommissioned => {
+                        Err(Error::Conflict("Device decommissioned".into()))
+                    }
                     current => {
                         let changed =
                             current != status || (substate.is_some() && substate != d.substate);

@@ -4,7 +4,9 @@
 use mender_aws::retry::{lost_race, Attempts};
 
 use super::{now, too_many_updates, Deployments, Error, NewDeployment, MAX_ATTEMPTS};
-use crate::model::{empty_statistics, is_terminal, Deployment, DeviceDeployment};
+use crate::model::{
+    empty_statistics, Deployment, DeploymentStatus, DeviceDeployment, DeviceStatus,
+};
 
 impl Deployments {
     /// Creates a deployment for `targets` (resolved by the caller for groups / all devices).
@@ -52,7 +54,7 @@ impl Deployments {
             .any(|d| {
                 let mut existing = d.device_list.clone();
                 existing.sort();
-                d.status != "finished"
+                d.status != DeploymentStatus::Finished
                     && d.name == request.name
                     && d.artifact_name == request.artifact_name
                     && d.force_installation == request.force_installation
@@ -66,14 +68,17 @@ impl Deployments {
         }
         let created = now();
         let mut statistics = empty_statistics();
-        statistics.insert("pending".into(), sorted_targets.len() as i64);
+        statistics.insert(
+            DeviceStatus::Pending.to_string(),
+            sorted_targets.len() as i64,
+        );
         let deployment = Deployment {
             id: uuid::Uuid::new_v4().to_string(),
             name: request.name.clone(),
             artifact_name: request.artifact_name.clone(),
             created: created.clone(),
             finished: None,
-            status: "pending".into(),
+            status: DeploymentStatus::Pending,
             artifacts,
             max_devices: sorted_targets.len() as i64,
             device_count: 0,
@@ -93,7 +98,7 @@ impl Deployments {
                 id: uuid::Uuid::new_v4().to_string(),
                 deployment_id: deployment.id.clone(),
                 device_id: device.clone(),
-                status: "pending".into(),
+                status: DeviceStatus::Pending,
                 created: created.clone(),
                 ..Default::default()
             })
@@ -126,18 +131,16 @@ impl Deployments {
     ) -> Result<Vec<DeviceDeployment>, Error> {
         self.deployment(tenant, id).await?;
         let mut devices = self.store.deployment_devices(tenant, id).await?;
-        devices.sort_by(|a, b| {
-            crate::model::status_rank(&a.status)
-                .cmp(&crate::model::status_rank(&b.status))
-                .then(a.device_id.cmp(&b.device_id))
-        });
+        devices.sort_by(|a, b| a.status.cmp(&b.status).then(a.device_id.cmp(&b.device_id)));
         Ok(devices)
     }
 
     /// Records the finish time when every target reached a terminal status.
     async fn settle(&self, tenant: &str, deployment_id: &str) -> Result<(), Error> {
         if let Some(deployment) = self.store.get_deployment(tenant, deployment_id).await? {
-            if deployment.finished.is_none() && deployment.computed_status() == "finished" {
+            if deployment.finished.is_none()
+                && deployment.computed_status() == DeploymentStatus::Finished
+            {
                 self.store
                     .finish_deployment(tenant, deployment_id, &now())
                     .await?;
@@ -153,7 +156,7 @@ impl Deployments {
         tenant: &str,
         deployment_id: &str,
         device_id: &str,
-        status: &str,
+        status: DeviceStatus,
         mut update: F,
     ) -> Result<Option<DeviceDeployment>, Error>
     where
@@ -172,16 +175,19 @@ impl Deployments {
             if !update(&mut next)? {
                 return Ok(Some(current));
             }
-            next.status = status.to_owned();
+            next.status = status;
             let stamp = now();
-            if current.status == "pending" && status != "pending" && next.started.is_none() {
+            if current.status == DeviceStatus::Pending
+                && status != DeviceStatus::Pending
+                && next.started.is_none()
+            {
                 next.started = Some(stamp.clone());
             }
-            if is_terminal(status) {
+            if status.is_terminal() {
                 next.finished = Some(stamp);
             }
-            let old_counter = format!("c_{}", current.status);
-            let new_counter = format!("c_{status}");
+            let old_counter = current.status.counter();
+            let new_counter = status.counter();
             let delta: Vec<(&str, i64)> = if current.status == status {
                 vec![]
             } else {
@@ -189,7 +195,7 @@ impl Deployments {
             };
             let written = self
                 .store
-                .transition(tenant, &next, &current.status, &delta)
+                .transition(tenant, &next, current.status, &delta)
                 .await;
             if lost_race(written)? {
                 continue;
@@ -205,13 +211,13 @@ impl Deployments {
     /// `PUT /deployments/{id}/status` with `aborted`.
     pub async fn abort(&self, tenant: &str, id: &str) -> Result<(), Error> {
         let deployment = self.store.get_deployment(tenant, id).await?;
-        let Some(deployment) = deployment.filter(|d| d.status != "finished") else {
+        let Some(deployment) = deployment.filter(|d| d.status != DeploymentStatus::Finished) else {
             return Err(Error::Unprocessable("Deployment already finished".into()));
         };
         for dd in self.store.deployment_devices(tenant, id).await? {
-            if !is_terminal(&dd.status) {
-                self.move_device(tenant, id, &dd.device_id, "aborted", |d| {
-                    Ok(!is_terminal(&d.status))
+            if !dd.status.is_terminal() {
+                self.move_device(tenant, id, &dd.device_id, DeviceStatus::Aborted, |d| {
+                    Ok(!d.status.is_terminal())
                 })
                 .await?;
             }
@@ -228,11 +234,11 @@ impl Deployments {
         &self,
         tenant: &str,
         device_id: &str,
-        status: &str,
+        status: DeviceStatus,
     ) -> Result<(), Error> {
         for dd in self.store.active_for_device(tenant, device_id).await? {
             self.move_device(tenant, &dd.deployment_id, device_id, status, |d| {
-                Ok(!is_terminal(&d.status))
+                Ok(!d.status.is_terminal())
             })
             .await?;
         }

@@ -352,9 +352,8 @@ impl Store for DynamoStore {
         Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
     }
 
-    /// Reads every device of the tenant from the `search` index, 16 shards in parallel, folding
-    /// each shard's devices into its own accumulator (`init()`), and returns the accumulators.
-    /// With `paths`, only those attributes are read; `limit_per_shard` stops each shard early.
+    /// Reads shard `shard` of the tenant from the `search` index, in id order, calling `visit`
+    /// for each device. With `paths`, only those attributes are read; `limit` stops early.
     async fn scan_shard(
         &self,
         tenant: &str,

@@ -22,6 +22,7 @@
 use std::io::{self, Read, Write};
 
 use bytes::{Bytes, BytesMut};
+use deployments::store::ArtifactStore;
 use deployments::Artifact;
 use mender_artifact::{ArtifactSpec, PayloadFile, ReadOptions, StreamParser};
 use mender_aws::s3::ArtifactStorage;

@@ -14,6 +14,7 @@
 //! end-of-archive marker: bytes stored after it are not downloaded (the artifact's size is
 //! then the object's size, from S3).
 
+use deployments::store::ArtifactStore;
 use deployments::Artifact;
 use mender_artifact::{ArtifactInfo, ReadOptions, StreamParser};
 use mender_aws::aws_sdk_s3::primitives::ByteStream;

@@ -19,6 +19,7 @@ use crate::model::{
     empty_statistics, Artifact, Deployment, DeploymentStatus, DeviceDeployment, DeviceStatus,
 };
 use crate::service::{Deployments, Error, Instructions};
+use crate::store::Store;
 
 /// `Deployment.kind` of a configuration deployment.
 pub const CONFIGURATION: &str = "configuration";
@@ -251,7 +252,7 @@ pub struct NewConfigurationDeployment {
     pub groups: Vec<String>,
 }
 
-impl Deployments {
+impl<S: Store> Deployments<S> {
     /// Creates a configuration deployment of one device with the caller's id (upstream
     /// `CreateDeviceConfigurationDeployment`): type `configuration`, artifact name = `name`,
     /// one pending device. 400 when the id is not a UUID or the name is blank, 409 when the id

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::model::{Artifact, Statistics};
 use crate::query::positive;
 use crate::service::{Deployments, Error};
+use crate::store::Store;
 
 /// `statistics/list` takes 1..=100 ids (upstream `model.DeploymentIDs`).
 pub const MAX_STATISTICS_IDS: usize = 100;
@@ -285,7 +286,7 @@ pub fn limit(name: &str) -> Result<Value, Error> {
     Ok(json!({"limit": 0, "usage": 0}))
 }
 
-impl Deployments {
+impl<S: Store> Deployments<S> {
     /// `statistics/list`: each found deployment's counters, oldest first (upstream returns
     /// them in the collection's natural order); unknown ids are left out, none found = 404.
     pub async fn statistics_of(

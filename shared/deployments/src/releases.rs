@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::model::Artifact;
 use crate::service::{Deployments, Error};
-use crate::store::ReleaseMeta;
+use crate::store::{ReleaseMeta, Store};
 
 pub const MAX_TAGS_PER_RELEASE: usize = 20;
 pub const MAX_DISTINCT_TAGS: usize = 100;
@@ -90,7 +90,7 @@ pub fn check_notes(notes: &str) -> Result<(), Error> {
     Ok(())
 }
 
-impl Deployments {
+impl<S: Store> Deployments<S> {
     /// Every release, sorted by name.
     pub async fn releases(&self, tenant: &str) -> Result<Vec<Release>, Error> {
         let metas: BTreeMap<String, ReleaseMeta> = self

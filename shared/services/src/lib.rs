@@ -92,7 +92,7 @@ impl Services {
             store: inventory::DynamoStore::new(dynamodb.clone(), &config.inventory_table),
         };
         let deployments = deployments::Deployments {
-            store: deployments::store::Store::new(dynamodb.clone(), &config.deployments_table),
+            store: deployments::DynamoStore::new(dynamodb.clone(), &config.deployments_table),
         };
         let deviceconfig = deviceconfig::Deviceconfig {
             store: deviceconfig::Store::new(dynamodb.clone(), &config.deviceconfig_table),

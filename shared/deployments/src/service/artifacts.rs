@@ -6,9 +6,9 @@ use serde_json::{json, Value};
 
 use super::{now, Deployments, Error};
 use crate::model::{Artifact, DeploymentStatus};
-use crate::store::MAX_ARTIFACT_COMBINATIONS;
+use crate::store::{Store, UploadIntent, MAX_ARTIFACT_COMBINATIONS};
 
-impl Deployments {
+impl<S: Store> Deployments<S> {
     /// Stores a parsed artifact; 409 on the same name with an overlapping depends combination.
     pub async fn add_artifact(
         &self,
@@ -134,7 +134,7 @@ impl Deployments {
         if self.store.get_artifact(tenant, id).await?.is_some() {
             return Err(taken());
         }
-        let intent = crate::store::UploadIntent::new(id, "uploading");
+        let intent = UploadIntent::new(id, "uploading");
         match self.store.put_intent(tenant, &intent).await {
             Ok(()) => Ok(()),
             Err(DynamoError::ConditionFailed) => Err(taken()),
@@ -165,7 +165,7 @@ impl Deployments {
 
     /// Records a direct upload's intent (status `pending`) and returns its id.
     pub async fn start_direct_upload(&self, tenant: &str) -> Result<String, Error> {
-        let intent = crate::store::UploadIntent::new(&uuid::Uuid::new_v4().to_string(), "pending");
+        let intent = UploadIntent::new(&uuid::Uuid::new_v4().to_string(), "pending");
         self.store.put_intent(tenant, &intent).await?;
         Ok(intent.id)
     }

@@ -7,8 +7,9 @@ use super::{Deployments, Error, Instructions};
 use crate::model::{
     choose_artifact, Deployment, DeviceDeployment, DeviceStatus, DEVICE_REPORTABLE,
 };
+use crate::store::Store;
 
-impl Deployments {
+impl<S: Store> Deployments<S> {
     /// `deployments/next`: the device's oldest unfinished deployment with its artifact, or
     /// `None` (204). Marks `noartifact` / `already-installed` as upstream does.
     pub async fn next(

@@ -2,18 +2,19 @@
 //! device protocol (`next`, status, log). Status changes are compare-and-set transactions that
 //! move the deployment's counters atomically, so statistics stay exact under concurrency.
 //! One module per resource: `artifacts`, `rollout` (deployments), `device` (device protocol).
+//! The service is generic over its storage ([`Store`](crate::store::Store)); errors become
+//! HTTP answers in `crate::http` only.
 
 mod artifacts;
 mod device;
 mod rollout;
 
 use mender_aws::dynamo::DynamoError;
-use mender_http::ApiError;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::model::{Artifact, Deployment};
-use crate::store::Store;
+use crate::store::DynamoStore;
 
 const MAX_ATTEMPTS: usize = 64;
 
@@ -37,25 +38,6 @@ pub enum Error {
     Storage(#[from] DynamoError),
     #[error("{0}")]
     Internal(String),
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::BadRequest(m) => ApiError::bad_request(m),
-            Error::NotFound(m) => ApiError::not_found(m),
-            Error::Conflict(m) => ApiError::conflict(m),
-            Error::ArtifactExists(conflict) => {
-                ApiError::conflict("an artifact with the same name and depends already exists")
-                    .with_extra("metadata", json!({ "conflict": conflict }))
-            }
-            Error::Unprocessable(m) => ApiError::unprocessable(m),
-            Error::ReleasesInUse(ids) => ApiError::conflict("release(s) used in active deployment")
-                .with_extra("active_deployments", json!(ids)),
-            Error::Storage(e) => ApiError::internal(e),
-            Error::Internal(m) => ApiError::internal(m),
-        }
-    }
 }
 
 /// Every attempt to move a device deployment lost its race.
@@ -89,7 +71,12 @@ pub struct Instructions {
     pub artifact: Artifact,
 }
 
+/// The deployments service over its storage: the DynamoDB table unless told otherwise (unit
+/// tests use [`MemoryStore`](crate::store::MemoryStore)).
 #[derive(Clone)]
-pub struct Deployments {
-    pub store: Store,
+pub struct Deployments<S = DynamoStore> {
+    pub store: S,
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,8 +7,9 @@ use super::{now, too_many_updates, Deployments, Error, NewDeployment, MAX_ATTEMP
 use crate::model::{
     empty_statistics, Deployment, DeploymentStatus, DeviceDeployment, DeviceStatus,
 };
+use crate::store::Store;
 
-impl Deployments {
+impl<S: Store> Deployments<S> {
     /// Creates a deployment for `targets` (resolved by the caller for groups / all devices).
     pub async fn create_deployment(
         &self,

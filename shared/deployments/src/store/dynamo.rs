@@ -1,4 +1,4 @@
-//! The deployments table. Access patterns (all keys start with the tenant):
+//! [`DynamoStore`]: the deployments table. Access patterns (all keys start with the tenant):
 //!
 //! | item | pk | sk | used by |
 //! |---|---|---|---|
@@ -30,12 +30,11 @@ use aws_sdk_dynamodb::Client;
 use mender_aws::dynamo::{built, classify, from_item, key, to_item, DynamoError, Item, Table};
 use sha2::{Digest, Sha256};
 
+use super::{ArtifactStore, DeploymentStore, DeviceDeploymentStore, ReleaseMeta, UploadIntent};
 use crate::model::{empty_statistics, Artifact, Deployment, DeviceDeployment, DeviceStatus};
 
 pub const ACTIVE_INDEX: &str = "active-by-device";
 pub const HISTORY_INDEX: &str = "history-by-device";
-/// DynamoDB transactions take at most 100 items: one is the artifact itself.
-pub const MAX_ARTIFACT_COMBINATIONS: usize = 99;
 
 fn tenant_pk(t: &str) -> String {
     format!("T#{t}")
@@ -57,21 +56,90 @@ fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_owned())
 }
 
+/// The deployments table (its access patterns are in the module doc).
 #[derive(Clone, Debug)]
-pub struct Store {
+pub struct DynamoStore {
     table: Table,
 }
 
-impl Store {
+impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Store {
+        DynamoStore {
             table: Table::new(client, table),
         }
     }
 
+    fn device_deployment_item(
+        &self,
+        tenant: &str,
+        dd: &DeviceDeployment,
+    ) -> Result<Item, DynamoError> {
+        let mut item = to_item(
+            deployment_pk(tenant, &dd.deployment_id),
+            format!("DEV#{}", dd.device_id),
+            dd,
+        )?;
+        let order = format!("{}#{}", dd.created, dd.deployment_id);
+        item.insert("gsi2pk".into(), s(&device_pk(tenant, &dd.device_id)));
+        item.insert("gsi2sk".into(), s(&order));
+        if !dd.status.is_terminal() {
+            item.insert("gsi1pk".into(), s(&device_pk(tenant, &dd.device_id)));
+            item.insert("gsi1sk".into(), s(&order));
+        }
+        Ok(item)
+    }
+
+    fn parse_deployment(item: Item) -> Result<Deployment, DynamoError> {
+        let mut statistics = empty_statistics();
+        for (name, value) in &item {
+            if let (Some(status), AttributeValue::N(count)) = (name.strip_prefix("c_"), value) {
+                statistics.insert(status.to_owned(), count.parse().unwrap_or(0));
+            }
+        }
+        let mut deployment: Deployment = from_item(item)?;
+        deployment.statistics = statistics;
+        deployment.status = deployment.computed_status();
+        Ok(deployment)
+    }
+
+    async fn by_device(
+        &self,
+        index: &str,
+        key_name: &str,
+        tenant: &str,
+        device: &str,
+    ) -> Result<Vec<DeviceDeployment>, DynamoError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .index_name(index)
+                .key_condition_expression("#k = :k")
+                .expression_attribute_names("#k", key_name)
+                .expression_attribute_values(":k", s(&device_pk(tenant, device)))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in out.items.unwrap_or_default() {
+                items.push(from_item(item)?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+}
+
+impl ArtifactStore for DynamoStore {
     /// Stores the artifact and claims every (name, depends combination); `ConditionFailed` =
     /// an artifact with the same name and an overlapping combination exists.
-    pub async fn create_artifact(
+    async fn create_artifact(
         &self,
         tenant: &str,
         artifact: &Artifact,
@@ -103,28 +171,24 @@ impl Store {
         Ok(())
     }
 
-    pub async fn get_artifact(
-        &self,
-        tenant: &str,
-        id: &str,
-    ) -> Result<Option<Artifact>, DynamoError> {
+    async fn get_artifact(&self, tenant: &str, id: &str) -> Result<Option<Artifact>, DynamoError> {
         self.table
             .get_as(key(tenant_pk(tenant), format!("ART#{id}")))
             .await
     }
 
-    pub async fn list_artifacts(&self, tenant: &str) -> Result<Vec<Artifact>, DynamoError> {
+    async fn list_artifacts(&self, tenant: &str) -> Result<Vec<Artifact>, DynamoError> {
         self.table.query_prefix_as(&tenant_pk(tenant), "ART#").await
     }
 
-    pub async fn put_artifact(&self, tenant: &str, artifact: &Artifact) -> Result<(), DynamoError> {
+    async fn put_artifact(&self, tenant: &str, artifact: &Artifact) -> Result<(), DynamoError> {
         let item = to_item(tenant_pk(tenant), format!("ART#{}", artifact.id), artifact)?;
         self.table.put(item).await?;
         Ok(())
     }
 
     /// Removes the artifact and its guards.
-    pub async fn delete_artifact(
+    async fn delete_artifact(
         &self,
         tenant: &str,
         artifact: &Artifact,
@@ -143,8 +207,76 @@ impl Store {
             .await
     }
 
+    /// Writes a new intent; its id is reserved from then on (`ConditionFailed` when taken), so
+    /// no two uploads, direct or multipart, ever write the same artifact object.
+    async fn put_intent(&self, tenant: &str, intent: &UploadIntent) -> Result<(), DynamoError> {
+        let item = to_item(tenant_pk(tenant), format!("UPLOAD#{}", intent.id), intent)?;
+        self.table.put_new(item).await
+    }
+
+    /// Releases the reservation of an upload that failed before its artifact was stored.
+    async fn delete_intent(&self, tenant: &str, id: &str) -> Result<(), DynamoError> {
+        self.table
+            .delete(key(tenant_pk(tenant), format!("UPLOAD#{id}")))
+            .await
+    }
+
+    async fn get_intent(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<UploadIntent>, DynamoError> {
+        self.table
+            .get_as(key(tenant_pk(tenant), format!("UPLOAD#{id}")))
+            .await
+    }
+
+    /// Moves an intent from `from` to `to`; `ConditionFailed` when it is not in `from`.
+    async fn move_intent(
+        &self,
+        tenant: &str,
+        id: &str,
+        from: &str,
+        to: &str,
+        when: &str,
+    ) -> Result<(), DynamoError> {
+        self.table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .set_key(Some(key(tenant_pk(tenant), format!("UPLOAD#{id}"))))
+            .update_expression("SET #status = :to, updated_ts = :when")
+            .condition_expression("#status = :from")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":from", s(from))
+            .expression_attribute_values(":to", s(to))
+            .expression_attribute_values(":when", s(when))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn release_metas(&self, tenant: &str) -> Result<Vec<ReleaseMeta>, DynamoError> {
+        self.table.query_prefix_as(&tenant_pk(tenant), "REL#").await
+    }
+
+    async fn put_release_meta(&self, tenant: &str, meta: &ReleaseMeta) -> Result<(), DynamoError> {
+        let item = to_item(tenant_pk(tenant), format!("REL#{}", meta.name), meta)?;
+        self.table.put(item).await?;
+        Ok(())
+    }
+
+    async fn delete_release_meta(&self, tenant: &str, name: &str) -> Result<(), DynamoError> {
+        self.table
+            .delete(key(tenant_pk(tenant), format!("REL#{name}")))
+            .await
+    }
+}
+
+impl DeploymentStore for DynamoStore {
     /// Stores a deployment and a pending device deployment per target device.
-    pub async fn create_deployment(
+    async fn create_deployment(
         &self,
         tenant: &str,
         deployment: &Deployment,
@@ -193,40 +325,7 @@ impl Store {
         Ok(())
     }
 
-    fn device_deployment_item(
-        &self,
-        tenant: &str,
-        dd: &DeviceDeployment,
-    ) -> Result<Item, DynamoError> {
-        let mut item = to_item(
-            deployment_pk(tenant, &dd.deployment_id),
-            format!("DEV#{}", dd.device_id),
-            dd,
-        )?;
-        let order = format!("{}#{}", dd.created, dd.deployment_id);
-        item.insert("gsi2pk".into(), s(&device_pk(tenant, &dd.device_id)));
-        item.insert("gsi2sk".into(), s(&order));
-        if !dd.status.is_terminal() {
-            item.insert("gsi1pk".into(), s(&device_pk(tenant, &dd.device_id)));
-            item.insert("gsi1sk".into(), s(&order));
-        }
-        Ok(item)
-    }
-
-    fn parse_deployment(item: Item) -> Result<Deployment, DynamoError> {
-        let mut statistics = empty_statistics();
-        for (name, value) in &item {
-            if let (Some(status), AttributeValue::N(count)) = (name.strip_prefix("c_"), value) {
-                statistics.insert(status.to_owned(), count.parse().unwrap_or(0));
-            }
-        }
-        let mut deployment: Deployment = from_item(item)?;
-        deployment.statistics = statistics;
-        deployment.status = deployment.computed_status();
-        Ok(deployment)
-    }
-
-    pub async fn get_deployment(
+    async fn get_deployment(
         &self,
         tenant: &str,
         id: &str,
@@ -238,7 +337,7 @@ impl Store {
             .transpose()
     }
 
-    pub async fn list_deployments(&self, tenant: &str) -> Result<Vec<Deployment>, DynamoError> {
+    async fn list_deployments(&self, tenant: &str) -> Result<Vec<Deployment>, DynamoError> {
         self.table
             .query_prefix(&tenant_pk(tenant), "DEP#")
             .await?
@@ -247,7 +346,99 @@ impl Store {
             .collect()
     }
 
-    pub async fn device_deployment(
+    /// Replaces the artifact ids of a deployment (a new artifact with its name arrived).
+    async fn set_deployment_artifacts(
+        &self,
+        tenant: &str,
+        id: &str,
+        artifacts: &[String],
+    ) -> Result<(), DynamoError> {
+        let list = AttributeValue::L(artifacts.iter().map(|a| s(a)).collect());
+        self.table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .set_key(Some(key(tenant_pk(tenant), format!("DEP#{id}"))))
+            .update_expression("SET artifacts = :list")
+            .expression_attribute_values(":list", list)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    /// Records the deployment's finish time once.
+    async fn finish_deployment(
+        &self,
+        tenant: &str,
+        id: &str,
+        when: &str,
+    ) -> Result<(), DynamoError> {
+        let result = self
+            .table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .set_key(Some(key(tenant_pk(tenant), format!("DEP#{id}"))))
+            .update_expression("SET finished = :when")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(finished)")
+            .expression_attribute_values(":when", s(when))
+            .send()
+            .await
+            .map_err(classify);
+        match result {
+            Ok(_) | Err(DynamoError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Counters of the deployments `ids` (distinct), as (created, id, counters); unknown ids
+    /// are left out. Projects only id, created and the 13 `c_<status>` attributes.
+    async fn deployment_statistics(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Vec<(String, String, crate::model::Statistics)>, DynamoError> {
+        let keys = ids
+            .iter()
+            .map(|id| key(tenant_pk(tenant), format!("DEP#{id}")))
+            .collect();
+        let mut names = HashMap::from([
+            ("#id".to_owned(), "id".to_owned()),
+            ("#created".to_owned(), "created".to_owned()),
+        ]);
+        let mut projection = vec!["#id".to_owned(), "#created".to_owned()];
+        for (i, status) in crate::model::STATUS_ORDER.iter().enumerate() {
+            names.insert(format!("#c{i}"), format!("c_{status}"));
+            projection.push(format!("#c{i}"));
+        }
+        let items = self
+            .table
+            .batch_get(keys, Some((&projection.join(", "), &names)))
+            .await?;
+        Ok(items
+            .into_iter()
+            .map(|item| {
+                let mut statistics = empty_statistics();
+                for (name, value) in &item {
+                    if let (Some(status), AttributeValue::N(count)) =
+                        (name.strip_prefix("c_"), value)
+                    {
+                        statistics.insert(status.to_owned(), count.parse().unwrap_or(0));
+                    }
+                }
+                (
+                    mender_aws::dynamo::text(&item, "created"),
+                    mender_aws::dynamo::text(&item, "id"),
+                    statistics,
+                )
+            })
+            .collect())
+    }
+}
+
+impl DeviceDeploymentStore for DynamoStore {
+    async fn device_deployment(
         &self,
         tenant: &str,
         deployment: &str,
@@ -261,7 +452,7 @@ impl Store {
             .await
     }
 
-    pub async fn deployment_devices(
+    async fn deployment_devices(
         &self,
         tenant: &str,
         deployment: &str,
@@ -273,7 +464,7 @@ impl Store {
 
     /// The device's unfinished device deployments, oldest first (sparse index: an idle device
     /// reads nothing).
-    pub async fn active_for_device(
+    async fn active_for_device(
         &self,
         tenant: &str,
         device: &str,
@@ -282,7 +473,7 @@ impl Store {
     }
 
     /// Every device deployment of the device, oldest first.
-    pub async fn history_for_device(
+    async fn history_for_device(
         &self,
         tenant: &str,
         device: &str,
@@ -291,44 +482,11 @@ impl Store {
             .await
     }
 
-    async fn by_device(
-        &self,
-        index: &str,
-        key_name: &str,
-        tenant: &str,
-        device: &str,
-    ) -> Result<Vec<DeviceDeployment>, DynamoError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .index_name(index)
-                .key_condition_expression("#k = :k")
-                .expression_attribute_names("#k", key_name)
-                .expression_attribute_values(":k", s(&device_pk(tenant, device)))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(classify)?;
-            for item in out.items.unwrap_or_default() {
-                items.push(from_item(item)?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(items);
-            }
-        }
-    }
-
     /// Moves a device deployment from `from` to `to.status` (compare-and-set) and the
     /// deployment's counters with it, in one transaction. `extra` are further SET clauses on the
     /// device deployment (started, finished, substate, artifact...). `ConditionFailed` = the
     /// status changed meanwhile.
-    pub async fn transition(
+    async fn transition(
         &self,
         tenant: &str,
         to: &DeviceDeployment,
@@ -390,86 +548,9 @@ impl Store {
         Ok(())
     }
 
-    /// Records the deployment's finish time once.
-    pub async fn finish_deployment(
-        &self,
-        tenant: &str,
-        id: &str,
-        when: &str,
-    ) -> Result<(), DynamoError> {
-        let result = self
-            .table
-            .client
-            .update_item()
-            .table_name(&self.table.name)
-            .set_key(Some(key(tenant_pk(tenant), format!("DEP#{id}"))))
-            .update_expression("SET finished = :when")
-            .condition_expression("attribute_exists(pk) AND attribute_not_exists(finished)")
-            .expression_attribute_values(":when", s(when))
-            .send()
-            .await
-            .map_err(classify);
-        match result {
-            Ok(_) | Err(DynamoError::ConditionFailed) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    pub async fn put_log(
-        &self,
-        tenant: &str,
-        deployment: &str,
-        device: &str,
-        messages: &str,
-    ) -> Result<(), DynamoError> {
-        let mut item = key(deployment_pk(tenant, deployment), format!("LOG#{device}"));
-        item.insert("messages".into(), s(messages));
-        self.table.put(item).await?;
-        Ok(())
-    }
-
-    pub async fn get_log(
-        &self,
-        tenant: &str,
-        deployment: &str,
-        device: &str,
-    ) -> Result<Option<String>, DynamoError> {
-        let item = self
-            .table
-            .get(key(
-                deployment_pk(tenant, deployment),
-                format!("LOG#{device}"),
-            ))
-            .await?;
-        Ok(item.map(|i| mender_aws::dynamo::text(&i, "messages")))
-    }
-}
-
-impl Store {
-    /// Replaces the artifact ids of a deployment (a new artifact with its name arrived).
-    pub async fn set_deployment_artifacts(
-        &self,
-        tenant: &str,
-        id: &str,
-        artifacts: &[String],
-    ) -> Result<(), DynamoError> {
-        let list = AttributeValue::L(artifacts.iter().map(|a| s(a)).collect());
-        self.table
-            .client
-            .update_item()
-            .table_name(&self.table.name)
-            .set_key(Some(key(tenant_pk(tenant), format!("DEP#{id}"))))
-            .update_expression("SET artifacts = :list")
-            .expression_attribute_values(":list", list)
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(())
-    }
-
     /// First fetch of a device deployment: remember the artifact and the request, count the
     /// device and the bytes it will download. Only the first call counts.
-    pub async fn record_fetch(
+    async fn record_fetch(
         &self,
         tenant: &str,
         dd: &DeviceDeployment,
@@ -516,7 +597,7 @@ impl Store {
         }
     }
 
-    pub async fn set_log_flag(
+    async fn set_log_flag(
         &self,
         tenant: &str,
         deployment: &str,
@@ -539,56 +620,39 @@ impl Store {
             .map_err(classify)?;
         Ok(())
     }
-}
 
-impl Store {
-    /// Counters of the deployments `ids` (distinct), as (created, id, counters); unknown ids
-    /// are left out. Projects only id, created and the 13 `c_<status>` attributes.
-    pub async fn deployment_statistics(
+    async fn put_log(
         &self,
         tenant: &str,
-        ids: &[String],
-    ) -> Result<Vec<(String, String, crate::model::Statistics)>, DynamoError> {
-        let keys = ids
-            .iter()
-            .map(|id| key(tenant_pk(tenant), format!("DEP#{id}")))
-            .collect();
-        let mut names = HashMap::from([
-            ("#id".to_owned(), "id".to_owned()),
-            ("#created".to_owned(), "created".to_owned()),
-        ]);
-        let mut projection = vec!["#id".to_owned(), "#created".to_owned()];
-        for (i, status) in crate::model::STATUS_ORDER.iter().enumerate() {
-            names.insert(format!("#c{i}"), format!("c_{status}"));
-            projection.push(format!("#c{i}"));
-        }
-        let items = self
+        deployment: &str,
+        device: &str,
+        messages: &str,
+    ) -> Result<(), DynamoError> {
+        let mut item = key(deployment_pk(tenant, deployment), format!("LOG#{device}"));
+        item.insert("messages".into(), s(messages));
+        self.table.put(item).await?;
+        Ok(())
+    }
+
+    async fn get_log(
+        &self,
+        tenant: &str,
+        deployment: &str,
+        device: &str,
+    ) -> Result<Option<String>, DynamoError> {
+        let item = self
             .table
-            .batch_get(keys, Some((&projection.join(", "), &names)))
+            .get(key(
+                deployment_pk(tenant, deployment),
+                format!("LOG#{device}"),
+            ))
             .await?;
-        Ok(items
-            .into_iter()
-            .map(|item| {
-                let mut statistics = empty_statistics();
-                for (name, value) in &item {
-                    if let (Some(status), AttributeValue::N(count)) =
-                        (name.strip_prefix("c_"), value)
-                    {
-                        statistics.insert(status.to_owned(), count.parse().unwrap_or(0));
-                    }
-                }
-                (
-                    mender_aws::dynamo::text(&item, "created"),
-                    mender_aws::dynamo::text(&item, "id"),
-                    statistics,
-                )
-            })
-            .collect())
+        Ok(item.map(|i| mender_aws::dynamo::text(&i, "messages")))
     }
 
     /// Stamps `deleted` on a finished device deployment (no active-index key) that has none;
     /// false when it is unfinished or already stamped.
-    pub async fn mark_deleted(
+    async fn mark_deleted(
         &self,
         tenant: &str,
         dd: &DeviceDeployment,
@@ -616,112 +680,5 @@ impl Store {
             Err(DynamoError::ConditionFailed) => Ok(false),
             Err(e) => Err(e),
         }
-    }
-}
-
-/// A direct upload: the presigned PUT was issued; `complete` moves it to processing, the
-/// `process-artifact` step to completed or aborted.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct UploadIntent {
-    pub id: String,
-    pub status: String,
-    pub issued_ts: String,
-    pub updated_ts: String,
-}
-
-impl UploadIntent {
-    /// A new upload of `id`, issued now, in `status`.
-    pub fn new(id: &str, status: &str) -> Self {
-        let now = mender_http::time::now_string();
-        UploadIntent {
-            id: id.to_owned(),
-            status: status.to_owned(),
-            issued_ts: now.clone(),
-            updated_ts: now,
-        }
-    }
-}
-
-impl Store {
-    /// Writes a new intent; its id is reserved from then on (`ConditionFailed` when taken), so
-    /// no two uploads, direct or multipart, ever write the same artifact object.
-    pub async fn put_intent(&self, tenant: &str, intent: &UploadIntent) -> Result<(), DynamoError> {
-        let item = to_item(tenant_pk(tenant), format!("UPLOAD#{}", intent.id), intent)?;
-        self.table.put_new(item).await
-    }
-
-    /// Releases the reservation of an upload that failed before its artifact was stored.
-    pub async fn delete_intent(&self, tenant: &str, id: &str) -> Result<(), DynamoError> {
-        self.table
-            .delete(key(tenant_pk(tenant), format!("UPLOAD#{id}")))
-            .await
-    }
-
-    pub async fn get_intent(
-        &self,
-        tenant: &str,
-        id: &str,
-    ) -> Result<Option<UploadIntent>, DynamoError> {
-        self.table
-            .get_as(key(tenant_pk(tenant), format!("UPLOAD#{id}")))
-            .await
-    }
-
-    /// Moves an intent from `from` to `to`; `ConditionFailed` when it is not in `from`.
-    pub async fn move_intent(
-        &self,
-        tenant: &str,
-        id: &str,
-        from: &str,
-        to: &str,
-        when: &str,
-    ) -> Result<(), DynamoError> {
-        self.table
-            .client
-            .update_item()
-            .table_name(&self.table.name)
-            .set_key(Some(key(tenant_pk(tenant), format!("UPLOAD#{id}"))))
-            .update_expression("SET #status = :to, updated_ts = :when")
-            .condition_expression("#status = :from")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":from", s(from))
-            .expression_attribute_values(":to", s(to))
-            .expression_attribute_values(":when", s(when))
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(())
-    }
-}
-
-/// A release's own data (its artifacts are the artifacts with its name).
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct ReleaseMeta {
-    pub name: String,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    #[serde(default)]
-    pub notes: String,
-}
-
-impl Store {
-    pub async fn release_metas(&self, tenant: &str) -> Result<Vec<ReleaseMeta>, DynamoError> {
-        self.table.query_prefix_as(&tenant_pk(tenant), "REL#").await
-    }
-
-    pub async fn put_release_meta(
-        &self,
-        tenant: &str,
-        meta: &ReleaseMeta,
-    ) -> Result<(), DynamoError> {
-        let item = to_item(tenant_pk(tenant), format!("REL#{}", meta.name), meta)?;
-        self.table.put(item).await?;
-        Ok(())
-    }
-
-    pub async fn delete_release_meta(&self, tenant: &str, name: &str) -> Result<(), DynamoError> {
-        self.table
-            .delete(key(tenant_pk(tenant), format!("REL#{name}")))
-            .await
     }
 }

@@ -1,21 +1,24 @@
 //! deviceconfig (SPEC §6): per device, the **configured** (desired) and **reported** key-value
 //! configurations, the last configuration deployment and their timestamps. The rules here
-//! (validation of configuration objects, upstream's messages) are plain Rust; [`store`] is the
-//! DynamoDB table (`DeviceconfigTable`, access patterns at its top).
+//! (validation of configuration objects, upstream's messages) are plain Rust; [`store`] is what
+//! the service needs from storage (the DynamoDB table `DeviceconfigTable` in `store::dynamo`,
+//! access patterns at its top; an in-memory map for tests in `store::memory`), [`http`] how
+//! the errors are answered.
 //!
 //! Deploying a configuration is done by the caller (the management function) through
 //! deployments' domain code, in process, as upstream's `deploy_device_configuration` workflow
 //! does over HTTP; this crate only records the new deployment id.
 
+pub mod http;
 pub mod store;
 
 use std::collections::BTreeMap;
 
 use mender_aws::dynamo::DynamoError;
-use mender_http::ApiError;
 use serde_json::Value;
 
-pub use store::{DeviceConfig, Store};
+use store::Side;
+pub use store::{DeviceConfig, DynamoStore, MemoryStore, Store};
 
 /// A configuration object: keys to string values.
 pub type Configuration = BTreeMap<String, String>;
@@ -36,17 +39,6 @@ pub enum Error {
     Exists,
     #[error("storage: {0}")]
     Storage(#[from] DynamoError),
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::BadRequest(m) => ApiError::bad_request(m),
-            Error::NotFound => ApiError::not_found("device does not exist"),
-            Error::Exists => ApiError::conflict("device already exists"),
-            Error::Storage(e) => ApiError::internal(e),
-        }
-    }
 }
 
 /// Go's `%T` of a decoded JSON value (what upstream's validation error names).
@@ -129,13 +121,13 @@ pub fn parse_configuration(body: &[u8]) -> Result<Configuration, Error> {
     Ok(out)
 }
 
-/// The deviceconfig service.
+/// The deviceconfig service over a [`Store`] (the DynamoDB table unless told otherwise).
 #[derive(Clone, Debug)]
-pub struct Deviceconfig {
-    pub store: Store,
+pub struct Deviceconfig<S = DynamoStore> {
+    pub store: S,
 }
 
-impl Deviceconfig {
+impl<S: Store> Deviceconfig<S> {
     /// The device's record; [`Error::NotFound`] when it was never provisioned nor configured.
     pub async fn device(&self, tenant: &str, device_id: &str) -> Result<DeviceConfig, Error> {
         self.store
@@ -153,7 +145,7 @@ impl Deviceconfig {
     ) -> Result<(), Error> {
         Ok(self
             .store
-            .set_map(tenant, device_id, "configured", "updated_ts", configuration)
+            .set_map(tenant, device_id, Side::Configured, configuration)
             .await?)
     }
 
@@ -166,7 +158,7 @@ impl Deviceconfig {
     ) -> Result<(), Error> {
         Ok(self
             .store
-            .set_map(tenant, device_id, "reported", "reported_ts", configuration)
+            .set_map(tenant, device_id, Side::Reported, configuration)
             .await?)
     }
 
@@ -204,7 +196,25 @@ impl Deviceconfig {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    //! Validation, and the service's rules against the in-memory store.
+
     use super::*;
+    use crate::store::MemoryStore;
+
+    const T: &str = "tenant";
+
+    fn service() -> Deviceconfig<MemoryStore> {
+        Deviceconfig {
+            store: MemoryStore::new(),
+        }
+    }
+
+    fn configuration(pairs: &[(&str, &str)]) -> Configuration {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
 
     fn message(body: &str) -> String {
         match parse_configuration(body.as_bytes()) {
@@ -246,5 +256,159 @@ mod tests {
             .map(|i| (format!("k{i}"), Value::String("v".into())))
             .collect();
         assert!(message(&Value::Object(many).to_string()).contains("too many"));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_device_is_not_found() {
+        let dc = service();
+        assert!(matches!(dc.device(T, "d").await, Err(Error::NotFound)));
+        assert!(matches!(
+            dc.new_deployment(T, "d").await,
+            Err(Error::NotFound)
+        ));
+        // The refused deployment created no record.
+        assert_eq!(dc.store.get(T, "d").await.unwrap(), None);
+        // Records are per tenant.
+        dc.set_configured("other", "d", &configuration(&[("a", "1")]))
+            .await
+            .unwrap();
+        assert!(matches!(dc.device(T, "d").await, Err(Error::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn configured_and_reported_are_kept_apart() {
+        let dc = service();
+        // Only the device reported: its record exists, nothing is configured, no `updated_ts`.
+        dc.set_reported(T, "d", &configuration(&[("r", "1")]))
+            .await
+            .unwrap();
+        let record = dc.device(T, "d").await.unwrap();
+        assert_eq!(record.id, "d");
+        assert_eq!(record.reported, configuration(&[("r", "1")]));
+        assert!(record.configured.is_empty());
+        assert!(record.updated_ts.is_none() && record.reported_ts.is_some());
+        // Configuring leaves the report alone.
+        dc.set_configured(T, "d", &configuration(&[("c", "2")]))
+            .await
+            .unwrap();
+        let record = dc.device(T, "d").await.unwrap();
+        assert_eq!(record.configured, configuration(&[("c", "2")]));
+        assert_eq!(record.reported, configuration(&[("r", "1")]));
+        assert!(record.updated_ts.is_some() && record.reported_ts.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_put_replaces_the_whole_map() {
+        let dc = service();
+        dc.set_configured(T, "d", &configuration(&[("a", "1"), ("b", "2")]))
+            .await
+            .unwrap();
+        dc.set_configured(T, "d", &configuration(&[("c", "3")]))
+            .await
+            .unwrap();
+        dc.set_reported(T, "d", &configuration(&[("x", "1")]))
+            .await
+            .unwrap();
+        dc.set_reported(T, "d", &Configuration::new())
+            .await
+            .unwrap();
+        let record = dc.device(T, "d").await.unwrap();
+        assert_eq!(record.configured, configuration(&[("c", "3")]));
+        assert!(record.reported.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_deployment_is_recorded_with_the_configured_map() {
+        let dc = service();
+        let wanted = configuration(&[("a", "1")]);
+        dc.set_configured(T, "d", &wanted).await.unwrap();
+        let (first, deployed) = dc.new_deployment(T, "d").await.unwrap();
+        assert_eq!(deployed, wanted);
+        assert!(uuid::Uuid::parse_str(&first).is_ok(), "{first}");
+        let record = dc.device(T, "d").await.unwrap();
+        assert_eq!(record.deployment_id.as_deref(), Some(first.as_str()));
+        // Each deployment is a new one; the last is recorded.
+        let (second, _) = dc.new_deployment(T, "d").await.unwrap();
+        assert_ne!(first, second);
+        let record = dc.device(T, "d").await.unwrap();
+        assert_eq!(record.deployment_id.as_deref(), Some(second.as_str()));
+        assert_eq!(record.configured, wanted);
+    }
+
+    /// A store whose record is decommissioned right after it is read.
+    struct Vanishing(MemoryStore);
+
+    impl Store for Vanishing {
+        async fn get(&self, t: &str, d: &str) -> Result<Option<DeviceConfig>, DynamoError> {
+            let record = self.0.get(t, d).await?;
+            self.0.delete(t, d).await?;
+            Ok(record)
+        }
+        async fn set_map(
+            &self,
+            t: &str,
+            d: &str,
+            side: Side,
+            c: &Configuration,
+        ) -> Result<(), DynamoError> {
+            self.0.set_map(t, d, side, c).await
+        }
+        async fn set_deployment_id(&self, t: &str, d: &str, id: &str) -> Result<(), DynamoError> {
+            self.0.set_deployment_id(t, d, id).await
+        }
+        async fn create(&self, t: &str, d: &str) -> Result<(), DynamoError> {
+            self.0.create(t, d).await
+        }
+        async fn delete(&self, t: &str, d: &str) -> Result<(), DynamoError> {
+            self.0.delete(t, d).await
+        }
+    }
+
+    #[tokio::test]
+    async fn deploying_to_a_device_removed_meanwhile_is_not_found() {
+        let dc = Deviceconfig {
+            store: Vanishing(MemoryStore::new()),
+        };
+        dc.set_configured(T, "d", &configuration(&[("a", "1")]))
+            .await
+            .unwrap();
+        assert!(matches!(
+            dc.new_deployment(T, "d").await,
+            Err(Error::NotFound)
+        ));
+        // No record was brought back by the deployment.
+        assert_eq!(dc.store.0.get(T, "d").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn provisioning_keeps_an_existing_record() {
+        let dc = service();
+        dc.provision(T, "new").await.unwrap();
+        dc.provision(T, "new").await.unwrap();
+        let record = dc.device(T, "new").await.unwrap();
+        assert!(record.configured.is_empty() && record.reported.is_empty());
+        assert!(record.updated_ts.is_some() && record.deployment_id.is_none());
+        // A device that reported before it was provisioned keeps its report.
+        dc.set_reported(T, "early", &configuration(&[("r", "1")]))
+            .await
+            .unwrap();
+        dc.provision(T, "early").await.unwrap();
+        let record = dc.device(T, "early").await.unwrap();
+        assert_eq!(record.reported, configuration(&[("r", "1")]));
+        assert!(record.updated_ts.is_none());
+    }
+
+    #[tokio::test]
+    async fn decommissioning_is_idempotent() {
+        let dc = service();
+        dc.provision(T, "d").await.unwrap();
+        dc.provision(T, "kept").await.unwrap();
+        dc.delete_device(T, "d").await.unwrap();
+        dc.delete_device(T, "d").await.unwrap();
+        assert!(matches!(dc.device(T, "d").await, Err(Error::NotFound)));
+        assert!(dc.device(T, "kept").await.is_ok());
+        // Provisioned again: a new empty record.
+        dc.provision(T, "d").await.unwrap();
+        assert!(dc.device(T, "d").await.is_ok());
     }
 }

@@ -95,7 +95,7 @@ impl Services {
             store: deployments::DynamoStore::new(dynamodb.clone(), &config.deployments_table),
         };
         let deviceconfig = deviceconfig::Deviceconfig {
-            store: deviceconfig::Store::new(dynamodb.clone(), &config.deviceconfig_table),
+            store: deviceconfig::DynamoStore::new(dynamodb.clone(), &config.deviceconfig_table),
         };
         // its own settings (`iot_manager::vars`): `Services::new` reads them, the local stack
         // sets them

@@ -1,4 +1,5 @@
-//! The deviceconfig table (`DeviceconfigTable`, string `pk`/`sk`). One item per device:
+//! The DynamoDB implementation of the deviceconfig [`Store`]: the deviceconfig table
+//! (`DeviceconfigTable`, string `pk`/`sk`). One item per device:
 //!
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
@@ -22,26 +23,13 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use mender_aws::dynamo::{classify, key, text, DynamoError, Item, Table};
-use serde::Serialize;
 
+use super::{DeviceConfig, Side, Store};
 use crate::Configuration;
 
-/// A device's record, in the management API's JSON shape.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct DeviceConfig {
-    pub id: String,
-    pub configured: Configuration,
-    pub reported: Configuration,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deployment_id: Option<String>,
-    /// `null` when only the device ever reported (as upstream).
-    pub updated_ts: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reported_ts: Option<String>,
-}
-
+/// The deviceconfig table.
 #[derive(Clone, Debug)]
-pub struct Store {
+pub struct DynamoStore {
     table: Table,
 }
 
@@ -84,14 +72,35 @@ fn now() -> String {
     mender_http::time::now_string()
 }
 
-impl Store {
+impl Side {
+    /// The map's attribute and its timestamp's.
+    fn attributes(self) -> (&'static str, &'static str) {
+        match self {
+            Side::Configured => ("configured", "updated_ts"),
+            Side::Reported => ("reported", "reported_ts"),
+        }
+    }
+}
+
+impl DynamoStore {
     pub fn new(client: aws_sdk_dynamodb::Client, table: &str) -> Self {
-        Store {
+        DynamoStore {
             table: Table::new(client, table),
         }
     }
 
-    pub async fn get(
+    /// Deletes every record of the tenant; returns how many.
+    pub async fn delete_tenant(&self, tenant: &str) -> Result<usize, DynamoError> {
+        let items = self.table.query_prefix(&pk(tenant), "").await?;
+        for item in &items {
+            self.table.delete(key(pk(tenant), text(item, "sk"))).await?;
+        }
+        Ok(items.len())
+    }
+}
+
+impl Store for DynamoStore {
+    async fn get(
         &self,
         tenant: &str,
         device_id: &str,
@@ -109,16 +118,14 @@ impl Store {
         }))
     }
 
-    /// Replaces one map (`configured` or `reported`) and sets its timestamp attribute; creates
-    /// the record when missing.
-    pub async fn set_map(
+    async fn set_map(
         &self,
         tenant: &str,
         device_id: &str,
-        map: &str,
-        timestamp: &str,
+        side: Side,
         configuration: &Configuration,
     ) -> Result<(), DynamoError> {
+        let (map, timestamp) = side.attributes();
         self.table
             .client
             .update_item()
@@ -136,8 +143,7 @@ impl Store {
         Ok(())
     }
 
-    /// Sets the last configuration deployment; `ConditionFailed` when the record is gone.
-    pub async fn set_deployment_id(
+    async fn set_deployment_id(
         &self,
         tenant: &str,
         device_id: &str,
@@ -157,8 +163,7 @@ impl Store {
         Ok(())
     }
 
-    /// A new empty record; `ConditionFailed` when the device has one.
-    pub async fn create(&self, tenant: &str, device_id: &str) -> Result<(), DynamoError> {
+    async fn create(&self, tenant: &str, device_id: &str) -> Result<(), DynamoError> {
         let mut item = device_key(tenant, device_id);
         item.insert("device_id".into(), s(device_id));
         item.insert("configured".into(), map_value(&Configuration::new()));
@@ -176,16 +181,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn delete(&self, tenant: &str, device_id: &str) -> Result<(), DynamoError> {
+    async fn delete(&self, tenant: &str, device_id: &str) -> Result<(), DynamoError> {
         self.table.delete(device_key(tenant, device_id)).await
-    }
-
-    /// Deletes every record of the tenant; returns how many.
-    pub async fn delete_tenant(&self, tenant: &str) -> Result<usize, DynamoError> {
-        let items = self.table.query_prefix(&pk(tenant), "").await?;
-        for item in &items {
-            self.table.delete(key(pk(tenant), text(item, "sk"))).await?;
-        }
-        Ok(items.len())
     }
 }

@@ -4,12 +4,15 @@
 //! calls [`IotManager::handle_event`] for each lifecycle event deviceauth publishes
 //! (provisioned, status changed, decommissioned), once per event id.
 //!
-//! Modules: [`model`] (records, validation, JSON), [`store`] (the DynamoDB table), [`webhook`]
-//! (signed delivery with retries), [`net`] (the SSRF guard of every outbound request), [`aws`]
-//! (IoT Core) and [`azure`] (IoT Hub).
+//! Modules: [`model`] (records, validation, JSON), [`store`] (what the service needs from
+//! storage: the DynamoDB table in `store::dynamo`, an in-memory map for tests in
+//! `store::memory`), [`webhook`] (signed delivery with retries), [`net`] (the SSRF guard of
+//! every outbound request), [`aws`] (IoT Core), [`azure`] (IoT Hub) and [`http`] (how the
+//! errors are answered).
 
 pub mod aws;
 pub mod azure;
+pub mod http;
 pub mod model;
 pub mod net;
 pub mod store;
@@ -21,7 +24,6 @@ use std::time::Duration;
 
 pub use aws_sdk_iot;
 use mender_aws::dynamo::DynamoError;
-use mender_http::ApiError;
 use serde_json::{json, Map, Value};
 
 use crate::aws::{CoreError, IotCore};
@@ -32,7 +34,7 @@ use crate::model::{
     PROVIDER_IOT_HUB, PROVIDER_WEBHOOK,
 };
 use crate::net::AddressPolicy;
-use crate::store::Store;
+pub use crate::store::{DynamoStore, MemoryStore, Store};
 use crate::webhook::Retry;
 
 /// Environment variables of the iot-manager functions.
@@ -127,18 +129,6 @@ pub enum Error {
     Internal(String),
 }
 
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::BadRequest(m) => ApiError::bad_request(m),
-            Error::NotFound(m) => ApiError::not_found(m),
-            Error::Conflict(m) => ApiError::conflict(m),
-            Error::Storage(e) => ApiError::internal(e),
-            Error::Internal(m) => ApiError::internal(m),
-        }
-    }
-}
-
 pub const INTEGRATION_NOT_FOUND: &str = "integration not found";
 pub const DEVICE_NOT_FOUND: &str = "device not found";
 const UNKNOWN_INTEGRATION: &str = "unknown integration provider";
@@ -168,24 +158,33 @@ pub struct Handled {
     pub device_configuration: Option<BTreeMap<String, String>>,
 }
 
-/// The iot-manager service. Cheap to clone.
+/// The iot-manager service over a [`Store`] (the DynamoDB table unless told otherwise). Cheap
+/// to clone.
 #[derive(Clone)]
-pub struct IotManager {
-    pub store: Store,
+pub struct IotManager<S = DynamoStore> {
+    pub store: S,
     settings: Arc<Settings>,
     http: reqwest::Client,
 }
 
-impl IotManager {
-    /// No network calls.
+impl IotManager<DynamoStore> {
+    /// Over the table `settings.table`. No network calls.
     pub fn new(dynamodb: aws_sdk_dynamodb::Client, settings: Settings) -> Result<Self, String> {
+        let store = DynamoStore::new(dynamodb, &settings.table);
+        IotManager::with_store(store, settings)
+    }
+}
+
+impl<S: Store> IotManager<S> {
+    /// Over `store` (`settings.table` unused). No network calls.
+    pub fn with_store(store: S, settings: Settings) -> Result<Self, String> {
         let http = net::client(
             &settings.policy,
             settings.timeout,
             settings.extra_root_pem.as_deref(),
         )?;
         Ok(IotManager {
-            store: Store::new(dynamodb, &settings.table),
+            store,
             settings: Arc::new(settings),
             http,
         })
@@ -690,3 +689,6 @@ impl IotManager {
             .map_err(|e| (e.status, e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -28,6 +28,7 @@ use base64::Engine;
 use black_box_tests::mgmt::location;
 use black_box_tests::{mender_available, wait_for, MenderClient, Mgmt, TestStack};
 use hmac::{Hmac, Mac};
+use iot_manager::Store as _;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -394,7 +395,7 @@ async fn webhook_gets_signed_lifecycle_events_of_a_real_device_once() -> anyhow:
 
     // An attempt that claimed an event and died before finishing it (claimed 200 s ago, past
     // the 120 s lease, no delivery statuses): the redelivered message delivers it once.
-    let store = iot_manager::store::Store::new(
+    let store = iot_manager::DynamoStore::new(
         mender_aws::dynamodb(&mender_aws::load_sdk_config().await),
         stack.stack.created.table("IotManagerTable")?,
     );

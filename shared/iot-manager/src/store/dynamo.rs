@@ -1,4 +1,5 @@
-//! The iot-manager table (`IotManagerTable`, string `pk`/`sk`, TTL on `expire_at`):
+//! The DynamoDB implementation of the iot-manager [`Store`]: the iot-manager table
+//! (`IotManagerTable`, string `pk`/`sk`, TTL on `expire_at`):
 //!
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
@@ -30,10 +31,12 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use mender_aws::dynamo::{classify, key, text, DynamoError, Item, Table};
 
+use super::{event_order, Store};
 use crate::model::{Credentials, DeliveryStatus, Event, Integration, WebhookEvent};
 
+/// The iot-manager table.
 #[derive(Clone, Debug)]
-pub struct Store {
+pub struct DynamoStore {
     table: Table,
 }
 
@@ -51,17 +54,8 @@ fn link_sk(integration: &str, device: &str) -> String {
     format!("LINK#{integration}#{device}")
 }
 
-/// Sorts by time: RFC 3339 texts do not sort when the fraction's width varies, so the key holds
-/// the time at a fixed width.
 fn event_sk(event: &WebhookEvent) -> String {
-    let time = chrono::DateTime::parse_from_rfc3339(&event.time)
-        .map(|t| {
-            t.with_timezone(&chrono::Utc)
-                .format("%Y-%m-%dT%H:%M:%S%.9fZ")
-                .to_string()
-        })
-        .unwrap_or_else(|_| event.time.clone());
-    format!("EVENT#{time}#{}", event.id)
+    format!("EVENT#{}", event_order(event))
 }
 
 fn s(value: &str) -> AttributeValue {
@@ -76,20 +70,11 @@ fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-impl Store {
+impl DynamoStore {
     pub fn new(client: aws_sdk_dynamodb::Client, table: &str) -> Self {
-        Store {
+        DynamoStore {
             table: Table::new(client, table),
         }
-    }
-
-    /// The tenant's integrations (none or one).
-    pub async fn integrations(&self, tenant: &str) -> Result<Vec<Integration>, DynamoError> {
-        let Some(item) = self.table.get(key(pk(tenant), INTEGRATION)).await? else {
-            return Ok(Vec::new());
-        };
-        let integration = serde_json::from_str(&text(&item, "integration")).map_err(json_err)?;
-        Ok(vec![integration])
     }
 
     fn integration_item(tenant: &str, integration: &Integration) -> Result<Item, DynamoError> {
@@ -101,9 +86,19 @@ impl Store {
         );
         Ok(item)
     }
+}
+
+impl Store for DynamoStore {
+    async fn integrations(&self, tenant: &str) -> Result<Vec<Integration>, DynamoError> {
+        let Some(item) = self.table.get(key(pk(tenant), INTEGRATION)).await? else {
+            return Ok(Vec::new());
+        };
+        let integration = serde_json::from_str(&text(&item, "integration")).map_err(json_err)?;
+        Ok(vec![integration])
+    }
 
     /// `ConditionFailed` when the tenant has an integration.
-    pub async fn create_integration(
+    async fn create_integration(
         &self,
         tenant: &str,
         integration: &Integration,
@@ -114,7 +109,7 @@ impl Store {
     }
 
     /// `ConditionFailed` when the integration is not there.
-    pub async fn set_credentials(
+    async fn set_credentials(
         &self,
         tenant: &str,
         id: &str,
@@ -143,7 +138,7 @@ impl Store {
     }
 
     /// `ConditionFailed` when the integration is not there.
-    pub async fn delete_integration(&self, tenant: &str, id: &str) -> Result<(), DynamoError> {
+    async fn delete_integration(&self, tenant: &str, id: &str) -> Result<(), DynamoError> {
         self.table
             .client
             .delete_item()
@@ -158,7 +153,7 @@ impl Store {
     }
 
     /// Whether any device is linked to the integration.
-    pub async fn integration_in_use(
+    async fn integration_in_use(
         &self,
         tenant: &str,
         integration: &str,
@@ -179,11 +174,7 @@ impl Store {
     }
 
     /// The device's integration ids; `None` when iot-manager does not know the device.
-    pub async fn device(
-        &self,
-        tenant: &str,
-        device: &str,
-    ) -> Result<Option<Vec<String>>, DynamoError> {
+    async fn device(&self, tenant: &str, device: &str) -> Result<Option<Vec<String>>, DynamoError> {
         let Some(item) = self.table.get(key(pk(tenant), device_sk(device))).await? else {
             return Ok(None);
         };
@@ -196,7 +187,7 @@ impl Store {
     }
 
     /// Records the device (created when missing) with `integrations` added. Idempotent.
-    pub async fn add_device(
+    async fn add_device(
         &self,
         tenant: &str,
         device: &str,
@@ -226,7 +217,7 @@ impl Store {
     }
 
     /// Forgets the device and its links; returns whether it was known. Idempotent.
-    pub async fn delete_device(&self, tenant: &str, device: &str) -> Result<bool, DynamoError> {
+    async fn delete_device(&self, tenant: &str, device: &str) -> Result<bool, DynamoError> {
         let Some(integrations) = self.device(tenant, device).await? else {
             return Ok(false);
         };
@@ -246,7 +237,7 @@ impl Store {
     /// was handled before, or is being handled). A claim older than the lease without
     /// `finished_at` is an attempt that died midway (the function timed out or crashed): it is
     /// taken over, so the event is delivered at least once.
-    pub async fn claim_event(
+    async fn claim_event(
         &self,
         tenant: &str,
         event: &WebhookEvent,
@@ -278,7 +269,7 @@ impl Store {
     }
 
     /// Records how the event reached each integration; the event is then handled for good.
-    pub async fn finish_event(
+    async fn finish_event(
         &self,
         tenant: &str,
         event: &WebhookEvent,
@@ -304,7 +295,7 @@ impl Store {
 
     /// Events newest first: `limit` of them after skipping `skip`, only those delivered to
     /// `integration` when given.
-    pub async fn events(
+    async fn events(
         &self,
         tenant: &str,
         skip: usize,

@@ -1,8 +1,9 @@
 //! A scripted device for API-level tests: an Ed25519 key, signed auth requests exactly as the
 //! real client builds them (`id_data` as a JSON string, body bytes signed as sent), and device
-//! calls with its token.
+//! calls with its token; and [`admit_in_domain`], which admits one through the deviceauth
+//! domain code in process (the benchmarks' setup).
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use base64::Engine;
 use ed25519_dalek::pkcs8::EncodePublicKey;
 use ed25519_dalek::{Signer, SigningKey};
@@ -120,5 +121,63 @@ impl Device {
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         ))
+    }
+}
+
+/// How [`admit_in_domain`] admits a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// As a device in the field: its signed auth request makes it pending, its auth set is
+    /// accepted, its next auth request gets a token. The device is found as the tenant's only
+    /// pending one: admit such devices one at a time.
+    Accept,
+    /// Its identity is preauthorized with its key, its first signed auth request gets a token.
+    /// Safe to run for many devices at once.
+    Preauthorize,
+}
+
+/// Admits `device` (default tenant) through the deviceauth domain code of `services`, as
+/// `how` says; the token is issued and stored like any other. Returns (device id, token).
+pub async fn admit_in_domain(
+    services: &services::Services,
+    device: &Device,
+    how: Admission,
+) -> anyhow::Result<(String, String)> {
+    let auth = &services.deviceauth;
+    let mac = &device.mac;
+    let pem = device.pubkey_pem();
+    let body = device.auth_body(&pem);
+    let signature = device.sign(&body);
+    let id = match how {
+        Admission::Preauthorize => auth
+            .preauthorize("", &json!({ "mac": mac }), &pem, false)
+            .await
+            .with_context(|| format!("preauthorizing {mac}"))?,
+        Admission::Accept => {
+            auth.auth_request("", &body, Some(&signature))
+                .await
+                .with_context(|| format!("auth request of {mac}"))?;
+            let pending = deviceauth::service::DeviceFilter {
+                statuses: vec!["pending".into()],
+                ids: Vec::new(),
+            };
+            let listed = auth.list_devices("", &pending, Default::default()).await?.0;
+            let [stored] = listed.as_slice() else {
+                bail!("expected one pending device, found {}", listed.len());
+            };
+            let aid = &stored.auth_sets.first().context("no auth set")?.id;
+            auth.set_auth_status("", &stored.id, aid, "accepted")
+                .await
+                .with_context(|| format!("accepting {mac}"))?;
+            stored.id.clone()
+        }
+    };
+    match auth
+        .auth_request("", &body, Some(&signature))
+        .await
+        .with_context(|| format!("auth request of {mac}"))?
+    {
+        deviceauth::AuthRequestOutcome::Token(token) => Ok((id, token)),
+        deviceauth::AuthRequestOutcome::Unauthorized => bail!("device {mac} got no token"),
     }
 }

@@ -32,7 +32,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use black_box_tests::device::Device;
+use black_box_tests::device::{admit_in_domain, Admission, Device};
 use black_box_tests::infra;
 use black_box_tests::tempdir::TempDir;
 use local_stack::Created;
@@ -622,41 +622,6 @@ struct World {
     device_token: String,
 }
 
-/// Admits a device with this MAC (auth request, accept); returns its id and token.
-async fn admit(services: &Services, device: &Device) -> anyhow::Result<(String, String)> {
-    let body = device.auth_body(&device.pubkey_pem());
-    let signature = device.sign(&body);
-    services
-        .deviceauth
-        .auth_request("", &body, Some(&signature))
-        .await?;
-    let pending = deviceauth::service::DeviceFilter {
-        statuses: vec!["pending".into()],
-        ids: Vec::new(),
-    };
-    let listed = services
-        .deviceauth
-        .list_devices("", &pending, Default::default())
-        .await?
-        .0;
-    let [stored] = listed.as_slice() else {
-        bail!("expected one pending device, found {}", listed.len());
-    };
-    let aid = &stored.auth_sets.first().context("no auth set")?.id;
-    services
-        .deviceauth
-        .set_auth_status("", &stored.id, aid, "accepted")
-        .await?;
-    let deviceauth::AuthRequestOutcome::Token(token) = services
-        .deviceauth
-        .auth_request("", &body, Some(&signature))
-        .await?
-    else {
-        bail!("device not admitted");
-    };
-    Ok((stored.id.clone(), token))
-}
-
 async fn world(state_dir: &Path) -> anyhow::Result<World> {
     let options = local_stack::Options {
         listen: "127.0.0.1:0".parse()?,
@@ -681,7 +646,7 @@ async fn world(state_dir: &Path) -> anyhow::Result<World> {
         .login(ADMIN_EMAIL, ADMIN_PASSWORD, false)
         .await?;
     let device = Device::new("http://unused", reqwest::Client::new(), DEVICE_MAC);
-    let (device_id, device_token) = admit(&services, &device).await?;
+    let (device_id, device_token) = admit_in_domain(&services, &device, Admission::Accept).await?;
     // What the provision_device step does for an accepted device (inventory, deviceconfig).
     for body in sample_bodies("sqs-provision-device.json", &device_id)? {
         provision_device::process(&services, &body).await?;
@@ -904,7 +869,7 @@ async fn step_event(name: &str, run: usize, world: &World) -> anyhow::Result<Val
         "decommission-device" => {
             let mac = format!("02:00:00:00:d0:{run:02x}");
             let device = Device::new("http://unused", reqwest::Client::new(), &mac);
-            let (other, _) = admit(services, &device).await?;
+            let (other, _) = admit_in_domain(services, &device, Admission::Accept).await?;
             (
                 other.clone(),
                 sample_bodies("sqs-decommission-device.json", &other)?,

@@ -12,7 +12,7 @@ use std::time::Instant;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use axum::body::Body;
-use black_box_tests::device::Device;
+use black_box_tests::device::{admit_in_domain, Admission, Device};
 use black_box_tests::tempdir::TempDir;
 use mender_http::DeviceTokenCheck;
 use tower::ServiceExt;
@@ -116,31 +116,7 @@ async fn main() -> anyhow::Result<()> {
 
     // A device, admitted through the domain code.
     let device = Device::new("http://unused", reqwest::Client::new(), "02:00:00:00:be:01");
-    let body = device.auth_body(&device.pubkey_pem());
-    let signature = device.sign(&body);
-    services
-        .deviceauth
-        .auth_request("", &body, Some(&signature))
-        .await?;
-    let listed = services
-        .deviceauth
-        .list_devices("", &Default::default(), Default::default())
-        .await?
-        .0;
-    let stored = listed
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("device not stored"))?;
-    services
-        .deviceauth
-        .set_auth_status("", &stored.id, &stored.auth_sets[0].id, "accepted")
-        .await?;
-    let deviceauth::AuthRequestOutcome::Token(token) = services
-        .deviceauth
-        .auth_request("", &body, Some(&signature))
-        .await?
-    else {
-        anyhow::bail!("device not admitted");
-    };
+    let (_, token) = admit_in_domain(&services, &device, Admission::Accept).await?;
     let claims: mender_tokens::DeviceClaims = services.keys.verify(&token)?;
 
     let n = 200;

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use black_box_tests::device::Device;
+use black_box_tests::device::{admit_in_domain, Admission, Device};
 use black_box_tests::tempdir::TempDir;
 use futures::{SinkExt, StreamExt, TryStreamExt};
 use mender_config::vars;
@@ -242,8 +242,9 @@ async fn start_instance(
     bail!("deviceconnect not healthy on {addr} within 30 s\n{tail}")
 }
 
-/// An accepted device: preauthorized with its key, then its first signed auth request
-/// returns a token (stored in DynamoDB like any issued token). Returns (device id, token).
+/// Device `i` of the run, accepted: preauthorized with its key, then its first signed auth
+/// request returns a token (stored in DynamoDB like any issued token). Returns (device id,
+/// token).
 async fn admit(services: &services::Services, i: usize) -> anyhow::Result<(String, String)> {
     let mac = format!(
         "02:bc:00:{:02x}:{:02x}:{:02x}",
@@ -252,23 +253,7 @@ async fn admit(services: &services::Services, i: usize) -> anyhow::Result<(Strin
         i & 0xff
     );
     let device = Device::new("http://unused", reqwest::Client::new(), &mac);
-    let pem = device.pubkey_pem();
-    let id = services
-        .deviceauth
-        .preauthorize("", &serde_json::json!({ "mac": mac }), &pem, false)
-        .await
-        .with_context(|| format!("preauthorizing {mac}"))?;
-    let body = device.auth_body(&pem);
-    let signature = device.sign(&body);
-    match services
-        .deviceauth
-        .auth_request("", &body, Some(&signature))
-        .await
-        .with_context(|| format!("auth request of {mac}"))?
-    {
-        deviceauth::AuthRequestOutcome::Token(token) => Ok((id, token)),
-        _ => bail!("preauthorized device {mac} got no token"),
-    }
+    admit_in_domain(services, &device, Admission::Preauthorize).await
 }
 
 async fn ws_connect(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<Ws> {

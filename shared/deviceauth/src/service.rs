@@ -5,12 +5,10 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use device_keys::{identity_from_json_text, identity_from_value, PublicKey};
 use mender_aws::dynamo::DynamoError;
 use mender_aws::retry::{lost_race, Attempts};
 use mender_http::paging::Paging;
-use mender_http::{ApiError, DeviceTokenCheck};
 use mender_tokens::{DeviceClaims, Keys};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -19,7 +17,7 @@ use workflows::{Attribute, DeviceRef, Job, Publisher};
 use crate::model::{
     AuthSet, AuthStatus, Device, TransitionError, ACCEPTED, PENDING, PREAUTHORIZED, STATUSES,
 };
-use crate::store::{Store, TokenRecord};
+use crate::store::{DynamoStore, Store, TokenRecord};
 
 /// Attempts of a read-modify-write before giving up on a hot device.
 const MAX_ATTEMPTS: usize = 32;
@@ -59,23 +57,6 @@ pub enum Error {
     Internal(String),
 }
 
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        use mender_http::error::StatusCode;
-        match e {
-            Error::BadRequest(m) => ApiError::bad_request(m),
-            Error::Unauthorized(m) => ApiError::unauthorized(m),
-            Error::NotFound(m) => ApiError::not_found(m),
-            Error::NotFoundBare => ApiError::bare(StatusCode::NOT_FOUND),
-            Error::Unprocessable(m) => ApiError::unprocessable(m),
-            Error::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, m),
-            Error::Exists(_) => ApiError::conflict("device already exists"),
-            Error::Storage(e) => ApiError::internal(e),
-            Error::Internal(m) => ApiError::internal(m),
-        }
-    }
-}
-
 /// `POST /auth_requests` body.
 #[derive(Debug, Deserialize)]
 pub struct AuthRequest {
@@ -101,9 +82,10 @@ pub struct DeviceFilter {
     pub ids: Vec<String>,
 }
 
+/// The deviceauth service over a [`Store`] (the DynamoDB table unless told otherwise).
 #[derive(Clone)]
-pub struct Deviceauth {
-    pub store: Store,
+pub struct Deviceauth<S = DynamoStore> {
+    pub store: S,
     pub keys: Keys,
     pub workflows: Arc<dyn Publisher>,
     pub token_lifetime_secs: i64,
@@ -145,7 +127,7 @@ pub fn check_status(status: &str) -> Result<(), Error> {
     }
 }
 
-impl Deviceauth {
+impl<S: Store> Deviceauth<S> {
     async fn publish(&self, job: Job) -> Result<(), Error> {
         self.workflows
             .publish(job)
@@ -802,19 +784,12 @@ impl Deviceauth {
             .await?
             .is_some_and(|d| !d.decommissioning))
     }
-}
 
-#[async_trait]
-impl DeviceTokenCheck for Deviceauth {
     /// One GetItem: the token record exists (reject, dismiss, decommission and revoke delete it)
     /// and names this device. The check-in is written at most every `check_in_interval_secs`.
-    async fn device_token_valid(&self, claims: &DeviceClaims) -> Result<bool, ApiError> {
+    pub async fn check_device_token(&self, claims: &DeviceClaims) -> Result<bool, Error> {
         let tenant = claims.tenant.as_str();
-        let record = self
-            .store
-            .get_token(tenant, &claims.jti)
-            .await
-            .map_err(ApiError::internal)?;
+        let record = self.store.get_token(tenant, &claims.jti).await?;
         let Some(record) = record else {
             return Ok(false);
         };
@@ -831,21 +806,541 @@ impl DeviceTokenCheck for Deviceauth {
                     now.timestamp(),
                     now.timestamp() - self.check_in_interval_secs,
                 )
-                .await
-                .map_err(ApiError::internal)?;
+                .await?;
             if recorded {
                 let when = ts(now);
                 self.store
                     .set_check_in_time(tenant, &record.device_id, &when)
-                    .await
-                    .map_err(ApiError::internal)?;
+                    .await?;
                 if now.timestamp() - record.check_in >= INVENTORY_CHECK_IN_SECS {
                     self.publish_check_in(tenant, &record.device_id, &when)
-                        .await
-                        .map_err(ApiError::from)?;
+                        .await?;
                 }
             }
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The service's rules against the in-memory store.
+
+    use super::*;
+    use crate::model::{NOAUTH, REJECTED};
+    use crate::store::MemoryStore;
+    use base64::Engine;
+    use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePublicKey};
+    use ed25519_dalek::{Signer, SigningKey};
+    use mender_http::error::StatusCode;
+    use mender_http::ApiError;
+    use workflows::RecordingPublisher;
+
+    const T: &str = "tenant";
+    /// The server's token key (the tokens crate's Ed25519 fixture).
+    const SERVER_KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
+        MC4CAQAwBQYDK2VwBCIEIJmWyu+TY4Md/w4+JKFeIWDBMbFqArIrk/OOg5Gx8UI4\n\
+        -----END PRIVATE KEY-----\n";
+
+    struct Fixture {
+        da: Deviceauth<MemoryStore>,
+        jobs: RecordingPublisher,
+    }
+
+    fn fixture() -> Fixture {
+        let jobs = RecordingPublisher::default();
+        let da = Deviceauth {
+            store: MemoryStore::new(),
+            keys: Keys::from_pem(SERVER_KEY).unwrap(),
+            workflows: Arc::new(jobs.clone()),
+            token_lifetime_secs: 3600,
+            check_in_interval_secs: 60,
+        };
+        Fixture { da, jobs }
+    }
+
+    impl Fixture {
+        fn jobs(&self) -> Vec<Job> {
+            self.jobs.jobs.lock().unwrap().clone()
+        }
+
+        /// The device of identity `mac`.
+        async fn device_of(&self, mac: &str) -> Option<Device> {
+            let hash = identity_from_value(&json!({ "mac": mac })).unwrap().hash;
+            let id = self
+                .da
+                .store
+                .device_id_by_identity(T, &hash)
+                .await
+                .unwrap()?;
+            self.da.store.get_device(T, &id).await.unwrap()
+        }
+
+        async fn counted(&self, status: &str) -> usize {
+            self.da.count_devices(T, Some(status)).await.unwrap()
+        }
+    }
+
+    /// A device: identity `{"mac": mac}` and an Ed25519 key from `seed`.
+    struct TestDevice {
+        mac: String,
+        key: SigningKey,
+    }
+
+    impl TestDevice {
+        fn new(mac: &str, seed: u8) -> Self {
+            TestDevice {
+                mac: mac.into(),
+                key: SigningKey::from_bytes(&[seed; 32]),
+            }
+        }
+
+        fn pubkey(&self) -> String {
+            self.key
+                .verifying_key()
+                .to_public_key_pem(LineEnding::LF)
+                .unwrap()
+        }
+
+        fn body(&self) -> Vec<u8> {
+            let id_data = json!({ "mac": self.mac }).to_string();
+            json!({"id_data": id_data, "pubkey": self.pubkey(), "tenant_token": ""})
+                .to_string()
+                .into_bytes()
+        }
+
+        fn sign(&self, body: &[u8]) -> String {
+            base64::engine::general_purpose::STANDARD.encode(self.key.sign(body).to_bytes())
+        }
+
+        /// A signed auth request.
+        async fn ask(&self, f: &Fixture) -> Result<AuthRequestOutcome, Error> {
+            let body = self.body();
+            f.da.auth_request(T, &body, Some(&self.sign(&body))).await
+        }
+
+        async fn token(&self, f: &Fixture) -> String {
+            match self.ask(f).await.unwrap() {
+                AuthRequestOutcome::Token(token) => token,
+                AuthRequestOutcome::Unauthorized => panic!("{} got no token", self.mac),
+            }
+        }
+    }
+
+    /// Admits `device`: its request, then the operator accepts its auth set.
+    async fn admit(f: &Fixture, device: &TestDevice) -> Device {
+        assert_eq!(
+            device.ask(f).await.unwrap(),
+            AuthRequestOutcome::Unauthorized
+        );
+        let stored = f.device_of(&device.mac).await.unwrap();
+        let aid = &stored.auth_sets[0].id;
+        f.da.set_auth_status(T, &stored.id, aid, "accepted")
+            .await
+            .unwrap();
+        f.device_of(&device.mac).await.unwrap()
+    }
+
+    async fn token_valid(f: &Fixture, token: &str) -> bool {
+        let claims: DeviceClaims = f.da.keys.verify(token).unwrap();
+        f.da.check_device_token(&claims).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_new_device_gets_a_pending_auth_set() {
+        let f = fixture();
+        let d = TestDevice::new("00:01", 1);
+        assert_eq!(d.ask(&f).await.unwrap(), AuthRequestOutcome::Unauthorized);
+        let device = f.device_of("00:01").await.unwrap();
+        assert_eq!(device.status, PENDING);
+        assert_eq!(device.auth_sets.len(), 1);
+        assert_eq!(device.auth_sets[0].status, PENDING);
+        assert_eq!(
+            device.auth_sets[0].pubkey,
+            PublicKey::from_pem(&d.pubkey()).unwrap().canonical_pem()
+        );
+        assert_eq!(f.counted("pending").await, 1);
+        // inventory learns the identity and the status
+        let jobs = f.jobs();
+        assert!(jobs.iter().any(|j| matches!(j,
+            Job::UpdateDeviceInventory { device_id, scope, .. }
+                if *device_id == device.id && scope == "identity")));
+        assert!(jobs.iter().any(|j| matches!(j,
+            Job::UpdateDeviceStatus { device_status, .. } if device_status == "pending")));
+
+        // the same request again: the same device and auth set
+        assert_eq!(d.ask(&f).await.unwrap(), AuthRequestOutcome::Unauthorized);
+        let again = f.device_of("00:01").await.unwrap();
+        assert_eq!((again.id, again.auth_sets), (device.id, device.auth_sets));
+        assert_eq!(f.counted("pending").await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_bad_signature_or_request_is_refused() {
+        let f = fixture();
+        let d = TestDevice::new("00:02", 2);
+        let body = d.body();
+        let other = TestDevice::new("00:02", 3).sign(&body);
+        let answer = ApiError::from(f.da.auth_request(T, &body, Some(&other)).await.unwrap_err());
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(answer.message, "signature verification failed");
+        let answer = ApiError::from(f.da.auth_request(T, &body, None).await.unwrap_err());
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer.message, "missing request signature header");
+        assert!(f.device_of("00:02").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_accepted_device_gets_a_token_of_its_auth_set() {
+        let f = fixture();
+        let d = TestDevice::new("00:03", 3);
+        let device = admit(&f, &d).await;
+        assert_eq!(device.status, ACCEPTED);
+        assert_eq!(f.counted("accepted").await, 1);
+        assert_eq!(f.counted("pending").await, 0);
+        // the first acceptance provisions the device
+        assert!(f.jobs().iter().any(|j| matches!(j,
+            Job::ProvisionDevice { device: provisioned, .. } if provisioned.id == device.id)));
+
+        let token = d.token(&f).await;
+        let claims: DeviceClaims = f.da.keys.verify(&token).unwrap();
+        assert_eq!(claims.sub, device.id);
+        assert_eq!(claims.jti, device.auth_sets[0].id);
+        assert!(token_valid(&f, &token).await);
+        // the token's issue is a check-in
+        let device = f.device_of("00:03").await.unwrap();
+        assert!(device.check_in_time.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_rejected_device_gets_401_and_loses_its_token() {
+        let f = fixture();
+        let d = TestDevice::new("00:04", 4);
+        let device = admit(&f, &d).await;
+        let token = d.token(&f).await;
+        let aid = &device.auth_sets[0].id;
+        f.da.set_auth_status(T, &device.id, aid, "rejected")
+            .await
+            .unwrap();
+        assert_eq!(f.device_of("00:04").await.unwrap().status, REJECTED);
+        assert_eq!(f.counted("rejected").await, 1);
+        assert_eq!(f.counted("accepted").await, 0);
+        assert!(!token_valid(&f, &token).await);
+        assert_eq!(d.ask(&f).await.unwrap(), AuthRequestOutcome::Unauthorized);
+        // back to pending: still no token
+        f.da.set_auth_status(T, &device.id, aid, "pending")
+            .await
+            .unwrap();
+        assert_eq!(f.device_of("00:04").await.unwrap().status, PENDING);
+        assert_eq!(d.ask(&f).await.unwrap(), AuthRequestOutcome::Unauthorized);
+    }
+
+    #[tokio::test]
+    async fn operator_decisions_follow_the_transition_table() {
+        let f = fixture();
+        let d = TestDevice::new("00:05", 5);
+        d.ask(&f).await.unwrap();
+        let device = f.device_of("00:05").await.unwrap();
+        let aid = device.auth_sets[0].id.clone();
+        let refused = |e: Error| {
+            let answer = ApiError::from(e);
+            (answer.status, answer.message)
+        };
+        let e = f.da.set_auth_status(T, &device.id, &aid, "noauth").await;
+        assert_eq!(
+            refused(e.unwrap_err()),
+            (StatusCode::BAD_REQUEST, "incorrect device status".into())
+        );
+        let e =
+            f.da.set_auth_status(T, &device.id, "nope", "accepted")
+                .await;
+        assert_eq!(
+            refused(e.unwrap_err()),
+            (StatusCode::NOT_FOUND, "authorization set not found".into())
+        );
+        // a second key of the same device: accepting it rejects the first
+        let second = TestDevice {
+            mac: "00:05".into(),
+            key: SigningKey::from_bytes(&[55; 32]),
+        };
+        f.da.set_auth_status(T, &device.id, &aid, "accepted")
+            .await
+            .unwrap();
+        second.ask(&f).await.unwrap();
+        let device = f.device_of("00:05").await.unwrap();
+        let other = device.auth_sets[1].id.clone();
+        f.da.set_auth_status(T, &device.id, &other, "accepted")
+            .await
+            .unwrap();
+        let device = f.device_of("00:05").await.unwrap();
+        let statuses: Vec<AuthStatus> = device.auth_sets.iter().map(|a| a.status).collect();
+        assert_eq!(statuses, [REJECTED, ACCEPTED]);
+        assert_eq!(device.status, ACCEPTED);
+        assert_eq!(f.counted("accepted").await, 1);
+        // a preauthorized set is the device's to accept
+        let pre =
+            f.da.preauthorize(
+                T,
+                &json!({"mac": "00:06"}),
+                &TestDevice::new("", 6).pubkey(),
+                false,
+            )
+            .await
+            .unwrap();
+        let pre_device = f.da.get_device(T, &pre).await.unwrap();
+        let e =
+            f.da.set_auth_status(T, &pre, &pre_device.auth_sets[0].id, "accepted")
+                .await;
+        assert_eq!(
+            refused(e.unwrap_err()),
+            (StatusCode::BAD_REQUEST, "dev auth: bad request".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_preauthorized_device_is_accepted_on_its_first_request() {
+        let f = fixture();
+        let d = TestDevice::new("00:07", 7);
+        let identity = json!({"mac": "00:07"});
+        let id =
+            f.da.preauthorize(T, &identity, &d.pubkey(), false)
+                .await
+                .unwrap();
+        assert_eq!(f.da.get_device(T, &id).await.unwrap().status, PREAUTHORIZED);
+        assert_eq!(f.counted("preauthorized").await, 1);
+        // the same identity again: 409 with the device
+        let e = f.da.preauthorize(T, &identity, &d.pubkey(), false).await;
+        let Err(Error::Exists(existing)) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(existing["id"], json!(id));
+        assert_eq!(
+            ApiError::from(Error::Exists(existing)).status,
+            StatusCode::CONFLICT
+        );
+
+        let token = d.token(&f).await;
+        let device = f.da.get_device(T, &id).await.unwrap();
+        assert_eq!(device.status, ACCEPTED);
+        assert_eq!(device.auth_sets[0].status, ACCEPTED);
+        assert_eq!(f.counted("accepted").await, 1);
+        assert_eq!(f.counted("preauthorized").await, 0);
+        assert!(token_valid(&f, &token).await);
+    }
+
+    #[tokio::test]
+    async fn max_devices_limits_acceptance() {
+        let f = fixture();
+        f.da.set_limit(T, MAX_DEVICES, 1).await.unwrap();
+        assert_eq!(f.da.limit(T, MAX_DEVICES).await.unwrap(), 1);
+        admit(&f, &TestDevice::new("00:08", 8)).await;
+        let second = TestDevice::new("00:09", 9);
+        second.ask(&f).await.unwrap();
+        let device = f.device_of("00:09").await.unwrap();
+        let e =
+            f.da.set_auth_status(T, &device.id, &device.auth_sets[0].id, "accepted")
+                .await;
+        let answer = ApiError::from(e.unwrap_err());
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(answer.message, "maximum number of accepted devices reached");
+        // a preauthorized device over the limit is refused too
+        let third = TestDevice::new("00:10", 10);
+        f.da.preauthorize(T, &json!({"mac": "00:10"}), &third.pubkey(), false)
+            .await
+            .unwrap();
+        let answer = ApiError::from(third.ask(&f).await.unwrap_err());
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(f.counted("accepted").await, 1);
+        // no limit: both may be accepted
+        f.da.set_limit(T, MAX_DEVICES, 2).await.unwrap();
+        third.token(&f).await;
+        assert_eq!(f.counted("accepted").await, 2);
+    }
+
+    #[tokio::test]
+    async fn decommissioning_revokes_tokens_and_frees_the_identity() {
+        let f = fixture();
+        let d = TestDevice::new("00:11", 11);
+        let device = admit(&f, &d).await;
+        let token = d.token(&f).await;
+        f.da.decommission(T, &device.id).await.unwrap();
+        assert!(!token_valid(&f, &token).await);
+        assert!(!f.da.is_live(T, &device.id).await.unwrap());
+        assert_eq!(d.ask(&f).await.unwrap(), AuthRequestOutcome::Unauthorized);
+        assert!(f.jobs().iter().any(|j| matches!(j,
+            Job::DecommissionDevice { device_id, .. } if *device_id == device.id)));
+        // the workflow's last step removes it; the identity may come back as a new device
+        f.da.hard_delete(T, &device.id).await.unwrap();
+        assert!(matches!(
+            f.da.get_device(T, &device.id).await,
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!(f.counted("accepted").await, 0);
+        assert!(matches!(
+            f.da.decommission(T, &device.id).await,
+            Err(Error::NotFoundBare)
+        ));
+        d.ask(&f).await.unwrap();
+        let again = f.device_of("00:11").await.unwrap();
+        assert_ne!(again.id, device.id);
+        assert_eq!(again.status, PENDING);
+    }
+
+    #[tokio::test]
+    async fn deleting_the_last_preauthorized_set_removes_the_device() {
+        let f = fixture();
+        let key = TestDevice::new("", 12).pubkey();
+        let id =
+            f.da.preauthorize(T, &json!({"mac": "00:12"}), &key, false)
+                .await
+                .unwrap();
+        let aid = f.da.get_device(T, &id).await.unwrap().auth_sets[0]
+            .id
+            .clone();
+        f.da.delete_auth_set(T, &id, &aid).await.unwrap();
+        assert!(f.da.get_device(T, &id).await.is_err());
+        assert_eq!(f.da.count_devices(T, None).await.unwrap(), 0);
+        assert!(f.device_of("00:12").await.is_none());
+        // a pending device keeps existing without auth sets: noauth
+        let d = TestDevice::new("00:13", 13);
+        d.ask(&f).await.unwrap();
+        let device = f.device_of("00:13").await.unwrap();
+        f.da.delete_auth_set(T, &device.id, &device.auth_sets[0].id)
+            .await
+            .unwrap();
+        assert_eq!(f.da.get_device(T, &device.id).await.unwrap().status, NOAUTH);
+        assert_eq!(f.counted("noauth").await, 1);
+        assert_eq!(f.counted("pending").await, 0);
+    }
+
+    #[tokio::test]
+    async fn lists_by_status_page_in_status_then_id_order() {
+        let f = fixture();
+        for i in 0..3u8 {
+            TestDevice::new(&format!("00:2{i}"), 20 + i)
+                .ask(&f)
+                .await
+                .unwrap();
+        }
+        admit(&f, &TestDevice::new("00:29", 29)).await;
+        let page = |page, per_page| Paging { page, per_page };
+        let (all, more) =
+            f.da.list_devices(T, &DeviceFilter::default(), page(1, 10))
+                .await
+                .unwrap();
+        assert!(!more);
+        let statuses: Vec<&str> = all.iter().map(|d| d.status.as_str()).collect();
+        assert_eq!(statuses, ["accepted", "pending", "pending", "pending"]);
+        let pending_ids: Vec<&String> = all[1..].iter().map(|d| &d.id).collect();
+        let mut sorted = pending_ids.clone();
+        sorted.sort();
+        assert_eq!(pending_ids, sorted);
+        let filter = DeviceFilter {
+            statuses: vec!["pending".into()],
+            ids: Vec::new(),
+        };
+        let (second, more) = f.da.list_devices(T, &filter, page(2, 2)).await.unwrap();
+        assert!(!more);
+        assert_eq!(second.len(), 1);
+        assert_eq!(&second[0].id, pending_ids[2]);
+        let (_, more) = f.da.list_devices(T, &filter, page(1, 2)).await.unwrap();
+        assert!(more);
+    }
+
+    #[tokio::test]
+    async fn the_token_check_records_check_ins_at_most_every_interval() {
+        let f = fixture();
+        let d = TestDevice::new("00:30", 30);
+        let device = admit(&f, &d).await;
+        let token = d.token(&f).await;
+        let claims: DeviceClaims = f.da.keys.verify(&token).unwrap();
+        let record = |check_in| TokenRecord {
+            jti: claims.jti.clone(),
+            device_id: device.id.clone(),
+            expires_at: claims.exp,
+            check_in,
+        };
+        // a token of another device is refused
+        let mut stolen = claims.clone();
+        stolen.sub = "another".into();
+        assert!(!f.da.check_device_token(&stolen).await.unwrap());
+        // just checked in: nothing written
+        let before = f.da.store.get_token(T, &claims.jti).await.unwrap().unwrap();
+        assert!(f.da.check_device_token(&claims).await.unwrap());
+        assert_eq!(
+            f.da.store.get_token(T, &claims.jti).await.unwrap(),
+            Some(before)
+        );
+        // an old check-in: recorded on the token and the device
+        let current = f.da.store.get_device(T, &device.id).await.unwrap().unwrap();
+        f.da.store
+            .put_token(T, &record(1000), &current)
+            .await
+            .unwrap();
+        f.da.store
+            .set_check_in_time(T, &device.id, "2000-01-01T00:00:00Z")
+            .await
+            .unwrap();
+        assert!(f.da.check_device_token(&claims).await.unwrap());
+        let after = f.da.store.get_token(T, &claims.jti).await.unwrap().unwrap();
+        assert!(after.check_in > 1000);
+        let device = f.da.store.get_device(T, &device.id).await.unwrap().unwrap();
+        assert_ne!(
+            device.check_in_time.as_deref(),
+            Some("2000-01-01T00:00:00Z")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_enforces_the_table_conditions() {
+        let store = MemoryStore::new();
+        let mut device = Device::new("d".into(), "{}".into(), "h".into(), "t0");
+        device.auth_sets.push(AuthSet {
+            id: "a".into(),
+            pubkey: "k".into(),
+            status: PENDING,
+            ts: "t0".into(),
+        });
+        device.recompute_status("t0");
+        store.create_device(T, &device).await.unwrap();
+        // the identity belongs to one device
+        let mut twin = device.clone();
+        twin.id = "twin".into();
+        assert!(matches!(
+            store.create_device(T, &twin).await,
+            Err(DynamoError::ConditionFailed)
+        ));
+        // a write needs the version it was read at
+        let mut first = store.get_device(T, "d").await.unwrap().unwrap();
+        let mut stale = first.clone();
+        first.decide("a", "accepted").unwrap();
+        first.recompute_status("t1");
+        store.update_device(T, &mut first).await.unwrap();
+        assert_eq!(first.version, 1);
+        stale.provisioned = true;
+        assert!(matches!(
+            store.update_device(T, &mut stale).await,
+            Err(DynamoError::ConditionFailed)
+        ));
+        assert_eq!(stale.version, 0);
+        let counts = store.status_counts(T).await.unwrap();
+        assert_eq!((counts["accepted"], counts["pending"]), (1, 0));
+        // a token only for the device as it is
+        let token = TokenRecord {
+            jti: "a".into(),
+            device_id: "d".into(),
+            expires_at: 0,
+            check_in: 0,
+        };
+        assert!(store.put_token(T, &token, &stale).await.is_err());
+        store.put_token(T, &token, &first).await.unwrap();
+        assert!(store.touch_token(T, "a", 10, 5).await.unwrap());
+        assert!(!store.touch_token(T, "a", 11, 5).await.unwrap());
+        // deleting needs the current version too, and frees the identity
+        assert!(store.delete_device(T, &stale).await.is_err());
+        store.delete_device(T, &first).await.unwrap();
+        assert_eq!(store.device_id_by_identity(T, "h").await.unwrap(), None);
+        assert_eq!(store.status_counts(T).await.unwrap()["accepted"], 0);
     }
 }

@@ -82,7 +82,7 @@ impl Services {
             bcrypt_cost: config.bcrypt_cost,
         };
         let deviceauth = deviceauth::Deviceauth {
-            store: deviceauth::store::Store::new(dynamodb.clone(), &config.deviceauth_table),
+            store: deviceauth::DynamoStore::new(dynamodb.clone(), &config.deviceauth_table),
             keys: keys.clone(),
             workflows: publisher.clone(),
             token_lifetime_secs: config.device_token_lifetime_secs,

@@ -1,4 +1,5 @@
-//! The deviceauth table. Access patterns (every key starts with the tenant):
+//! The DynamoDB implementation of the deviceauth [`Store`]. Access patterns (every key starts
+//! with the tenant):
 //!
 //! | item | pk | sk | used by |
 //! |---|---|---|---|
@@ -19,6 +20,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::{Store, TokenRecord};
+use crate::model::{AuthStatus, Device};
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update,
 };
@@ -26,18 +29,6 @@ use aws_sdk_dynamodb::Client;
 use mender_aws::dynamo::{
     built, classify, from_item, key, shard_of, text, to_item, DynamoError, Item, Table,
 };
-use serde::{Deserialize, Serialize};
-
-use crate::model::{AuthStatus, Device};
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct TokenRecord {
-    pub jti: String,
-    pub device_id: String,
-    pub expires_at: i64,
-    /// Unix seconds of the last check-in recorded for this token.
-    pub check_in: i64,
-}
 
 fn tenant_pk(tenant: &str) -> String {
     format!("T#{tenant}")
@@ -63,14 +54,15 @@ fn token_key(tenant: &str, jti: &str) -> Item {
     key(token_pk(tenant, jti), "TOKEN")
 }
 
+/// The deviceauth table.
 #[derive(Clone, Debug)]
-pub struct Store {
+pub struct DynamoStore {
     table: Table,
 }
 
-impl Store {
+impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Store {
+        DynamoStore {
             table: Table::new(client, table),
         }
     }
@@ -83,68 +75,6 @@ impl Store {
             AttributeValue::S(status_key(tenant, device.status)),
         );
         Ok(item)
-    }
-
-    pub async fn get_device(&self, tenant: &str, id: &str) -> Result<Option<Device>, DynamoError> {
-        let device: Option<Device> = self
-            .table
-            .get_as(key(tenant_pk(tenant), device_sk(id)))
-            .await?;
-        Ok(device.map(loaded))
-    }
-
-    /// The devices `ids` (strongly consistent); missing ones left out, any order.
-    pub async fn get_devices(
-        &self,
-        tenant: &str,
-        ids: &[String],
-    ) -> Result<Vec<Device>, DynamoError> {
-        let keys = ids
-            .iter()
-            .map(|id| key(tenant_pk(tenant), device_sk(id)))
-            .collect();
-        self.table
-            .batch_get(keys, None)
-            .await?
-            .into_iter()
-            .map(|item| from_item(item).map(loaded))
-            .collect()
-    }
-
-    /// The first `limit` device ids of `status`, in id order (keys only).
-    pub async fn ids_by_status(
-        &self,
-        tenant: &str,
-        status: &str,
-        limit: usize,
-    ) -> Result<Vec<String>, DynamoError> {
-        let items = self
-            .table
-            .query_index(
-                "by-status",
-                "ix_status",
-                &status_key(tenant, status),
-                false,
-                limit,
-            )
-            .await?;
-        Ok(items
-            .iter()
-            .map(|item| text(item, "sk").trim_start_matches("DEV#").to_owned())
-            .collect())
-    }
-
-    /// Devices per status, from the counters (one query of 16 small items).
-    pub async fn status_counts(&self, tenant: &str) -> Result<BTreeMap<String, i64>, DynamoError> {
-        let mut counts = BTreeMap::new();
-        for item in self.table.query_prefix(&tenant_pk(tenant), "CNT#").await? {
-            for (name, value) in item {
-                if let AttributeValue::N(n) = value {
-                    *counts.entry(name).or_default() += n.parse::<i64>().unwrap_or(0);
-                }
-            }
-        }
-        Ok(counts)
     }
 
     /// The counter update of one device moving from status `from` to `to` (`None`: created
@@ -164,57 +94,6 @@ impl Store {
             key(tenant_pk(tenant), format!("CNT#{}", shard_of(device_id))),
             &changes,
         )
-    }
-
-    pub async fn device_id_by_identity(
-        &self,
-        tenant: &str,
-        hash: &str,
-    ) -> Result<Option<String>, DynamoError> {
-        let item = self
-            .table
-            .get(key(tenant_pk(tenant), guard_sk(hash)))
-            .await?;
-        Ok(item.map(|i| text(&i, "device_id")))
-    }
-
-    /// Stores a new device and claims its identity; `ConditionFailed` = identity already known.
-    pub async fn create_device(&self, tenant: &str, device: &Device) -> Result<(), DynamoError> {
-        let mut guard = key(tenant_pk(tenant), guard_sk(&device.id_hash));
-        guard.insert("device_id".into(), AttributeValue::S(device.id.clone()));
-        let puts = [guard, Self::device_item(tenant, device)?].map(|item| {
-            built(
-                Put::builder()
-                    .table_name(&self.table.name)
-                    .set_item(Some(item))
-                    .condition_expression("attribute_not_exists(pk)")
-                    .build(),
-            )
-        });
-        let mut items = puts
-            .into_iter()
-            .map(|put| Ok(TransactWriteItem::builder().put(put?).build()))
-            .collect::<Result<Vec<_>, DynamoError>>()?;
-        items.push(self.counter_update(tenant, &device.id, None, Some(device.status))?);
-        self.table.transact(items).await
-    }
-
-    /// Stores `device` if nobody changed it since it was read at `device.version`; the stored
-    /// version becomes `version + 1`. The check-in time is left as stored. A status change
-    /// moves the device's counter in the same transaction.
-    pub async fn update_device(
-        &self,
-        tenant: &str,
-        device: &mut Device,
-    ) -> Result<(), DynamoError> {
-        let expected = device.version;
-        device.version += 1;
-        let result = self.write_update(tenant, device, expected).await;
-        match &result {
-            Ok(()) => device.stored_status = Some(device.status),
-            Err(_) => device.version = expected,
-        }
-        result
     }
 
     async fn write_update(
@@ -279,10 +158,117 @@ impl Store {
             ])
             .await
     }
+}
+
+impl Store for DynamoStore {
+    async fn get_device(&self, tenant: &str, id: &str) -> Result<Option<Device>, DynamoError> {
+        let device: Option<Device> = self
+            .table
+            .get_as(key(tenant_pk(tenant), device_sk(id)))
+            .await?;
+        Ok(device.map(loaded))
+    }
+
+    /// The devices `ids` (strongly consistent); missing ones left out, any order.
+    async fn get_devices(&self, tenant: &str, ids: &[String]) -> Result<Vec<Device>, DynamoError> {
+        let keys = ids
+            .iter()
+            .map(|id| key(tenant_pk(tenant), device_sk(id)))
+            .collect();
+        self.table
+            .batch_get(keys, None)
+            .await?
+            .into_iter()
+            .map(|item| from_item(item).map(loaded))
+            .collect()
+    }
+
+    /// The first `limit` device ids of `status`, in id order (keys only).
+    async fn ids_by_status(
+        &self,
+        tenant: &str,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, DynamoError> {
+        let items = self
+            .table
+            .query_index(
+                "by-status",
+                "ix_status",
+                &status_key(tenant, status),
+                false,
+                limit,
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .map(|item| text(item, "sk").trim_start_matches("DEV#").to_owned())
+            .collect())
+    }
+
+    /// Devices per status, from the counters (one query of 16 small items).
+    async fn status_counts(&self, tenant: &str) -> Result<BTreeMap<String, i64>, DynamoError> {
+        let mut counts = BTreeMap::new();
+        for item in self.table.query_prefix(&tenant_pk(tenant), "CNT#").await? {
+            for (name, value) in item {
+                if let AttributeValue::N(n) = value {
+                    *counts.entry(name).or_default() += n.parse::<i64>().unwrap_or(0);
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn device_id_by_identity(
+        &self,
+        tenant: &str,
+        hash: &str,
+    ) -> Result<Option<String>, DynamoError> {
+        let item = self
+            .table
+            .get(key(tenant_pk(tenant), guard_sk(hash)))
+            .await?;
+        Ok(item.map(|i| text(&i, "device_id")))
+    }
+
+    /// Stores a new device and claims its identity; `ConditionFailed` = identity already known.
+    async fn create_device(&self, tenant: &str, device: &Device) -> Result<(), DynamoError> {
+        let mut guard = key(tenant_pk(tenant), guard_sk(&device.id_hash));
+        guard.insert("device_id".into(), AttributeValue::S(device.id.clone()));
+        let puts = [guard, Self::device_item(tenant, device)?].map(|item| {
+            built(
+                Put::builder()
+                    .table_name(&self.table.name)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build(),
+            )
+        });
+        let mut items = puts
+            .into_iter()
+            .map(|put| Ok(TransactWriteItem::builder().put(put?).build()))
+            .collect::<Result<Vec<_>, DynamoError>>()?;
+        items.push(self.counter_update(tenant, &device.id, None, Some(device.status))?);
+        self.table.transact(items).await
+    }
+
+    /// Stores `device` if nobody changed it since it was read at `device.version`; the stored
+    /// version becomes `version + 1`. The check-in time is left as stored. A status change
+    /// moves the device's counter in the same transaction.
+    async fn update_device(&self, tenant: &str, device: &mut Device) -> Result<(), DynamoError> {
+        let expected = device.version;
+        device.version += 1;
+        let result = self.write_update(tenant, device, expected).await;
+        match &result {
+            Ok(()) => device.stored_status = Some(device.status),
+            Err(_) => device.version = expected,
+        }
+        result
+    }
 
     /// Removes the device and its identity guard, if the device is still at the version it
     /// was read at (`ConditionFailed` otherwise, also when it is gone), and uncounts it.
-    pub async fn delete_device(&self, tenant: &str, device: &Device) -> Result<(), DynamoError> {
+    async fn delete_device(&self, tenant: &str, device: &Device) -> Result<(), DynamoError> {
         let delete_device = built(
             Delete::builder()
                 .table_name(&self.table.name)
@@ -308,7 +294,7 @@ impl Store {
             .await
     }
 
-    pub async fn set_check_in_time(
+    async fn set_check_in_time(
         &self,
         tenant: &str,
         device_id: &str,
@@ -330,7 +316,7 @@ impl Store {
 
     /// Stores a token for `device`, only if the device is still at the version the caller saw
     /// (so a token is never issued after a concurrent reject or decommission).
-    pub async fn put_token(
+    async fn put_token(
         &self,
         tenant: &str,
         token: &TokenRecord,
@@ -362,21 +348,17 @@ impl Store {
         Ok(())
     }
 
-    pub async fn get_token(
-        &self,
-        tenant: &str,
-        jti: &str,
-    ) -> Result<Option<TokenRecord>, DynamoError> {
+    async fn get_token(&self, tenant: &str, jti: &str) -> Result<Option<TokenRecord>, DynamoError> {
         self.table.get_as(token_key(tenant, jti)).await
     }
 
-    pub async fn delete_token(&self, tenant: &str, jti: &str) -> Result<(), DynamoError> {
+    async fn delete_token(&self, tenant: &str, jti: &str) -> Result<(), DynamoError> {
         self.table.delete(token_key(tenant, jti)).await
     }
 
     /// Records a check-in on the token unless another request did so after `threshold`.
     /// Returns whether this call recorded it.
-    pub async fn touch_token(
+    async fn touch_token(
         &self,
         tenant: &str,
         jti: &str,
@@ -402,7 +384,7 @@ impl Store {
         }
     }
 
-    pub async fn get_limit(&self, tenant: &str, name: &str) -> Result<Option<i64>, DynamoError> {
+    async fn get_limit(&self, tenant: &str, name: &str) -> Result<Option<i64>, DynamoError> {
         let item = self
             .table
             .get(key(tenant_pk(tenant), format!("LIMIT#{name}")))
@@ -413,14 +395,14 @@ impl Store {
         }))
     }
 
-    pub async fn put_limit(&self, tenant: &str, name: &str, value: i64) -> Result<(), DynamoError> {
+    async fn put_limit(&self, tenant: &str, name: &str, value: i64) -> Result<(), DynamoError> {
         let mut item = key(tenant_pk(tenant), format!("LIMIT#{name}"));
         item.insert("value".into(), AttributeValue::N(value.to_string()));
         self.table.put(item).await?;
         Ok(())
     }
 
-    pub async fn delete_limit(&self, tenant: &str, name: &str) -> Result<(), DynamoError> {
+    async fn delete_limit(&self, tenant: &str, name: &str) -> Result<(), DynamoError> {
         self.table
             .delete(key(tenant_pk(tenant), format!("LIMIT#{name}")))
             .await

@@ -76,7 +76,7 @@ impl Services {
         // signers have the private key, verifiers the public key only
         let keys = Keys::from_pems(&config.jwt_private_key_pem, &config.jwt_public_key_pem)?;
         let useradm = useradm::Useradm {
-            store: useradm::store::Store::new(dynamodb.clone(), &config.useradm_table),
+            store: useradm::DynamoStore::new(dynamodb.clone(), &config.useradm_table),
             keys: keys.clone(),
             token_lifetime_secs: config.user_token_lifetime_secs,
             bcrypt_cost: config.bcrypt_cost,

@@ -1,15 +1,14 @@
 //! useradm operations: user accounts, login/logout, personal access tokens, settings, and the
-//! revocation check used by every management endpoint. Errors are one enum mapped once to HTTP.
+//! revocation check used by every management endpoint. Errors are one enum, mapped to HTTP
+//! once, in [`crate::http`].
 
-use async_trait::async_trait;
 use mender_aws::dynamo::DynamoError;
-use mender_http::{ApiError, UserTokenCheck};
 use mender_tokens::{Keys, UserClaims};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::rules::{self, Invalid};
-use crate::store::{settings_object, Settings, Store, TokenRecord, User};
+use crate::store::{settings_object, DynamoStore, Settings, Store, TokenRecord, User};
 
 /// Refresh a PAT's `last_used` at most this often.
 const LAST_USED_REFRESH_SECS: i64 = 300;
@@ -46,29 +45,6 @@ impl From<Invalid> for Error {
             Invalid::Refused(m) => Error::Unprocessable(m),
         }
     }
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::BadRequest(m) => ApiError::bad_request(m),
-            Error::Unprocessable(m) => ApiError::unprocessable(m),
-            Error::Unauthorized(m) => ApiError::unauthorized(m),
-            Error::NotFound(m) => ApiError::not_found(m),
-            Error::Conflict(m) => ApiError::conflict(m),
-            Error::PreconditionFailed(m) => ApiError::new(axum_status_412(), m),
-            Error::Forbidden(m) => ApiError::forbidden(m),
-            Error::TooManyRequests(m) => {
-                ApiError::new(mender_http::error::StatusCode::TOO_MANY_REQUESTS, m)
-            }
-            Error::Storage(e) => ApiError::internal(e),
-            Error::Internal(m) => ApiError::internal(m),
-        }
-    }
-}
-
-fn axum_status_412() -> mender_http::error::StatusCode {
-    mender_http::error::StatusCode::PRECONDITION_FAILED
 }
 
 /// A user as the API shows it (no password hash).
@@ -113,9 +89,10 @@ pub struct UserFilter {
     pub updated_before: Option<i64>,
 }
 
+/// The useradm service over a [`Store`] (the DynamoDB table unless told otherwise).
 #[derive(Clone)]
-pub struct Useradm {
-    pub store: Store,
+pub struct Useradm<S = DynamoStore> {
+    pub store: S,
     pub keys: Keys,
     pub token_lifetime_secs: i64,
     pub bcrypt_cost: u32,
@@ -173,7 +150,7 @@ async fn decoy_hash(cost: u32) -> Result<String, Error> {
     Ok(hash)
 }
 
-impl Useradm {
+impl<S: Store> Useradm<S> {
     pub async fn create_user(
         &self,
         tenant: &str,
@@ -544,18 +521,14 @@ impl Useradm {
         }
         Ok(())
     }
-}
 
-#[async_trait]
-impl UserTokenCheck for Useradm {
     /// One read: the token record exists (deleting a user deletes its tokens, so it implies the
     /// user exists). PATs get `last_used` refreshed at most every five minutes.
-    async fn user_token_valid(&self, claims: &UserClaims) -> Result<bool, ApiError> {
+    pub async fn check_user_token(&self, claims: &UserClaims) -> Result<bool, Error> {
         let record = self
             .store
             .get_token(&claims.tenant, &claims.sub, &claims.jti)
-            .await
-            .map_err(ApiError::internal)?;
+            .await?;
         let Some(record) = record else {
             return Ok(false);
         };
@@ -569,10 +542,376 @@ impl UserTokenCheck for Useradm {
             if stale {
                 self.store
                     .touch_token(&claims.tenant, &claims.sub, &claims.jti, &ts(now))
-                    .await
-                    .map_err(ApiError::internal)?;
+                    .await?;
             }
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The service's rules against the in-memory store.
+
+    use super::*;
+    use crate::store::MemoryStore;
+    use mender_http::error::StatusCode;
+    use mender_http::ApiError;
+    use serde_json::json;
+
+    const T: &str = "tenant";
+    const PASSWORD: &str = "correct horse";
+    /// The server's token key (the tokens crate's Ed25519 fixture).
+    const SERVER_KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
+        MC4CAQAwBQYDK2VwBCIEIJmWyu+TY4Md/w4+JKFeIWDBMbFqArIrk/OOg5Gx8UI4\n\
+        -----END PRIVATE KEY-----\n";
+
+    fn useradm() -> Useradm<MemoryStore> {
+        Useradm {
+            store: MemoryStore::new(),
+            keys: Keys::from_pem(SERVER_KEY).unwrap(),
+            token_lifetime_secs: 3600,
+            // bcrypt's least cost: the rules, not the hashing, are under test
+            bcrypt_cost: 4,
+        }
+    }
+
+    /// The HTTP answer of an error: status and text.
+    fn answer(e: Error) -> (StatusCode, String) {
+        let e = ApiError::from(e);
+        (e.status, e.message)
+    }
+
+    fn claims(u: &Useradm<MemoryStore>, token: &str) -> UserClaims {
+        u.keys.verify(token).unwrap()
+    }
+
+    async fn valid(u: &Useradm<MemoryStore>, token: &str) -> bool {
+        u.check_user_token(&claims(u, token)).await.unwrap()
+    }
+
+    async fn login(u: &Useradm<MemoryStore>, email: &str) -> String {
+        u.login(email, PASSWORD, false).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_email_belongs_to_one_user() {
+        let u = useradm();
+        let user = u.create_user(T, "Ann@Example.com", PASSWORD).await.unwrap();
+        assert_eq!(user.email, "ann@example.com");
+        assert_eq!(u.get_user(T, &user.id).await.unwrap().email, user.email);
+        for (tenant, email) in [(T, "ann@example.com"), ("other", "ANN@example.com")] {
+            let e = u.create_user(tenant, email, PASSWORD).await.unwrap_err();
+            assert_eq!(
+                answer(e),
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "user with a given email already exists".into()
+                )
+            );
+        }
+        assert!(!u.ensure_user(T, "ann@example.com", PASSWORD).await.unwrap());
+        assert!(u.ensure_user(T, "bob@example.com", PASSWORD).await.unwrap());
+        let users = u.list_users(T, &UserFilter::default()).await.unwrap();
+        assert_eq!(users.len(), 2);
+        assert!(u
+            .list_users("other", &UserFilter::default())
+            .await
+            .unwrap()
+            .is_empty());
+        // the rules' refusals keep their status
+        let e = u
+            .create_user(T, "not-an-email", PASSWORD)
+            .await
+            .unwrap_err();
+        assert_eq!(answer(e).0, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn login_needs_the_right_password() {
+        let u = useradm();
+        let user = u.create_user(T, "ann@example.com", PASSWORD).await.unwrap();
+        let token = login(&u, " ANN@example.com").await;
+        let c = claims(&u, &token);
+        assert_eq!((c.sub.as_str(), c.tenant.as_str()), (user.id.as_str(), T));
+        assert!(c.exp.is_some());
+        assert!(valid(&u, &token).await);
+        assert!(u.get_user(T, &user.id).await.unwrap().login_ts.is_some());
+        let no_expiry = u.login("ann@example.com", PASSWORD, true).await.unwrap();
+        assert_eq!(claims(&u, &no_expiry).exp, None);
+
+        let unauthorized = (StatusCode::UNAUTHORIZED, "unauthorized".to_owned());
+        for (email, password) in [
+            ("ann@example.com", "wrong password"),
+            ("nobody@example.com", PASSWORD),
+        ] {
+            let e = u.login(email, password, false).await.unwrap_err();
+            assert_eq!(answer(e), unauthorized);
+        }
+        let window = now().timestamp().div_euclid(LOGIN_WINDOW_SECS);
+        assert_eq!(
+            u.store
+                .failed_logins("ann@example.com", window)
+                .await
+                .unwrap(),
+            1
+        );
+        // logging out ends the session
+        u.logout(&claims(&u, &token)).await.unwrap();
+        assert!(!valid(&u, &token).await);
+        assert!(valid(&u, &no_expiry).await);
+    }
+
+    #[tokio::test]
+    async fn too_many_failed_logins_answer_429() {
+        let u = useradm();
+        u.create_user(T, "ann@example.com", PASSWORD).await.unwrap();
+        for _ in 0..LOGIN_FAILURES_ALLOWED {
+            let e = u
+                .login("ann@example.com", "wrong", false)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::Unauthorized(_)));
+        }
+        // even the right password, until the window ends
+        let e = u
+            .login("ann@example.com", PASSWORD, false)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            answer(e),
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed login attempts, try again later".into()
+            )
+        );
+        // another e-mail is not throttled
+        u.create_user(T, "bob@example.com", PASSWORD).await.unwrap();
+        login(&u, "bob@example.com").await;
+    }
+
+    #[tokio::test]
+    async fn logins_keep_the_newest_sessions() {
+        let u = useradm();
+        let user = u.create_user(T, "ann@example.com", PASSWORD).await.unwrap();
+        for _ in 0..=rules::MAX_SESSIONS_PER_USER {
+            login(&u, "ann@example.com").await;
+        }
+        let sessions = u.store.list_tokens(T, &user.id).await.unwrap();
+        assert_eq!(sessions.len(), rules::MAX_SESSIONS_PER_USER);
+    }
+
+    #[tokio::test]
+    async fn a_password_change_revokes_the_other_sessions() {
+        let u = useradm();
+        let ann = u.create_user(T, "ann@example.com", PASSWORD).await.unwrap();
+        let bob = u.create_user(T, "bob@example.com", PASSWORD).await.unwrap();
+        let current = login(&u, "ann@example.com").await;
+        let other = login(&u, "ann@example.com").await;
+        let caller = claims(&u, &current);
+        let change = |current_password: &str| UserUpdate {
+            email: None,
+            password: Some("a new password".into()),
+            current_password: Some(current_password.into()),
+        };
+        let e = u.update_user(&caller, &ann.id, change("wrong")).await;
+        assert_eq!(
+            answer(e.unwrap_err()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "current password mismatch".into()
+            )
+        );
+        assert!(valid(&u, &other).await);
+        // nobody changes another user's password
+        let e = u.update_user(&caller, &bob.id, change(PASSWORD)).await;
+        assert_eq!(
+            answer(e.unwrap_err()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "password cannot be modified".into()
+            )
+        );
+
+        u.update_user(&caller, &ann.id, change(PASSWORD))
+            .await
+            .unwrap();
+        assert!(valid(&u, &current).await);
+        assert!(!valid(&u, &other).await);
+        assert!(u.login("ann@example.com", PASSWORD, false).await.is_err());
+        u.login("ann@example.com", "a new password", false)
+            .await
+            .unwrap();
+        let e = u.update_user(&caller, &ann.id, UserUpdate::default()).await;
+        assert_eq!(answer(e.unwrap_err()).0, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn an_email_change_moves_the_claim() {
+        let u = useradm();
+        let ann = u.create_user(T, "ann@example.com", PASSWORD).await.unwrap();
+        u.create_user(T, "bob@example.com", PASSWORD).await.unwrap();
+        let caller = claims(&u, &login(&u, "ann@example.com").await);
+        let to = |email: &str| UserUpdate {
+            email: Some(email.into()),
+            password: None,
+            current_password: Some(PASSWORD.into()),
+        };
+        let e = u.update_user(&caller, &ann.id, to("bob@example.com")).await;
+        assert_eq!(
+            answer(e.unwrap_err()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "user with a given email already exists".into()
+            )
+        );
+        u.update_user(&caller, &ann.id, to("anna@example.com"))
+            .await
+            .unwrap();
+        let changed = u.get_user(T, &ann.id).await.unwrap();
+        assert_eq!(changed.email, "anna@example.com");
+        assert_ne!(changed.updated_ts, ann.updated_ts);
+        login(&u, "anna@example.com").await;
+        assert!(u.login("ann@example.com", PASSWORD, false).await.is_err());
+        // the old e-mail is free again
+        u.create_user(T, "ann@example.com", PASSWORD).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn settings_are_replaced_only_at_their_etag() {
+        let u = useradm();
+        assert_eq!(u.get_settings(T, None).await.unwrap(), (Map::new(), None));
+        let doc = |v: Value| v.as_object().cloned().unwrap();
+        u.put_settings(T, None, doc(json!({"a": 1})), None)
+            .await
+            .unwrap();
+        let (document, etag) = u.get_settings(T, None).await.unwrap();
+        assert_eq!(Value::Object(document), json!({"a": 1}));
+        let etag = etag.unwrap();
+        let e = u
+            .put_settings(T, None, doc(json!({"a": 2})), Some("stale"))
+            .await;
+        assert_eq!(
+            answer(e.unwrap_err()),
+            (StatusCode::PRECONDITION_FAILED, "ETag doesn't match".into())
+        );
+        u.put_settings(T, None, doc(json!({"a": 3})), Some(&etag))
+            .await
+            .unwrap();
+        let (document, new_etag) = u.get_settings(T, None).await.unwrap();
+        assert_eq!(Value::Object(document), json!({"a": 3}));
+        assert_ne!(new_etag.as_deref(), Some(etag.as_str()));
+        // the old etag is stale now; a user's settings are their own
+        let e = u
+            .put_settings(T, None, doc(json!({"a": 4})), Some(&etag))
+            .await;
+        assert!(matches!(e, Err(Error::PreconditionFailed(_))));
+        let e = u
+            .put_settings(T, Some("ann"), doc(json!({"b": 1})), Some(&etag))
+            .await;
+        assert!(matches!(e, Err(Error::PreconditionFailed(_))));
+        u.put_settings(T, Some("ann"), doc(json!({"b": 1})), None)
+            .await
+            .unwrap();
+        let (document, _) = u.get_settings(T, Some("ann")).await.unwrap();
+        assert_eq!(Value::Object(document), json!({"b": 1}));
+    }
+
+    #[tokio::test]
+    async fn personal_access_tokens() {
+        let u = useradm();
+        u.create_user(T, "ann@example.com", PASSWORD).await.unwrap();
+        let session = claims(&u, &login(&u, "ann@example.com").await);
+        let pat = u.create_pat(&session, "ci", 3600).await.unwrap();
+        assert!(valid(&u, &pat).await);
+        let pat_claims = claims(&u, &pat);
+        // using it records when
+        let record = u
+            .store
+            .get_token(T, &pat_claims.sub, &pat_claims.jti)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(record.last_used.is_some());
+        // a PAT mints no PATs; names are unique per user
+        let e = u.create_pat(&pat_claims, "other", 3600).await.unwrap_err();
+        assert_eq!(answer(e).0, StatusCode::FORBIDDEN);
+        let e = u.create_pat(&session, "ci", 3600).await.unwrap_err();
+        assert_eq!(
+            answer(e),
+            (
+                StatusCode::CONFLICT,
+                "Personal Access Token with a given name already exists".into()
+            )
+        );
+        let listed = u.list_pats(&session).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0]["name"], json!("ci"));
+        assert_eq!(listed[0]["id"], json!(pat_claims.jti));
+        assert!(listed[0]["expiration_date"].is_string());
+        // at most MAX_PAT_PER_USER
+        for i in 1..rules::MAX_PAT_PER_USER {
+            u.create_pat(&session, &format!("pat{i}"), 0).await.unwrap();
+        }
+        let e = u.create_pat(&session, "one more", 0).await.unwrap_err();
+        assert_eq!(answer(e).0, StatusCode::UNPROCESSABLE_ENTITY);
+        // deleting one: it stops working; a session is no PAT to delete
+        u.delete_pat(&session, &pat_claims.jti).await.unwrap();
+        assert!(!valid(&u, &pat).await);
+        u.delete_pat(&session, &session.jti).await.unwrap();
+        assert!(u.check_user_token(&session).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn deleting_a_user_ends_its_tokens_and_frees_its_email() {
+        let u = useradm();
+        let ann = u.create_user(T, "ann@example.com", PASSWORD).await.unwrap();
+        let token = login(&u, "ann@example.com").await;
+        u.put_settings(T, Some(&ann.id), Map::new(), None)
+            .await
+            .unwrap();
+        u.delete_user(T, &ann.id).await.unwrap();
+        assert!(!valid(&u, &token).await);
+        assert_eq!(u.get_settings(T, Some(&ann.id)).await.unwrap().1, None);
+        assert_eq!(
+            answer(u.get_user(T, &ann.id).await.unwrap_err()),
+            (StatusCode::NOT_FOUND, "user not found".into())
+        );
+        u.create_user(T, "ann@example.com", PASSWORD).await.unwrap();
+        // deleting a user that is gone is no error
+        u.delete_user(T, &ann.id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_enforces_the_table_conditions() {
+        let store = MemoryStore::new();
+        let user = User {
+            id: "u".into(),
+            email: "ann@example.com".into(),
+            password_hash: "h".into(),
+            created_ts: "t0".into(),
+            updated_ts: "t0".into(),
+            login_ts: None,
+        };
+        store.create_user(T, &user).await.unwrap();
+        let mut newer = user.clone();
+        newer.updated_ts = "t1".into();
+        store.update_user(T, &user, &newer).await.unwrap();
+        // a replace needs the user as it was read
+        let mut stale = user.clone();
+        stale.updated_ts = "t2".into();
+        assert!(matches!(
+            store.update_user(T, &user, &stale).await,
+            Err(DynamoError::ConditionFailed)
+        ));
+        assert!(matches!(
+            store.set_login_ts(T, "gone", "t").await,
+            Err(DynamoError::ConditionFailed)
+        ));
+        assert_eq!(
+            store.find_by_email("ann@example.com").await.unwrap(),
+            Some((T.to_owned(), newer))
+        );
     }
 }

@@ -329,7 +329,7 @@ async fn login_status(
 async fn another_useradm(stack: &TestStack, bcrypt_cost: u32) -> useradm::Useradm {
     let services = &stack.stack.services;
     useradm::Useradm {
-        store: useradm::store::Store::new(
+        store: useradm::DynamoStore::new(
             mender_aws::dynamodb(&mender_aws::load_sdk_config().await),
             &services.config.useradm_table,
         ),

@@ -1,4 +1,5 @@
-//! The useradm table. Access patterns (all keys start with the tenant):
+//! The DynamoDB implementation of the useradm [`Store`]. Access patterns (all keys start with
+//! the tenant):
 //!
 //! | item | pk | sk | used by |
 //! |---|---|---|---|
@@ -13,41 +14,8 @@
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use mender_aws::dynamo::{built, classify, key, text, to_item, DynamoError, Table};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct User {
-    pub id: String,
-    pub email: String,
-    pub password_hash: String,
-    pub created_ts: String,
-    pub updated_ts: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub login_ts: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct TokenRecord {
-    pub jti: String,
-    pub user_id: String,
-    /// Set for personal access tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub created_ts: String,
-    /// Unix seconds; absent = never expires.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_used: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
-pub struct Settings {
-    /// The JSON document, stored as text so any JSON survives unchanged.
-    pub document: String,
-    pub etag: String,
-}
+use super::{Settings, Store, TokenRecord, User};
 
 fn tenant_pk(tenant: &str) -> String {
     format!("T#{tenant}")
@@ -59,20 +27,23 @@ fn email_pk(email: &str) -> String {
     format!("EMAIL#{email}")
 }
 
+/// The useradm table.
 #[derive(Clone)]
-pub struct Store {
+pub struct DynamoStore {
     table: Table,
 }
 
-impl Store {
+impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Store {
+        DynamoStore {
             table: Table::new(client, table),
         }
     }
+}
 
+impl Store for DynamoStore {
     /// Creates the user and claims its e-mail in one transaction; `ConditionFailed` = e-mail taken.
-    pub async fn create_user(&self, tenant: &str, user: &User) -> Result<(), DynamoError> {
+    async fn create_user(&self, tenant: &str, user: &User) -> Result<(), DynamoError> {
         let mut guard = key(email_pk(&user.email), "EMAIL");
         guard.insert("user_id".into(), AttributeValue::S(user.id.clone()));
         guard.insert("tenant".into(), AttributeValue::S(tenant.to_owned()));
@@ -101,14 +72,14 @@ impl Store {
         Ok(())
     }
 
-    pub async fn get_user(&self, tenant: &str, id: &str) -> Result<Option<User>, DynamoError> {
+    async fn get_user(&self, tenant: &str, id: &str) -> Result<Option<User>, DynamoError> {
         self.table
             .get_as(key(tenant_pk(tenant), format!("USER#{id}")))
             .await
     }
 
     /// Finds a user by e-mail through the guard item: `(tenant, user)`.
-    pub async fn find_by_email(&self, email: &str) -> Result<Option<(String, User)>, DynamoError> {
+    async fn find_by_email(&self, email: &str) -> Result<Option<(String, User)>, DynamoError> {
         let Some(item) = self.table.get(key(email_pk(email), "EMAIL")).await? else {
             return Ok(None);
         };
@@ -116,7 +87,7 @@ impl Store {
         Ok(self.get_user(&tenant, &user_id).await?.map(|u| (tenant, u)))
     }
 
-    pub async fn list_users(&self, tenant: &str) -> Result<Vec<User>, DynamoError> {
+    async fn list_users(&self, tenant: &str) -> Result<Vec<User>, DynamoError> {
         self.table
             .query_prefix_as(&tenant_pk(tenant), "USER#")
             .await
@@ -124,12 +95,7 @@ impl Store {
 
     /// Replaces the user; when the e-mail changes the guard moves in the same transaction.
     /// `ConditionFailed` = the new e-mail is taken or the user changed concurrently.
-    pub async fn update_user(
-        &self,
-        tenant: &str,
-        old: &User,
-        new: &User,
-    ) -> Result<(), DynamoError> {
+    async fn update_user(&self, tenant: &str, old: &User, new: &User) -> Result<(), DynamoError> {
         let mut items = vec![TransactWriteItem::builder()
             .put(
                 Put::builder()
@@ -177,7 +143,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_login_ts(&self, tenant: &str, id: &str, ts: &str) -> Result<(), DynamoError> {
+    async fn set_login_ts(&self, tenant: &str, id: &str, ts: &str) -> Result<(), DynamoError> {
         let update = Update::builder()
             .table_name(&self.table.name)
             .set_key(Some(key(tenant_pk(tenant), format!("USER#{id}"))))
@@ -193,7 +159,7 @@ impl Store {
     }
 
     /// Deletes the user, its e-mail guard, its tokens and settings.
-    pub async fn delete_user(&self, tenant: &str, user: &User) -> Result<(), DynamoError> {
+    async fn delete_user(&self, tenant: &str, user: &User) -> Result<(), DynamoError> {
         for token in self.list_tokens(tenant, &user.id).await? {
             self.delete_token(tenant, &user.id, &token.jti).await?;
         }
@@ -208,7 +174,7 @@ impl Store {
             .await
     }
 
-    pub async fn put_token(&self, tenant: &str, token: &TokenRecord) -> Result<(), DynamoError> {
+    async fn put_token(&self, tenant: &str, token: &TokenRecord) -> Result<(), DynamoError> {
         self.table
             .put(to_item(
                 user_pk(tenant, &token.user_id),
@@ -219,7 +185,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn get_token(
+    async fn get_token(
         &self,
         tenant: &str,
         user_id: &str,
@@ -230,7 +196,7 @@ impl Store {
             .await
     }
 
-    pub async fn list_tokens(
+    async fn list_tokens(
         &self,
         tenant: &str,
         user_id: &str,
@@ -240,7 +206,7 @@ impl Store {
             .await
     }
 
-    pub async fn delete_token(
+    async fn delete_token(
         &self,
         tenant: &str,
         user_id: &str,
@@ -251,7 +217,7 @@ impl Store {
             .await
     }
 
-    pub async fn touch_token(
+    async fn touch_token(
         &self,
         tenant: &str,
         user_id: &str,
@@ -277,7 +243,7 @@ impl Store {
     }
 
     /// Failed logins of `email` in throttle window `window`.
-    pub async fn failed_logins(&self, email: &str, window: i64) -> Result<u32, DynamoError> {
+    async fn failed_logins(&self, email: &str, window: i64) -> Result<u32, DynamoError> {
         let item = self
             .table
             .get(key(format!("LOGIN#{email}"), format!("WINDOW#{window}")))
@@ -291,7 +257,7 @@ impl Store {
     }
 
     /// One more failed login of `email` in `window` (an atomic add: instances share the count).
-    pub async fn add_failed_login(
+    async fn add_failed_login(
         &self,
         email: &str,
         window: i64,
@@ -315,7 +281,7 @@ impl Store {
     }
 
     /// Settings of the tenant (`user_id` None) or of one user.
-    pub async fn get_settings(
+    async fn get_settings(
         &self,
         tenant: &str,
         user_id: Option<&str>,
@@ -326,7 +292,7 @@ impl Store {
     }
 
     /// Replaces the settings if the stored etag equals `if_match` (when given).
-    pub async fn put_settings(
+    async fn put_settings(
         &self,
         tenant: &str,
         user_id: Option<&str>,
@@ -358,11 +324,4 @@ fn settings_pk(tenant: &str, user_id: Option<&str>) -> String {
         Some(id) => user_pk(tenant, id),
         None => tenant_pk(tenant),
     }
-}
-
-/// The settings document as a JSON object (empty when none is stored).
-pub fn settings_object(settings: Option<&Settings>) -> Map<String, Value> {
-    settings
-        .and_then(|s| serde_json::from_str::<Map<String, Value>>(&s.document).ok())
-        .unwrap_or_default()
 }

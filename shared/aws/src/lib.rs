@@ -121,4 +121,69 @@ mod tests {
         assert!(!all_trusted_roots(&broken));
         Ok(())
     }
+
+    /// A CA and a `localhost` server certificate it signed: (CA PEM, server cert PEM, key PEM).
+    fn ca_and_server() -> anyhow::Result<(String, String, String)> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate()?;
+        let ca_cert = ca.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca, ca_key);
+        let server_key = KeyPair::generate()?;
+        let server = CertificateParams::new(vec!["localhost".to_owned()])?
+            .signed_by(&server_key, &issuer)?;
+        Ok((ca_cert.pem(), server.pem(), server_key.serialize_pem()))
+    }
+
+    /// A DynamoDB client through [`https_client`] trusting `ca`, against `endpoint`.
+    async fn dynamodb_trusting(
+        ca: &str,
+        endpoint: &str,
+    ) -> anyhow::Result<aws_sdk_dynamodb::Client> {
+        let client = https_client(ca.as_bytes().to_vec()).ok_or(anyhow::anyhow!("no client"))?;
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(client)
+            .region(aws_config::Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "key", "secret", None, None, "test",
+            ))
+            .endpoint_url(endpoint)
+            .load()
+            .await;
+        Ok(dynamodb(&config))
+    }
+
+    #[tokio::test]
+    async fn the_https_client_trusts_the_bundle_it_was_given_and_nothing_else() -> anyhow::Result<()>
+    {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let (ca, cert, key) = ca_and_server()?;
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert.into(), key.into()).await?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let endpoint = format!("https://localhost:{}", listener.local_addr()?.port());
+        let app = axum::Router::new().fallback(|| async {
+            (
+                [("content-type", "application/x-amz-json-1.0")],
+                r#"{"TableNames":["over-tls"]}"#,
+            )
+        });
+        let server = axum_server::from_tcp_rustls(listener, tls)?;
+        let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+
+        let trusted = dynamodb_trusting(&ca, &endpoint).await?;
+        let tables = trusted.list_tables().send().await?;
+        assert_eq!(tables.table_names(), ["over-tls"]);
+
+        let (other_ca, _, _) = ca_and_server()?;
+        let untrusted = dynamodb_trusting(&other_ca, &endpoint).await?;
+        let refused = untrusted.list_tables().send().await;
+        assert!(
+            refused.is_err(),
+            "a server the bundle does not vouch for was trusted"
+        );
+        task.abort();
+        Ok(())
+    }
 }

@@ -4,6 +4,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mender-rs/target}
 scripts/deps.sh emulators
+
+# Everything is built first, so no build runs beside a measurement. Each deployed set builds in
+# its own target directory, as it is deployed: the Lambda functions in one cargo call (as
+# infra/function.mk does), the deviceconnect container alone, the artifact-bench tool alone. In
+# one directory the three feature unifications would rebuild each other's dependencies (and
+# relink every Lambda function) on every run.
+DC_TARGET=${CARGO_TARGET_DIR%/}-deviceconnect
+ART_TARGET=${CARGO_TARGET_DIR%/}-artifact-bench
+cargo build -q -p black-box-tests --bins
+if [ "${1:-}" != inventory ]; then
+  LAMBDAS=$(cd functions && ls -d */ | tr -d / | grep -vx deviceconnect)
+  # shellcheck disable=SC2046
+  cargo build -q --release $(printf -- '-p %s ' $LAMBDAS)
+  CARGO_TARGET_DIR=$DC_TARGET cargo build -q --release -p deviceconnect --bin deviceconnect
+  CARGO_TARGET_DIR=$ART_TARGET cargo build -q --release -p mender-artifact --bin artifact-bench
+fi
 export STACK_NAME=bench
 # 100,000 devices and their indexes in DynamoDB Local's memory.
 export DDB_HEAP=${DDB_HEAP:-6g}
@@ -26,17 +42,13 @@ fi
 if [ "$(ulimit -Sn)" != unlimited ] && [ "$(ulimit -Sn)" -lt "$DC_FILES" ]; then
   ulimit -Sn "$DC_FILES" 2>/dev/null || ulimit -Sn "$(ulimit -Hn)"
 fi
-cargo build -q --release -p deviceconnect --bin deviceconnect
-DEVICECONNECT_BIN=$CARGO_TARGET_DIR/release/deviceconnect \
+DEVICECONNECT_BIN=$DC_TARGET/release/deviceconnect \
   cargo run -q -p black-box-tests --bin bench-deviceconnect
 
 # Cold start of every Lambda function: its release `bootstrap` (thin LTO, as deployed) spawned
 # against a local Lambda Runtime API with the template's environment, 5 cold starts each:
 # init and first-request time, response status, binary size, sockets open during init.
 # Budget: init under 20 ms, no network call in init (deviceconnect is a container, not here).
-LAMBDAS=$(cd functions && ls -d */ | tr -d / | grep -vx deviceconnect)
-# shellcheck disable=SC2046
-cargo build -q --release $(printf -- '-p %s ' $LAMBDAS)
 cargo run -q -p black-box-tests --bin bench-cold-start
 
 # The artifact reader on a 256 MiB artifact, next to `mender-artifact read`/`validate` and
@@ -53,5 +65,4 @@ if [ ! -f "$ART" ]; then
   rm -f "$ART_DIR/payload.bin"
 fi
 echo "artifact: $ART ($(stat -c %s "$ART") bytes, uncompressed payload)"
-cargo build -q --release -p mender-artifact --bin artifact-bench
-"$CARGO_TARGET_DIR/release/artifact-bench" "$ART" "${ART_RUNS:-5}"
+"$ART_TARGET/release/artifact-bench" "$ART" "${ART_RUNS:-5}"

@@ -290,15 +290,7 @@ impl DeploymentStore for DynamoStore {
         for (status, count) in &deployment.statistics {
             item.insert(format!("c_{status}"), n(*count));
         }
-        self.table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-            .map_err(classify)?;
+        self.table.put_new(item).await?;
         for chunk in devices.chunks(25) {
             let mut requests = Vec::new();
             for dd in chunk {

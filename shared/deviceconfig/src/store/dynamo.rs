@@ -169,15 +169,7 @@ impl Store for DynamoStore {
         item.insert("configured".into(), map_value(&Configuration::new()));
         item.insert("reported".into(), map_value(&Configuration::new()));
         item.insert("updated_ts".into(), s(&now()));
-        self.table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-            .map_err(classify)?;
+        self.table.put_new(item).await?;
         Ok(())
     }
 
